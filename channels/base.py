@@ -1,0 +1,96 @@
+"""The small interface every channel adapter implements.
+
+An adapter declares its provider's limits as plain class attributes, so the renderer, the
+preview and the dispatcher all read them from one place. It turns a batch of outgoing
+messages into per-message results, or raises one of the error kinds in ``gateway.errors``
+for the whole batch. It never touches the database and never decides retries.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import ClassVar, Literal
+
+from gateway.domain import DeliveryState
+from gateway.errors import ChannelError
+
+Encoding = Literal["gsm7", "unicode"]
+Reach = Literal["personal", "social"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """One rendition to one recipient. ``recipient`` is a phone number or chat id: never log it."""
+
+    delivery_id: int
+    recipient: str = field(repr=False)
+    text: str
+    idempotency_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What the provider said about one message of a batch."""
+
+    delivery_id: int
+    state: DeliveryState
+    provider_message_id: str | None = None
+    cost: Decimal | None = None
+    error: ChannelError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    """A provider's later word about a message, already mapped to our state."""
+
+    provider_message_id: str
+    state: DeliveryState
+    status_word: str
+    reason: str | None = None
+    network_code: str | None = None
+
+
+class Channel(abc.ABC):
+    """Base class of every adapter.
+
+    Limits (override in each adapter):
+        name: the channel's stable word, stored on deliveries.
+        reach: ``personal`` (one delivery per subscriber) or ``social`` (one post per account).
+        max_length: the longest text the provider accepts, in characters.
+        max_segments: for SMS, the most concatenated segments we allow (None elsewhere).
+        encoding: ``gsm7`` when GSM 03.38 segment rules apply, else ``unicode``.
+        batch_size: recipients per provider request.
+        rate_per_second: messages per second the provider allows us.
+        supports_links: whether a link in the text is useful to the reader.
+        status_map: provider status word -> our delivery state.
+    """
+
+    name: ClassVar[str]
+    reach: ClassVar[Reach] = "personal"
+    max_length: ClassVar[int] = 4096
+    max_segments: ClassVar[int | None] = None
+    encoding: ClassVar[Encoding] = "unicode"
+    batch_size: ClassVar[int] = 1
+    rate_per_second: ClassVar[float] = 10.0
+    supports_links: ClassVar[bool] = True
+    status_map: ClassVar[Mapping[str, DeliveryState]] = {}
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Open connections; called once before the first send."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; called once at shutdown."""
+
+    @abc.abstractmethod
+    async def send(self, batch: Sequence[OutgoingMessage]) -> list[SendResult]:
+        """Send ``batch`` (at most ``batch_size`` messages).
+
+        Returns one result per message, in any order. Raises a ``ChannelError`` subclass
+        when the whole batch failed (connection, throttling, configuration).
+        """
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} channel={self.name!r}>"

@@ -1,0 +1,238 @@
+"""``/api/v1/announcements``: create, read, list, and move through approval."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.api import models
+from gateway.api.errors import ApiError
+from gateway.api.routing import ApiRoutes, path_id
+from gateway.appkeys import CLOCK, CONFIG, DISPATCHER, ENGINE
+from gateway.auth import Principal
+from gateway.db.engine import reading
+from gateway.domain import AnnouncementStatus, DeliveryState, Role
+from gateway.store import announcements as store
+from gateway.store.audit import record
+
+routes = ApiRoutes()
+TAGS = ("announcements",)
+
+
+def public_url(request: web.Request, code: str) -> str:
+    return f"{request.app[CONFIG].http.public_url.rstrip('/')}/a/{code}"
+
+
+def to_out(
+    request: web.Request,
+    row: store.AnnouncementRow,
+    *,
+    counts: dict[str, dict[DeliveryState, int]] | None = None,
+    cost: Any = None,
+) -> models.AnnouncementOut:
+    v = row.values
+    stats = None
+    if counts is not None:
+        stats = [
+            models.CountsByState(
+                channel=channel,
+                counts={state: per_state.get(state, 0) for state in DeliveryState},
+                total=sum(per_state.values()),
+            )
+            for channel, per_state in sorted(counts.items())
+        ]
+    return models.AnnouncementOut(
+        id=v["id"],
+        agency=row.agency_slug,
+        status=v["status"],
+        verification_code=v["verification_code"],
+        title=v["title"],
+        body=v["body"],
+        language=v["language"],
+        facts=models.Facts.model_validate(v["facts"]),
+        translations={
+            k: models.Translation.model_validate(t) for k, t in v["translations"].items()
+        },
+        areas=v["areas"],
+        topics=v["topics"],
+        channels=v["channels"],
+        urgency=v["urgency"],
+        keep_gsm7=v["keep_gsm7"],
+        send_at=v["send_at"],
+        expires_at=v["expires_at"],
+        created_at=v["created_at"],
+        submitted_at=v["submitted_at"],
+        approved_at=v["approved_at"],
+        started_at=v["started_at"],
+        finished_at=v["finished_at"],
+        cancelled_at=v["cancelled_at"],
+        public_url=public_url(request, v["verification_code"]),
+        estimated_cost=v["estimated_cost"],
+        actual_cost=cost,
+        stats=stats,
+    )
+
+
+@routes.post(
+    "/announcements",
+    summary="Create a draft announcement",
+    roles=[Role.AUTHOR],
+    body=models.AnnouncementIn,
+    response=models.AnnouncementOut,
+    status=201,
+    tags=TAGS,
+)
+async def create_announcement(
+    request: web.Request, principal: Principal, body: models.AnnouncementIn
+) -> models.AnnouncementOut:
+    now = request.app[CLOCK].now()
+    if body.send_at is not None and body.send_at < now:
+        raise ApiError(422, "invalid", "send_at: must not be in the past", "send_at")
+    if body.expires_at is not None and body.expires_at <= now:
+        raise ApiError(422, "invalid", "expires_at: must be in the future", "expires_at")
+    values = body.model_dump(mode="json", exclude={"send_at", "expires_at", "urgency"})
+    values.update(
+        agency_id=principal.agency_id,
+        urgency=body.urgency.value,
+        send_at=body.send_at,
+        expires_at=body.expires_at,
+        created_by=principal.token_id,
+    )
+    engine = request.app[ENGINE]
+    async with engine.begin() as conn:
+        new_id = await store.insert_announcement(conn, values=values, now=now)
+        await record(
+            conn,
+            principal=principal,
+            action="announcement.create",
+            subject=("announcement", new_id),
+            after={"title": body.title, "channels": body.channels, "urgency": body.urgency.value},
+            now=now,
+        )
+        row = await store.get_announcement(conn, new_id, agency_id=principal.agency_id)
+    return to_out(request, row)
+
+
+@routes.get(
+    "/announcements",
+    summary="List announcements, newest first",
+    query=models.ListQuery,
+    response=models.AnnouncementList,
+    tags=TAGS,
+)
+async def list_announcements(
+    request: web.Request, principal: Principal, query: models.ListQuery
+) -> models.AnnouncementList:
+    async with reading(request.app[ENGINE]) as conn:
+        rows = await store.list_announcements(
+            conn,
+            agency_id=principal.agency_id,
+            limit=query.limit,
+            before_id=query.before_id,
+            status=query.status,
+        )
+    items = [to_out(request, row) for row in rows]
+    next_before = items[-1].id if len(items) == query.limit else None
+    return models.AnnouncementList(items=items, next_before_id=next_before)
+
+
+@routes.get(
+    "/announcements/{id}",
+    summary="One announcement with delivery counts per channel and state",
+    response=models.AnnouncementOut,
+    tags=TAGS,
+)
+async def get_announcement(request: web.Request, principal: Principal) -> models.AnnouncementOut:
+    announcement_id = path_id(request)
+    async with reading(request.app[ENGINE]) as conn:
+        row = await store.get_announcement(conn, announcement_id, agency_id=principal.agency_id)
+        counts = await store.delivery_counts(conn, [announcement_id])
+        cost = await store.actual_cost(conn, announcement_id)
+    return to_out(request, row, counts=counts.get(announcement_id, {}), cost=cost)
+
+
+async def _act(request: web.Request, principal: Principal, action: str) -> models.AnnouncementOut:
+    announcement_id = path_id(request)
+    now = request.app[CLOCK].now()
+    async with request.app[ENGINE].begin() as conn:
+        row = await store.get_announcement(conn, announcement_id, agency_id=principal.agency_id)
+        if action == "approve" and row["created_by"] == principal.token_id:
+            raise ApiError(
+                403,
+                "two_person_rule",
+                "an announcement must be approved by someone other than its author",
+            )
+        extra = {"approved_by": principal.token_id} if action == "approve" else None
+        before = row["status"]
+        status = await store.transition(
+            conn,
+            announcement_id,
+            agency_id=principal.agency_id,
+            action=action,
+            now=now,
+            extra=extra,
+        )
+        if status is AnnouncementStatus.CANCELLED:
+            from gateway.outbox.fanout import cancel_pending
+
+            await cancel_pending(conn, announcement_id=announcement_id, now=now)
+        await record(
+            conn,
+            principal=principal,
+            action=f"announcement.{action}",
+            subject=("announcement", announcement_id),
+            before={"status": before},
+            after={"status": status.value},
+            now=now,
+        )
+        row = await store.get_announcement(conn, announcement_id, agency_id=principal.agency_id)
+    if status is AnnouncementStatus.APPROVED:
+        dispatcher = request.app.get(DISPATCHER)
+        if dispatcher is not None:
+            dispatcher.wake_starter()
+    return to_out(request, row)
+
+
+@routes.post(
+    "/announcements/{id}/submit",
+    summary="Submit a draft for approval",
+    roles=[Role.AUTHOR],
+    response=models.AnnouncementOut,
+    tags=TAGS,
+)
+async def submit(request: web.Request, principal: Principal) -> models.AnnouncementOut:
+    return await _act(request, principal, "submit")
+
+
+@routes.post(
+    "/announcements/{id}/approve",
+    summary="Approve (a second person); sending starts at send_at or now",
+    roles=[Role.APPROVER],
+    response=models.AnnouncementOut,
+    tags=TAGS,
+)
+async def approve(request: web.Request, principal: Principal) -> models.AnnouncementOut:
+    return await _act(request, principal, "approve")
+
+
+@routes.post(
+    "/announcements/{id}/reject",
+    summary="Send a pending announcement back to draft",
+    roles=[Role.APPROVER],
+    response=models.AnnouncementOut,
+    tags=TAGS,
+)
+async def reject(request: web.Request, principal: Principal) -> models.AnnouncementOut:
+    return await _act(request, principal, "reject")
+
+
+@routes.post(
+    "/announcements/{id}/cancel",
+    summary="Cancel; deliveries not yet sent are cancelled at once",
+    roles=[Role.AUTHOR, Role.APPROVER],
+    response=models.AnnouncementOut,
+    tags=TAGS,
+)
+async def cancel(request: web.Request, principal: Principal) -> models.AnnouncementOut:
+    return await _act(request, principal, "cancel")

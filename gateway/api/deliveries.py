@@ -1,0 +1,229 @@
+"""Per-announcement views: the preview before approval and the deliveries after."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from decimal import Decimal
+
+import sqlalchemy as sa
+from aiohttp import web
+from pydantic import BaseModel
+
+from channels.registry import channel_classes
+from gateway.api import models
+from gateway.api.announcements import TAGS, public_url
+from gateway.api.routing import ApiRoutes, path_id
+from gateway.appkeys import CONFIG, ENGINE, RENDERER
+from gateway.auth import Principal
+from gateway.db.engine import reading
+from gateway.db.schema import deliveries, subscribers
+from gateway.outbox.content import content_for, languages_of
+from gateway.outbox.fanout import count_audience
+from gateway.renditions import TemplateProblem
+from gateway.store.announcements import AnnouncementRow, get_announcement
+
+routes = ApiRoutes()
+
+
+class RenditionPreview(BaseModel):
+    channel: str
+    language: str
+    text: str | None
+    characters: int
+    encoding: str | None
+    segments: int
+    fits: bool
+    recipients: int
+    estimated_cost: Decimal
+    missing_facts: list[str]
+    problems: list[str]
+    replacements: list[str]
+
+
+class Preview(BaseModel):
+    announcement_id: int
+    currency: str
+    renditions: list[RenditionPreview]
+    recipients: int
+    sms_segments: int
+    estimated_cost: Decimal
+    problems: list[str]
+
+
+async def build_preview(request: web.Request, row: AnnouncementRow) -> Preview:
+    """Renditions per channel × language with recipients, segments and cost.
+
+    Recipients come from one grouped query (channel × language × country), not a loop over
+    subscribers, so a preview of a million-strong audience costs one aggregate.
+    """
+    app = request.app
+    config = app[CONFIG]
+    renderer = app[RENDERER]
+    classes = channel_classes()
+    v = row.values
+    async with reading(app[ENGINE]) as conn:
+        audience = await count_audience(
+            conn,
+            agency_id=v["agency_id"],
+            channels=v["channels"],
+            areas=v["areas"],
+            topics=v["topics"],
+        )
+    langs = languages_of(v)
+    # Subscribers whose language the announcement lacks get the main language.
+    recipients: dict[tuple[str, str], dict[str | None, int]] = defaultdict(lambda: defaultdict(int))
+    for (channel, lang, country), n in audience.items():
+        recipients[(channel, lang if lang in langs else v["language"])][country] += n
+    pricing = config.pricing
+    out: list[RenditionPreview] = []
+    problems: list[str] = []
+    for channel in v["channels"]:
+        cls = classes.get(channel)
+        for language in langs:
+            per_country = recipients.get((channel, language), {})
+            count = sum(per_country.values())
+            if cls is None:
+                problems.append(f"{channel}: this gateway has no such channel yet")
+                out.append(
+                    RenditionPreview(
+                        channel=channel,
+                        language=language,
+                        text=None,
+                        characters=0,
+                        encoding=None,
+                        segments=0,
+                        fits=False,
+                        recipients=count,
+                        estimated_cost=Decimal(0),
+                        missing_facts=[],
+                        problems=["channel not available"],
+                        replacements=[],
+                    )
+                )
+                continue
+            content = content_for(
+                v,
+                language=language,
+                agency_name=row.agency_name,
+                public_url=public_url(request, v["verification_code"]),
+            )
+            try:
+                rendition = renderer.render(cls, content, keep_gsm7=v["keep_gsm7"])
+            except TemplateProblem as exc:
+                problems.append(f"{channel}/{language}: {exc}")
+                out.append(
+                    RenditionPreview(
+                        channel=channel,
+                        language=language,
+                        text=None,
+                        characters=0,
+                        encoding=None,
+                        segments=0,
+                        fits=False,
+                        recipients=count,
+                        estimated_cost=Decimal(0),
+                        missing_facts=[],
+                        problems=[str(exc)],
+                        replacements=[],
+                    )
+                )
+                continue
+            cost = Decimal(0)
+            if channel == "sms":
+                for country, n in per_country.items():
+                    price = pricing.per_region.get(country or "", pricing.default_per_segment)
+                    cost += price * rendition.segments * n
+            out.append(
+                RenditionPreview(
+                    channel=channel,
+                    language=language,
+                    text=rendition.text,
+                    characters=rendition.characters,
+                    encoding=rendition.encoding,
+                    segments=rendition.segments,
+                    fits=rendition.fits,
+                    recipients=count,
+                    estimated_cost=cost,
+                    missing_facts=list(rendition.missing_facts),
+                    problems=list(rendition.problems),
+                    replacements=[
+                        f"{r.original!r}->{r.replacement!r}" for r in rendition.replacements
+                    ],
+                )
+            )
+            problems.extend(f"{channel}/{language}: {p}" for p in rendition.problems)
+    return Preview(
+        announcement_id=v["id"],
+        currency=pricing.currency,
+        renditions=out,
+        recipients=sum(r.recipients for r in out),
+        sms_segments=sum(r.segments * r.recipients for r in out if r.channel == "sms"),
+        estimated_cost=sum((r.estimated_cost for r in out), Decimal(0)),
+        problems=problems,
+    )
+
+
+@routes.get(
+    "/announcements/{id}/preview",
+    summary="Renditions per channel and language, recipients, SMS segments and estimated cost",
+    response=Preview,
+    tags=TAGS,
+)
+async def preview(request: web.Request, principal: Principal) -> Preview:
+    async with reading(request.app[ENGINE]) as conn:
+        row = await get_announcement(conn, path_id(request), agency_id=principal.agency_id)
+    return await build_preview(request, row)
+
+
+@routes.get(
+    "/announcements/{id}/deliveries",
+    summary="Every delivery of an announcement, paged, phone numbers masked",
+    query=models.DeliveryQuery,
+    response=models.DeliveryList,
+    tags=TAGS,
+)
+async def list_deliveries(
+    request: web.Request, principal: Principal, query: models.DeliveryQuery
+) -> models.DeliveryList:
+    announcement_id = path_id(request)
+    async with reading(request.app[ENGINE]) as conn:
+        await get_announcement(conn, announcement_id, agency_id=principal.agency_id)
+        statement = (
+            sa.select(deliveries, subscribers.c.phone_masked)
+            .select_from(
+                deliveries.outerjoin(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+            )
+            .where(deliveries.c.announcement_id == announcement_id)
+            .order_by(deliveries.c.id)
+            .limit(query.limit)
+        )
+        if query.after_id is not None:
+            statement = statement.where(deliveries.c.id > query.after_id)
+        if query.state is not None:
+            statement = statement.where(deliveries.c.state == query.state.value)
+        if query.channel is not None:
+            statement = statement.where(deliveries.c.channel == query.channel)
+        rows = (await conn.execute(statement)).mappings().all()
+    items = [
+        models.DeliveryOut(
+            id=r["id"],
+            channel=r["channel"],
+            phone=r["phone_masked"],
+            account=r["account"],
+            language=r["language"],
+            state=r["state"],
+            attempts=r["attempts"],
+            provider_message_id=r["provider_message_id"],
+            error_kind=r["error_kind"],
+            error_reason=r["error_reason"],
+            segments=r["segments"],
+            cost=r["cost"],
+            created_at=r["created_at"],
+            sent_at=r["sent_at"],
+            finished_at=r["finished_at"],
+        )
+        for r in rows
+    ]
+    return models.DeliveryList(
+        items=items, next_after_id=items[-1].id if len(items) == query.limit else None
+    )

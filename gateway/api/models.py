@@ -1,0 +1,217 @@
+"""Request and response bodies of the API, as pydantic models (they also make the OpenAPI
+document). Unknown fields are refused so a typo is an error, not a silently ignored option."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, model_validator
+
+from gateway.domain import CHANNELS, AnnouncementStatus, DeliveryState, Urgency
+
+Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}$", examples=["id", "en"])]
+AreaCode = Annotated[str, Field(pattern=r"^[0-9]{2}(\.[0-9]{2,4}){0,3}$", examples=["31", "31.71"])]
+Topic = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z0-9_-]+$")]
+ChannelName = Literal[CHANNELS]  # type: ignore[valid-type]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Facts(Strict):
+    """What every channel must carry. Each is optional; each given one must appear everywhere."""
+
+    what: str | None = Field(default=None, max_length=200)
+    when: AwareDatetime | None = None
+    where: str | None = Field(default=None, max_length=200)
+    action: str | None = Field(default=None, max_length=200)
+    link: HttpUrl | None = None
+
+
+class Translation(Strict):
+    title: str = Field(min_length=1, max_length=200)
+    body: str = Field(default="", max_length=5000)
+    facts: Facts | None = None
+
+
+class AnnouncementIn(Strict):
+    title: str = Field(min_length=1, max_length=200)
+    body: str = Field(default="", max_length=5000)
+    language: Language = "id"
+    facts: Facts = Facts()
+    translations: dict[Language, Translation] = Field(default_factory=dict)
+    areas: list[AreaCode] = Field(default_factory=list, max_length=500)
+    topics: list[Topic] = Field(default_factory=list, max_length=50)
+    channels: list[ChannelName] = Field(min_length=1, max_length=len(CHANNELS))
+    urgency: Urgency = Urgency.NORMAL
+    send_at: AwareDatetime | None = None
+    expires_at: AwareDatetime | None = None
+    keep_gsm7: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AnnouncementIn:
+        if len(set(self.channels)) != len(self.channels):
+            raise ValueError("channels: each channel may be named once")
+        if self.language in self.translations:
+            raise ValueError("translations: the main language needs no translation")
+        if self.send_at and self.expires_at and self.expires_at <= self.send_at:
+            raise ValueError("expires_at: must be after send_at")
+        return self
+
+
+class CountsByState(BaseModel):
+    channel: str
+    counts: dict[DeliveryState, int]
+    total: int
+
+
+class AnnouncementOut(BaseModel):
+    id: int
+    agency: str
+    status: AnnouncementStatus
+    verification_code: str
+    title: str
+    body: str
+    language: str
+    facts: Facts
+    translations: dict[str, Translation]
+    areas: list[str]
+    topics: list[str]
+    channels: list[str]
+    urgency: Urgency
+    keep_gsm7: bool
+    send_at: datetime | None
+    expires_at: datetime | None
+    created_at: datetime
+    submitted_at: datetime | None
+    approved_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    cancelled_at: datetime | None
+    public_url: str
+    estimated_cost: Decimal | None = None
+    actual_cost: Decimal | None = None
+    stats: list[CountsByState] | None = None
+
+
+class AnnouncementList(BaseModel):
+    items: list[AnnouncementOut]
+    next_before_id: int | None
+
+
+class ListQuery(Strict):
+    limit: int = Field(default=50, ge=1, le=500)
+    before_id: int | None = Field(default=None, ge=1)
+    status: AnnouncementStatus | None = None
+
+
+class Consent(Strict):
+    channel: Literal["web", "sms", "ussd", "telegram", "whatsapp", "paper", "import", "api"] = "api"
+    text: str = Field(default="", max_length=1000)
+    at: AwareDatetime | None = None
+
+
+class SubscriberIn(Strict):
+    phone: str = Field(min_length=3, max_length=40)
+    language: Language = "id"
+    area_code: AreaCode | None = None
+    topics: list[Topic] = Field(default_factory=list, max_length=50)
+    channels: list[Literal["sms", "voice", "whatsapp", "telegram"]] = Field(
+        default_factory=lambda: ["sms"], min_length=1, max_length=4
+    )
+    telegram_chat_id: int | None = None
+    consent: Consent = Consent()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SubscriberIn:
+        if len(set(self.channels)) != len(self.channels):
+            raise ValueError("channels: each channel may be named once")
+        if "telegram" in self.channels and self.telegram_chat_id is None:
+            raise ValueError("telegram_chat_id: required when channels include telegram")
+        return self
+
+
+class SubscriberOut(BaseModel):
+    id: int
+    phone: str | None = Field(description="masked, e.g. +62 812-****-789")
+    language: str
+    area_code: str | None
+    topics: list[str]
+    channels: list[str]
+    opted_out: list[str]
+    created_at: datetime
+    erased: bool
+
+
+class SubscriberList(BaseModel):
+    items: list[SubscriberOut]
+    next_after_id: int | None
+
+
+class SubscriberQuery(Strict):
+    limit: int = Field(default=50, ge=1, le=1000)
+    after_id: int | None = Field(default=None, ge=0)
+    area_code: AreaCode | None = None
+    phone: str | None = Field(default=None, max_length=40, description="full number, exact match")
+
+
+class ImportRowError(BaseModel):
+    row: int = Field(description="1-based line number in the CSV, header is line 1")
+    field: str
+    message: str
+
+
+class ImportReport(BaseModel):
+    received: int
+    imported: int
+    duplicates: int
+    errors: list[ImportRowError]
+    errors_truncated: bool = False
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    channel: str
+    phone: str | None
+    account: str | None
+    language: str
+    state: DeliveryState
+    attempts: int
+    provider_message_id: str | None
+    error_kind: str | None
+    error_reason: str | None
+    segments: int | None
+    cost: Decimal | None
+    created_at: datetime
+    sent_at: datetime | None
+    finished_at: datetime | None
+
+
+class DeliveryList(BaseModel):
+    items: list[DeliveryOut]
+    next_after_id: int | None
+
+
+class DeliveryQuery(Strict):
+    limit: int = Field(default=100, ge=1, le=1000)
+    after_id: int | None = Field(default=None, ge=0)
+    state: DeliveryState | None = None
+    channel: ChannelName | None = None
+
+
+class VerifyOut(BaseModel):
+    code: str
+    genuine: bool
+    message: str
+    agency: str | None = None
+    title: str | None = None
+    issued_at: datetime | None = None
+    public_url: str | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    detail: str | None = None

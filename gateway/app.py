@@ -1,0 +1,109 @@
+"""``create_app(config) -> web.Application``: the whole gateway, resources in ``cleanup_ctx``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway.api import announcements, deliveries, subscribers, system
+from gateway.api.errors import error_middleware
+from gateway.api.openapi import build_openapi
+from gateway.api.routing import ApiRoutes
+from gateway.appkeys import CLOCK, CONFIG, DISPATCHER, ENGINE, RENDERER, REPORTS, VAULT
+from gateway.auth import auth_middleware
+from gateway.clock import Clock, SystemClock
+from gateway.config import ConfigProblem, WartaConfig
+from gateway.db.engine import create_engine, ensure_migrated
+from gateway.personal import PhoneVault
+from gateway.ratelimit import KeyedLimiter
+
+log = logging.getLogger("warta")
+
+API_MODULES: tuple[ApiRoutes, ...] = (
+    announcements.routes,
+    deliveries.routes,
+    subscribers.routes,
+    system.routes,
+)
+OPENAPI = web.AppKey("openapi", dict)
+
+
+def vault_from_config(config: WartaConfig) -> PhoneVault:
+    secrets = config.secrets
+    if secrets.phone_keys is None or secrets.blind_index_key is None:
+        raise ConfigProblem(
+            "secrets.phone_keys and secrets.blind_index_key are required: set "
+            "WARTA_SECRETS__PHONE_KEYS and WARTA_SECRETS__BLIND_INDEX_KEY (or their _FILE forms)"
+        )
+    return PhoneVault.from_secrets(
+        secrets.phone_keys.get_secret_value(), secrets.blind_index_key.get_secret_value()
+    )
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    engine = create_engine(app[CONFIG].database)
+    try:
+        await ensure_migrated(engine)
+        app[ENGINE] = engine
+        yield
+    finally:
+        await engine.dispose()
+
+
+async def _outbox(app: web.Application) -> AsyncIterator[None]:
+    from gateway.outbox.dispatcher import Dispatcher
+    from gateway.outbox.reports import ReportWriter
+
+    reports = ReportWriter(app[ENGINE], clock=app[CLOCK])
+    await reports.start()
+    app[REPORTS] = reports
+    dispatcher = Dispatcher.from_app(app)
+    app[DISPATCHER] = dispatcher
+    if app[CONFIG].dispatch.enabled:
+        await dispatcher.start()
+    try:
+        yield
+    finally:
+        await dispatcher.stop()
+        await reports.stop()
+
+
+def create_app(
+    config: WartaConfig,
+    *,
+    clock: Clock | None = None,
+    vault: PhoneVault | None = None,
+) -> web.Application:
+    """Build the gateway. Nothing connects until the app starts (``cleanup_ctx``)."""
+    from gateway.callbacks import routes as callback_routes
+    from gateway.renditions import Renderer
+    from gateway.web import public
+
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware],
+        client_max_size=config.http.max_body_bytes,
+    )
+    app[CONFIG] = config
+    app[CLOCK] = clock or SystemClock()
+    app[VAULT] = vault or vault_from_config(config)
+    app[RENDERER] = Renderer()
+    app[system.VERIFY_LIMITER] = KeyedLimiter(rate=1.0, burst=20)
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_outbox)
+
+    all_routes = [route for module in API_MODULES for route in module.routes]
+    app[OPENAPI] = build_openapi(all_routes)
+    for module in API_MODULES:
+        module.install(app)
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.json_response(request.app[OPENAPI])
+
+    app.router.add_get("/api/v1/openapi.json", openapi)
+    app.router.add_get("/healthz", system.healthz)
+    app.router.add_get("/readyz", system.readyz)
+    callback_routes.install(app)
+    public.install(app)
+    return app

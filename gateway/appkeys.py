@@ -1,0 +1,23 @@
+"""Typed application state: every long-lived resource has one key, declared here."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.clock import Clock
+from gateway.config import WartaConfig
+from gateway.personal import PhoneVault
+
+if TYPE_CHECKING:
+    pass
+
+CONFIG = web.AppKey("config", WartaConfig)
+ENGINE = web.AppKey("engine", AsyncEngine)
+CLOCK = web.AppKey("clock", Clock)
+VAULT = web.AppKey("vault", PhoneVault)
+RENDERER = web.AppKey("renderer", "Renderer")
+DISPATCHER = web.AppKey("dispatcher", "Dispatcher")
+REPORTS = web.AppKey("reports", "ReportWriter")

@@ -1,0 +1,156 @@
+"""The ``warta`` command. It only parses arguments and runs what the modules provide.
+
+    warta demo [--port 8080] [--data-dir ./warta-demo]
+    warta serve [--config warta.toml]
+    warta db upgrade [--config warta.toml]
+    warta simulate africastalking [--port 9090] [--report-url URL]
+
+Secrets never come from the command line: use ``WARTA_SECRETS__*`` variables or ``…_FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.config import ConfigProblem, WartaConfig, load_config
+
+log = logging.getLogger("warta")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="warta", description="Post once, reach every citizen.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="gateway + provider simulators + demo data on SQLite")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--data-dir", type=Path, default=Path("warta-demo"))
+    demo.add_argument("--subscribers", type=int, default=3000, help="per agency, first run only")
+    demo.add_argument("--no-broadcast", action="store_true", help="do not send a first broadcast")
+
+    serve = commands.add_parser("serve", help="run the gateway from a config file / environment")
+    serve.add_argument("--config", type=Path, default=None)
+    serve.add_argument("--port", type=int, default=None)
+
+    db = commands.add_parser("db", help="database commands")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_commands.add_parser("upgrade", help="apply migrations")
+    upgrade.add_argument("--config", type=Path, default=None)
+
+    simulate = commands.add_parser("simulate", help="run one provider simulator standalone")
+    simulate.add_argument("provider", choices=["africastalking"])
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=9090)
+    simulate.add_argument("--report-url", default=None, help="where to POST delivery reports")
+    simulate.add_argument("--report-delay", type=float, default=1.0)
+    simulate.add_argument("--latency", type=float, default=0.0)
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+async def _serve(config: WartaConfig) -> None:
+    from aiohttp import web
+
+    from gateway.app import create_app
+
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, config.http.host, config.http.port).start()
+    log.info("Warta serving on http://%s:%s", config.http.host, config.http.port)
+    try:
+        await _until_signalled()
+    finally:
+        await runner.cleanup()
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _simulate(args: argparse.Namespace) -> None:
+    from channels.africastalking.simconfig import SimulatorConfig
+    from channels.africastalking.simulator import AfricasTalkingSimulator
+
+    simulator = AfricasTalkingSimulator(
+        SimulatorConfig(
+            latency=args.latency,
+            delivery_report_url=args.report_url,
+            delivery_report_delay=args.report_delay,
+            seed=None,
+        )
+    )
+    url = await simulator.start(args.host, args.port)
+    print(f"Africa's Talking simulator on {url} (username 'sandbox', apiKey 'warta-simulator-key')")
+    try:
+        await _until_signalled()
+    finally:
+        await simulator.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from gateway.demo import run_demo
+
+            _configure_logging("WARNING")
+            asyncio.run(
+                run_demo(
+                    host=args.host,
+                    port=args.port,
+                    data_dir=args.data_dir,
+                    subscribers_per_agency=args.subscribers,
+                    broadcast=not args.no_broadcast,
+                )
+            )
+            return 0
+        if args.command == "simulate":
+            _configure_logging("INFO")
+            asyncio.run(_simulate(args))
+            return 0
+        overrides = {"http": {"port": args.port}} if getattr(args, "port", None) else None
+        config = load_config(args.config, overrides=overrides)
+        _configure_logging(config.log_level)
+        if args.command == "db":
+            from gateway.db.migrate import upgrade
+
+            upgrade(config.database.url)
+            print("database is at the latest schema")
+            return 0
+        asyncio.run(_serve(config))
+        return 0
+    except ConfigProblem as exc:
+        print(f"warta: configuration problem: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from gateway.db.engine import DatabaseNotReady
+
+        if isinstance(exc, DatabaseNotReady):
+            print(f"warta: {exc}", file=sys.stderr)
+            return 3
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,200 @@
+"""Configuration: a TOML file plus ``WARTA_*`` environment variables, validated at start.
+
+Any setting ``[section] key`` can be given as ``WARTA_SECTION__KEY`` (double underscore between
+section and key; top-level keys as ``WARTA_KEY``). Secrets are accepted only from the
+environment, either directly (``WARTA_SECRETS__PHONE_KEYS``) or from a file named by
+``WARTA_SECRETS__PHONE_KEYS_FILE``; a secret in the TOML file is refused, so config files can be
+committed and shared without leaking anything.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+ENV_PREFIX = "WARTA_"
+
+
+class ConfigProblem(Exception):
+    """The configuration is invalid; the message names the bad key (never a secret's value)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConfig(_Section):
+    url: str = "sqlite+aiosqlite:///warta.db"
+    pool_size: int = Field(default=10, ge=1, le=200)
+    busy_timeout_ms: int = Field(default=30_000, ge=0)
+    echo: bool = False
+
+
+class HttpConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str = "http://127.0.0.1:8080"
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+
+
+class PhoneConfig(_Section):
+    default_region: str = "ID"
+
+    @field_validator("default_region")
+    @classmethod
+    def _region_is_known(cls, value: str) -> str:
+        import phonenumbers
+
+        if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown region {value!r}")
+        return value.upper()
+
+
+class AfricasTalkingSection(_Section):
+    username: str = "sandbox"
+    base_url: str = "https://api.africastalking.com"
+    sender_id: str | None = None
+    batch_size: int = Field(default=100, ge=1, le=10_000)
+    rate_per_second: float = Field(default=200.0, gt=0)
+    executor_workers: int = Field(default=8, ge=1, le=256)
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    # Source networks allowed to call our Africa's Talking callbacks; empty allows any (the
+    # secret path token still applies).
+    callback_allowlist: list[str] = Field(default_factory=list)
+
+
+class DispatchConfig(_Section):
+    workers_per_channel: int = Field(default=4, ge=1, le=64)
+    claim_batch: int = Field(default=500, ge=1, le=10_000)
+    lease_seconds: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, le=50)
+    backoff_base_s: float = Field(default=2.0, gt=0)
+    backoff_max_s: float = Field(default=600.0, gt=0)
+    idle_poll_s: float = Field(default=0.5, gt=0)
+    enabled: bool = True
+
+
+class PricingConfig(_Section):
+    """Price per SMS segment by country calling region, optionally by network code.
+
+    The defaults are EXAMPLES for Indonesia and Kenya, not quotes: set your contract's prices.
+    """
+
+    currency: str = "IDR"
+    default_per_segment: Decimal = Decimal("350")
+    per_region: dict[str, Decimal] = Field(
+        default_factory=lambda: {"ID": Decimal("350"), "KE": Decimal("12")}
+    )
+
+
+class SecretsConfig(_Section):
+    """Keys for personal data and callbacks; only ever from the environment or files."""
+
+    phone_keys: SecretStr | None = None
+    blind_index_key: SecretStr | None = None
+    africastalking_api_key: SecretStr | None = None
+    callback_token: SecretStr | None = None
+
+
+class WartaConfig(_Section):
+    data_dir: Path = Path(".")
+    log_level: str = "INFO"
+    database: DatabaseConfig = DatabaseConfig()
+    http: HttpConfig = HttpConfig()
+    phone: PhoneConfig = PhoneConfig()
+    africastalking: AfricasTalkingSection = AfricasTalkingSection()
+    dispatch: DispatchConfig = DispatchConfig()
+    pricing: PricingConfig = PricingConfig()
+    secrets: SecretsConfig = SecretsConfig()
+
+
+_SECRET_SECTION = "secrets"  # noqa: S105 - a section name, not a secret
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Turn ``WARTA_SECTION__KEY=value`` (and ``…_FILE`` for secrets) into nested settings."""
+    overrides: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name.startswith(ENV_PREFIX + "TEST_"):
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        if path[0] == _SECRET_SECTION and len(path) == 2 and path[1].endswith("_file"):
+            key = path[1][: -len("_file")]
+            try:
+                value = Path(value).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigProblem(f"{name}: cannot read secret file ({exc.strerror})") from None
+            path = [_SECRET_SECTION, key]
+        node = overrides
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigProblem(f"{name}: conflicts with another setting")
+        node[path[-1]] = _coerce_env(value)
+    return overrides
+
+
+def _coerce_env(value: str) -> Any:
+    # TOML literal syntax lets lists and tables come from the environment too.
+    stripped = value.strip()
+    if stripped[:1] in "[{":
+        try:
+            return tomllib.loads(f"v = {stripped}")["v"]
+        except tomllib.TOMLDecodeError:
+            return value
+    return value
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> WartaConfig:
+    """Read ``path`` (TOML, optional), then the environment, then ``overrides``.
+
+    Raises:
+        ConfigProblem: naming the bad key, e.g. ``database.pool_size: ...``.
+    """
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigProblem(f"config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigProblem(f"config file {path}: {exc}") from None
+        if _SECRET_SECTION in data:
+            keys = ", ".join(sorted(data[_SECRET_SECTION])) or "(empty)"
+            raise ConfigProblem(
+                f"secrets.{keys}: secrets are read only from the environment "
+                f"(WARTA_SECRETS__<NAME> or WARTA_SECRETS__<NAME>_FILE), never from a file "
+                f"that may be shared"
+            )
+    data = _merge(data, _env_overrides(environ))
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return WartaConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        # Pydantic's message never includes the input value for these errors.
+        raise ConfigProblem(f"{key}: {first['msg']}") from None

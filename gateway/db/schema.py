@@ -1,0 +1,242 @@
+"""The tables, as SQLAlchemy Core. Alembic migrations in ``migrations/`` own the real schema;
+a test checks that they and this module agree.
+
+Indexes follow the queries that run hot:
+- the claim (``deliveries`` queued, by channel, priority, due time),
+- statistics per announcement × channel × state,
+- delivery reports found by provider message id,
+- opt-outs cancelling a subscriber's queued deliveries,
+- subscribers found by the blind index of their phone number.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+from gateway.db.types import UtcDateTime
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+# SQLite only makes INTEGER PRIMARY KEY an alias of the rowid (and so auto-incrementing);
+# BIGINT there would not be, so big ids use BigInteger on PostgreSQL and INTEGER on SQLite.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+Money = Numeric(14, 4)
+When = UtcDateTime()
+
+agencies = Table(
+    "agencies",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("slug", String(64), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("timezone", String(64), nullable=False, server_default="Asia/Jakarta"),
+    Column("default_language", String(8), nullable=False, server_default="id"),
+    Column("budget_limit", Money, nullable=True),
+    Column("created_at", When, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("agency_id", Id, ForeignKey("agencies.id"), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("prefix", String(16), nullable=False),
+    # SHA-256 of a 256-bit random token: enough for a secret nobody chose (see gateway.auth).
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", When, nullable=False),
+    Column("last_used_at", When, nullable=True),
+    Column("revoked_at", When, nullable=True),
+)
+
+announcements = Table(
+    "announcements",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("agency_id", Id, ForeignKey("agencies.id"), nullable=False),
+    Column("language", String(8), nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("facts", JSON, nullable=False),
+    # Other languages: {"en": {"title": ..., "body": ..., "facts": {...}}}
+    Column("translations", JSON, nullable=False),
+    Column("areas", JSON, nullable=False),
+    Column("topics", JSON, nullable=False),
+    Column("channels", JSON, nullable=False),
+    Column("urgency", String(16), nullable=False),
+    Column("keep_gsm7", Boolean, nullable=False, server_default=text("false")),
+    Column("send_at", When, nullable=True),
+    Column("expires_at", When, nullable=True),
+    Column("verification_code", String(12), nullable=False, unique=True),
+    Column("status", String(24), nullable=False),
+    Column("created_by", Id, ForeignKey("api_tokens.id"), nullable=True),
+    Column("approved_by", Id, ForeignKey("api_tokens.id"), nullable=True),
+    Column("estimated_cost", Money, nullable=True),
+    Column("created_at", When, nullable=False),
+    Column("updated_at", When, nullable=False),
+    Column("submitted_at", When, nullable=True),
+    Column("approved_at", When, nullable=True),
+    Column("started_at", When, nullable=True),
+    Column("finished_at", When, nullable=True),
+    Column("cancelled_at", When, nullable=True),
+    Index("ix_announcements_agency_id_created_at", "agency_id", "created_at"),
+    Index("ix_announcements_status_send_at", "status", "send_at"),
+)
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("agency_id", Id, ForeignKey("agencies.id"), nullable=False),
+    # AEAD ciphertext of the E.164 number (gateway.personal); NULL once erased.
+    Column("phone_ciphertext", LargeBinary, nullable=True),
+    # Keyed HMAC of the E.164 number: finds and de-duplicates without decrypting.
+    Column("phone_index", String(64), nullable=True),
+    Column("phone_masked", String(32), nullable=True),
+    Column("country", String(2), nullable=True),
+    Column("telegram_chat_id", BigInteger, nullable=True),
+    Column("language", String(8), nullable=False),
+    Column("area_code", String(32), nullable=True),
+    Column("topics", JSON, nullable=False),
+    Column("consent_at", When, nullable=True),
+    Column("consent_channel", String(32), nullable=True),
+    Column("consent_text", Text, nullable=True),
+    Column("created_at", When, nullable=False),
+    Column("erased_at", When, nullable=True),
+    UniqueConstraint("agency_id", "phone_index"),
+    Index("ix_subscribers_agency_id_area_code", "agency_id", "area_code"),
+)
+
+# One row per subscriber per channel they chose, in their order of preference. Fan-out joins
+# this table, so "who gets SMS for this agency" is an indexed range, not a JSON scan.
+subscriber_channels = Table(
+    "subscriber_channels",
+    metadata,
+    Column("subscriber_id", Id, ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True),
+    Column("channel", String(32), primary_key=True),
+    Column("preference", Integer, nullable=False, server_default="0"),
+    Column("opted_in_at", When, nullable=False),
+    Column("opted_out_at", When, nullable=True),
+    Index("ix_subscriber_channels_channel_subscriber_id", "channel", "subscriber_id"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("announcement_id", Id, ForeignKey("announcements.id"), nullable=False),
+    Column("agency_id", Id, ForeignKey("agencies.id"), nullable=False),
+    Column("subscriber_id", Id, ForeignKey("subscribers.id"), nullable=True),
+    # Social posts go to an account, not a subscriber.
+    Column("account", String(100), nullable=True),
+    Column("channel", String(32), nullable=False),
+    Column("language", String(8), nullable=False),
+    Column("area_code", String(32), nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", When, nullable=False),
+    Column("lease_until", When, nullable=True),
+    Column("provider_message_id", String(128), nullable=True),
+    Column("error_kind", String(16), nullable=True),
+    Column("error_reason", String(200), nullable=True),
+    Column("segments", Integer, nullable=True),
+    Column("cost", Money, nullable=True),
+    Column("created_at", When, nullable=False),
+    Column("sent_at", When, nullable=True),
+    Column("finished_at", When, nullable=True),
+    UniqueConstraint("announcement_id", "channel", "subscriber_id"),
+    UniqueConstraint("announcement_id", "channel", "account"),
+    Index(
+        "ix_deliveries_claim",
+        "channel",
+        "priority",
+        "next_attempt_at",
+        "id",
+        sqlite_where=text("state = 'queued'"),
+        postgresql_where=text("state = 'queued'"),
+    ),
+    Index(
+        "ix_deliveries_lease",
+        "lease_until",
+        sqlite_where=text("state = 'sending'"),
+        postgresql_where=text("state = 'sending'"),
+    ),
+    Index("ix_deliveries_announcement_id_channel_state", "announcement_id", "channel", "state"),
+    Index("ix_deliveries_channel_provider_message_id", "channel", "provider_message_id"),
+    Index("ix_deliveries_subscriber_id_state", "subscriber_id", "state"),
+)
+
+delivery_reports = Table(
+    "delivery_reports",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("channel", String(32), nullable=False),
+    Column("provider_message_id", String(128), nullable=False),
+    Column("status_word", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("reason", String(200), nullable=True),
+    Column("delivery_id", Id, ForeignKey("deliveries.id"), nullable=True),
+    Column("received_at", When, nullable=False),
+    # The same report twice is one row: replays change nothing.
+    UniqueConstraint("channel", "provider_message_id", "status_word"),
+)
+
+inbound_messages = Table(
+    "inbound_messages",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("agency_id", Id, ForeignKey("agencies.id"), nullable=True),
+    Column("subscriber_id", Id, ForeignKey("subscribers.id"), nullable=True),
+    Column("channel", String(32), nullable=False),
+    Column("provider_message_id", String(128), nullable=True),
+    Column("phone_index", String(64), nullable=True),
+    Column("phone_masked", String(32), nullable=True),
+    Column("text", Text, nullable=False),
+    Column("announcement_id", Id, ForeignKey("announcements.id"), nullable=True),
+    Column("received_at", When, nullable=False),
+    Column("handled", String(16), nullable=False, server_default="inbox"),
+    UniqueConstraint("channel", "provider_message_id"),
+    Index("ix_inbound_messages_agency_id_received_at", "agency_id", "received_at"),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("agency_id", Id, ForeignKey("agencies.id"), nullable=True),
+    Column("actor", String(100), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("subject_type", String(32), nullable=False),
+    Column("subject_id", String(64), nullable=True),
+    Column("before", JSON, nullable=True),
+    Column("after", JSON, nullable=True),
+    Column("at", When, nullable=False),
+    Column("prev_hash", String(64), nullable=True),
+    Column("hash", String(64), nullable=True),
+    Index("ix_audit_events_agency_id_at", "agency_id", "at"),
+)

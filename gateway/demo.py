@@ -1,0 +1,306 @@
+"""``warta demo``: the gateway, the provider simulators and demo data, on SQLite, in one command.
+
+First run on a data dir: migrate, seed two agencies with role tokens and a few thousand
+subscribers, write ``demo-credentials.json``, and send a first broadcast through the
+Africa's Talking simulator with a live progress bar. Later runs on the same data dir resume:
+same keys, same tokens, same data; nothing is seeded again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+
+from gateway.callbacks import callback_urls
+from gateway.config import WartaConfig, load_config
+from gateway.personal import PhoneVault
+
+AGENCIES = (
+    ("bpbd-dki", "BPBD DKI Jakarta", "Asia/Jakarta", ["31.71", "31.72", "31.73", "31.74", "31.75"]),
+    (
+        "diskominfo-bandung",
+        "Diskominfo Kota Bandung",
+        "Asia/Jakarta",
+        ["32.73.01", "32.73.02", "32.73.03"],
+    ),
+)
+ROLES = ("author", "approver", "operator", "admin")
+# Indonesian mobile prefixes (Telkomsel, Indosat, XL, Tri, Smartfren).
+PREFIXES = ("812", "813", "821", "852", "856", "857", "817", "818", "895", "896", "881")
+
+
+def _secrets(data_dir: Path) -> dict[str, str]:
+    """Demo keys live in a 0600 file of the data dir, so a resumed demo can decrypt its data."""
+    path = data_dir / "demo-secrets.json"
+    if path.exists():
+        loaded: dict[str, str] = json.loads(path.read_text())
+        return loaded
+    values = {
+        "phone_keys": PhoneVault.generate_key(),
+        "blind_index_key": PhoneVault.generate_key(),
+        "africastalking_api_key": secrets.token_urlsafe(24),
+        "callback_token": secrets.token_urlsafe(24),
+    }
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(values, indent=2))
+    return values
+
+
+def demo_config(
+    data_dir: Path, *, host: str, port: int, simulator_url: str, keys: dict[str, str]
+) -> WartaConfig:
+    return load_config(
+        None,
+        environ={},
+        overrides={
+            "data_dir": str(data_dir),
+            "database": {"url": f"sqlite+aiosqlite:///{(data_dir / 'warta.db').resolve()}"},
+            "http": {"host": host, "port": port, "public_url": f"http://{host}:{port}"},
+            "africastalking": {"base_url": simulator_url, "username": "sandbox"},
+            "secrets": keys,
+        },
+    )
+
+
+def demo_numbers(count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    numbers = []
+    for i in range(count):
+        # Every 500th number ends in 0000, which the simulator treats as invalid: the demo
+        # shows failures with their reasons, not only successes.
+        tail = "0000" if i % 500 == 499 else f"{rng.randrange(10_000):04d}"
+        numbers.append(f"+62{rng.choice(PREFIXES)}{rng.randrange(1000, 10_000)}{tail}")
+    return numbers
+
+
+async def seed(app: web.Application, *, subscribers_per_agency: int) -> list[dict[str, Any]]:
+    """Agencies, one token per role each, and subscribers; returns the credentials."""
+    import sqlalchemy as sa
+
+    from gateway.appkeys import CLOCK, ENGINE, VAULT
+    from gateway.auth import issue_token
+    from gateway.db.schema import agencies
+    from gateway.domain import Role
+    from gateway.personal import normalise
+    from gateway.store.subscribers import NewSubscriber, insert_subscribers
+
+    now = app[CLOCK].now()
+    credentials = []
+    async with app[ENGINE].begin() as conn:
+        for n, (slug, name, tz, areas) in enumerate(AGENCIES):
+            agency_id = await conn.scalar(
+                sa.insert(agencies)
+                .values(slug=slug, name=name, timezone=tz, created_at=now)
+                .returning(agencies.c.id)
+            )
+            assert agency_id is not None
+            tokens = {}
+            for role in ROLES:
+                issued = await issue_token(
+                    conn, agency_id=agency_id, role=Role(role), name=f"demo {role}", now=now
+                )
+                tokens[role] = issued.token
+            rng = random.Random(n)
+            people = [
+                NewSubscriber(
+                    phone=normalise(number, "ID"),
+                    language="en" if rng.random() < 0.2 else "id",
+                    area_code=rng.choice(areas),
+                    topics=[],
+                    channels=["sms"],
+                    telegram_chat_id=None,
+                    consent_channel="import",
+                    consent_text="demo data",
+                    consent_at=now,
+                )
+                for number in demo_numbers(subscribers_per_agency, seed=n)
+            ]
+            await insert_subscribers(
+                conn, agency_id=agency_id, people=people, vault=app[VAULT], now=now
+            )
+            credentials.append({"slug": slug, "name": name, "tokens": tokens})
+    return credentials
+
+
+async def _first_broadcast(base_url: str, tokens: dict[str, str], console: Console) -> None:
+    async with aiohttp.ClientSession(base_url) as http:
+        body = {
+            "title": "Peringatan banjir Jakarta",
+            "body": "Hujan deras diperkirakan malam ini. Siapkan tas siaga dan pantau info resmi.",
+            "language": "id",
+            "facts": {
+                "what": "Potensi banjir",
+                "when": datetime.now(UTC).replace(microsecond=0).isoformat(),
+                "where": "Jakarta Utara dan Jakarta Timur",
+                "action": "Hindari bantaran sungai",
+            },
+            "translations": {
+                "en": {
+                    "title": "Jakarta flood warning",
+                    "body": "Heavy rain is expected tonight. Prepare an emergency bag "
+                    "and follow official updates.",
+                    "facts": {
+                        "what": "Possible flooding",
+                        "where": "North and East Jakarta",
+                        "action": "Stay away from river banks",
+                    },
+                }
+            },
+            "channels": ["sms"],
+        }
+        headers = {"Authorization": f"Bearer {tokens['author']}"}
+        async with http.post("/api/v1/announcements", json=body, headers=headers) as r:
+            created = await r.json()
+        announcement_id = created["id"]
+        async with http.post(
+            f"/api/v1/announcements/{announcement_id}/submit", headers=headers
+        ) as r:
+            r.raise_for_status()
+        async with http.get(
+            f"/api/v1/announcements/{announcement_id}/preview", headers=headers
+        ) as r:
+            preview = await r.json()
+        console.print(
+            f"Preview: {preview['recipients']} recipients, {preview['sms_segments']} SMS segments, "
+            f"estimated cost {preview['currency']} {preview['estimated_cost']}"
+        )
+        approver = {"Authorization": f"Bearer {tokens['approver']}"}
+        async with http.post(
+            f"/api/v1/announcements/{announcement_id}/approve", headers=approver
+        ) as r:
+            r.raise_for_status()
+        await watch_progress(http, announcement_id, headers, console, total=preview["recipients"])
+
+
+async def watch_progress(
+    http: aiohttp.ClientSession,
+    announcement_id: int,
+    headers: dict[str, str],
+    console: Console,
+    *,
+    total: int,
+) -> None:
+    import asyncio
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+    )
+    with Progress(*columns, console=console) as progress:
+        tasks = {
+            state: progress.add_task(state, total=max(total, 1))
+            for state in ("queued", "sent", "delivered", "failed")
+        }
+        for _ in range(600):
+            async with http.get(f"/api/v1/announcements/{announcement_id}", headers=headers) as r:
+                data = await r.json()
+            counts: dict[str, int] = {}
+            for per_channel in data.get("stats") or []:
+                for state, n in per_channel["counts"].items():
+                    counts[state] = counts.get(state, 0) + n
+            for state, task in tasks.items():
+                progress.update(
+                    task,
+                    completed=counts.get(state, 0)
+                    + (counts.get("sending", 0) if state == "queued" else 0),
+                )
+            settled = (
+                counts.get("delivered", 0) + counts.get("failed", 0) + counts.get("cancelled", 0)
+            )
+            if data["status"] == "done" and settled >= total:
+                break
+            await asyncio.sleep(0.5)
+    console.print(
+        f"Broadcast {announcement_id}: {data['status']} — see /a/{data['verification_code']}"
+    )
+
+
+async def run_demo(
+    *, host: str, port: int, data_dir: Path, subscribers_per_agency: int, broadcast: bool
+) -> None:
+    from channels.africastalking.simconfig import SimulatorConfig
+    from channels.africastalking.simulator import AfricasTalkingSimulator
+    from gateway.app import create_app
+    from gateway.cli import _until_signalled
+    from gateway.db.migrate import upgrade_async
+
+    console = Console()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    keys = _secrets(data_dir)
+    base_url = f"http://{host}:{port}"
+    report_url = callback_urls(base_url, keys["callback_token"])["africastalking_sms_delivery"]
+    simulator = AfricasTalkingSimulator(
+        SimulatorConfig(
+            api_key=keys["africastalking_api_key"],
+            latency=(0.02, 0.08),
+            delivery_report_url=report_url,
+            delivery_report_delay=(0.5, 3.0),
+            delivery_report_shares={
+                "Failed:DeliveryFailure": 0.01,
+                "Failed:AbsentSubscriber": 0.01,
+            },
+            seed=None,
+        )
+    )
+    simulator_url = await simulator.start()
+    config = demo_config(data_dir, host=host, port=port, simulator_url=simulator_url, keys=keys)
+    await upgrade_async(config.database.url)
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        creds_path = data_dir / "demo-credentials.json"
+        first_run = not creds_path.exists()
+        if first_run:
+            console.print(
+                f"Seeding {len(AGENCIES)} agencies × {subscribers_per_agency} subscribers …"
+            )
+            agencies = await seed(app, subscribers_per_agency=subscribers_per_agency)
+            creds_path.touch(mode=0o600)
+            creds_path.write_text(
+                json.dumps(
+                    {
+                        "base_url": base_url,
+                        "agencies": agencies,
+                        "callbacks": callback_urls(base_url, keys["callback_token"]),
+                        "simulators": {"africastalking": simulator_url},
+                    },
+                    indent=2,
+                )
+            )
+        credentials = json.loads(creds_path.read_text())
+        credentials["simulators"] = {"africastalking": simulator_url}
+        creds_path.write_text(json.dumps(credentials, indent=2))
+        author = credentials["agencies"][0]["tokens"]["author"]
+        console.print(f"[bold]Warta demo[/bold] on {base_url}")
+        console.print(f"Data in {data_dir}, credentials in {creds_path}")
+        console.print("Create an announcement:")
+        example = '{"title": "Uji coba", "body": "Pesan uji coba.", "channels": ["sms"]}'
+        console.print(
+            f"  curl -s -X POST {base_url}/api/v1/announcements "
+            f"-H 'Authorization: Bearer {author}' -H 'Content-Type: application/json' "
+            f"-d '{example}'",
+            soft_wrap=True,
+            highlight=False,
+        )
+        if first_run and broadcast:
+            await _first_broadcast(base_url, credentials["agencies"][0]["tokens"], console)
+        console.print("Press Ctrl-C to stop.")
+        await _until_signalled()
+    finally:
+        await runner.cleanup()
+        await simulator.stop()
+        console.print("Warta demo stopped; run it again to resume.")

@@ -1,0 +1,69 @@
+"""What can go wrong when a channel talks to its provider.
+
+A channel's ``send`` never decides whether to retry. It reports one of these kinds, and the
+dispatcher decides what each means::
+
+    ChannelError                    something went wrong talking to a provider
+    ├── ConfigError                 our side is misconfigured (credentials, account, sender id):
+    │                               nothing will succeed until an operator fixes it
+    ├── ConnectionFailed            network error, timeout or 5xx: retry with backoff
+    │   └── Throttled               429 or the provider's rate words: retry after ``retry_after``
+    ├── RecipientStopped            the citizen blocked us or opted out at the provider:
+    │                               mark them opted out of this channel, never retry
+    └── Rejected                    the provider refused this message for a reason
+                                    (invalid number, content): permanent, never retry
+
+An error may describe the whole batch (raised from ``send``) or one recipient (carried in that
+recipient's ``SendResult``). Messages never contain phone numbers or secrets: channels pass the
+provider's reason words, not the request.
+"""
+
+from __future__ import annotations
+
+
+class ChannelError(Exception):
+    """Base of every provider-facing error; ``kind`` is the stable word stored on a delivery."""
+
+    kind = "error"
+    retryable = False
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.reason!r})"
+
+
+class ConfigError(ChannelError):
+    kind = "config"
+
+
+class ConnectionFailed(ChannelError):
+    kind = "connection"
+    retryable = True
+
+
+class Throttled(ConnectionFailed):
+    kind = "throttled"
+
+    def __init__(self, reason: str = "", *, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+    def __repr__(self) -> str:
+        return f"Throttled({self.reason!r}, retry_after={self.retry_after!r})"
+
+
+class RecipientStopped(ChannelError):
+    kind = "stopped"
+
+
+class Rejected(ChannelError):
+    kind = "rejected"
+
+
+ERROR_KINDS: dict[str, type[ChannelError]] = {
+    cls.kind: cls
+    for cls in (ChannelError, ConfigError, ConnectionFailed, Throttled, RecipientStopped, Rejected)
+}

@@ -1,0 +1,451 @@
+"""The dispatcher: starts due announcements, and per channel claims, sends and records.
+
+Per channel, ``workers_per_channel`` tasks each loop: claim a batch under a lease, send it in
+provider-sized requests (at most the channel's rate), record every outcome in one statement.
+Retry decisions are made here from the error kinds of ``gateway.errors``; channels only report.
+
+Crash safety: a delivery is ``sending`` with a lease while in flight. If the process dies, the
+lease expires and the delivery is queued again, so at most the batches in flight at the kill
+can go out twice (``workers_per_channel × claim_batch`` per channel); nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from channels.base import Channel, OutgoingMessage, SendResult
+from gateway.clock import Clock
+from gateway.config import WartaConfig
+from gateway.db.schema import agencies, announcements, deliveries
+from gateway.domain import AnnouncementStatus, DeliveryState
+from gateway.errors import ChannelError, RecipientStopped, Throttled
+from gateway.outbox import claims
+from gateway.outbox.content import content_for
+from gateway.outbox.fanout import fan_out
+from gateway.personal import PhoneVault
+from gateway.ratelimit import TokenBucket
+from gateway.renditions import Renderer
+
+log = logging.getLogger("warta.dispatch")
+
+
+@dataclass(frozen=True, slots=True)
+class _Announcement:
+    row: Mapping[str, Any]
+    agency_name: str
+    expires_at: datetime | None
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        clock: Clock,
+        config: WartaConfig,
+        vault: PhoneVault,
+        renderer: Renderer,
+        channels: Mapping[str, Channel],
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.config = config
+        self.vault = vault
+        self.renderer = renderer
+        self.channels = dict(channels)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake_starter = asyncio.Event()
+        self._wake_channel = {name: asyncio.Event() for name in self.channels}
+        self._buckets = {
+            name: TokenBucket(ch.rate_per_second, max(ch.rate_per_second, ch.batch_size))
+            for name, ch in self.channels.items()
+        }
+        self._paused_until: dict[str, float] = {}
+        self._texts: OrderedDict[tuple[int, str, str], str] = OrderedDict()
+        self._announcements: OrderedDict[int, _Announcement] = OrderedDict()
+        self._stopping = False
+
+    @classmethod
+    def from_app(cls, app: web.Application) -> Dispatcher:
+        from channels.registry import build_channels
+        from gateway.appkeys import CLOCK, CONFIG, ENGINE, RENDERER, VAULT
+
+        return cls(
+            engine=app[ENGINE],
+            clock=app[CLOCK],
+            config=app[CONFIG],
+            vault=app[VAULT],
+            renderer=app[RENDERER],
+            channels=build_channels(app[CONFIG]),
+        )
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for channel in self.channels.values():
+            await channel.start()
+        self._tasks.append(asyncio.create_task(self._starter_loop(), name="warta-starter"))
+        self._tasks.append(asyncio.create_task(self._maintenance_loop(), name="warta-maintenance"))
+        for name in self.channels:
+            for n in range(self.config.dispatch.workers_per_channel):
+                self._tasks.append(
+                    asyncio.create_task(self._worker_loop(name), name=f"warta-{name}-{n}")
+                )
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for channel in self.channels.values():
+            await channel.close()
+
+    def wake_starter(self) -> None:
+        self._wake_starter.set()
+
+    def _wake_workers(self) -> None:
+        for event in self._wake_channel.values():
+            event.set()
+
+    @staticmethod
+    async def _wait(event: asyncio.Event, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+        event.clear()
+
+    # -- starting announcements -------------------------------------------------------------
+
+    async def _starter_loop(self) -> None:
+        while True:
+            try:
+                started = await self.start_due()
+                if started:
+                    self._wake_workers()
+            except Exception:
+                log.exception("starting due announcements failed; retrying")
+            await self._wait(self._wake_starter, self.config.dispatch.idle_poll_s)
+
+    async def start_due(self) -> int:
+        """Start every approved announcement whose time has come; returns how many started.
+
+        Each start is a conditional update (approved -> sending) and the fan-out, in one
+        transaction: with many processes, exactly one wins each announcement.
+        """
+        now = self.clock.now()
+        async with self.engine.connect() as conn:
+            due = (
+                (
+                    await conn.execute(
+                        sa.select(announcements.c.id).where(
+                            announcements.c.status == AnnouncementStatus.APPROVED.value,
+                            sa.or_(
+                                announcements.c.send_at.is_(None), announcements.c.send_at <= now
+                            ),
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        started = 0
+        for announcement_id in due:
+            async with self.engine.begin() as conn:
+                won = await conn.execute(
+                    sa.update(announcements)
+                    .where(
+                        announcements.c.id == announcement_id,
+                        announcements.c.status == AnnouncementStatus.APPROVED.value,
+                    )
+                    .values(status=AnnouncementStatus.SENDING.value, started_at=now, updated_at=now)
+                )
+                if won.rowcount != 1:
+                    continue
+                row = (
+                    (
+                        await conn.execute(
+                            sa.select(announcements).where(announcements.c.id == announcement_id)
+                        )
+                    )
+                    .mappings()
+                    .one()
+                )
+                segments = await self._segments(conn, row)
+                pricing = self.config.pricing
+                added = await fan_out(
+                    conn,
+                    announcement=row,
+                    now=now,
+                    segments_by_channel=segments,
+                    price_per_segment=pricing.per_region,
+                    default_price=pricing.default_per_segment,
+                )
+                log.info("announcement %s started: %s", announcement_id, added)
+                started += 1
+        return started
+
+    async def _segments(self, conn: Any, row: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+        """SMS segments per language for the rendition each delivery will carry."""
+        sms = self.channels.get("sms")
+        if sms is None or "sms" not in row["channels"]:
+            return {}
+        agency_name = await conn.scalar(
+            sa.select(agencies.c.name).where(agencies.c.id == row["agency_id"])
+        )
+        result: dict[str, int] = {}
+        for language in [row["language"], *row["translations"]]:
+            content = content_for(
+                row, language=language, agency_name=agency_name, public_url=self._public_url(row)
+            )
+            result[language] = self.renderer.render(
+                type(sms), content, keep_gsm7=row["keep_gsm7"]
+            ).segments
+        return {"sms": result}
+
+    def _public_url(self, row: Mapping[str, Any]) -> str:
+        return f"{self.config.http.public_url.rstrip('/')}/a/{row['verification_code']}"
+
+    # -- sending ----------------------------------------------------------------------------
+
+    async def _worker_loop(self, channel_name: str) -> None:
+        event = self._wake_channel[channel_name]
+        while True:
+            try:
+                handled = await self.run_once(channel_name)
+            except Exception:
+                log.exception("dispatch on %s failed; retrying", channel_name)
+                handled = 0
+            if handled == 0:
+                await self._wait(event, self.config.dispatch.idle_poll_s)
+
+    async def run_once(self, channel_name: str) -> int:
+        """Claim, send and record one batch; returns how many deliveries it handled."""
+        loop = asyncio.get_running_loop()
+        paused = self._paused_until.get(channel_name, 0.0) - loop.time()
+        if paused > 0:
+            await asyncio.sleep(paused)
+        channel = self.channels[channel_name]
+        settings = self.config.dispatch
+        now = self.clock.now()
+        async with self.engine.begin() as conn:
+            batch = await claims.claim(
+                conn,
+                channel=channel_name,
+                limit=settings.claim_batch,
+                now=now,
+                lease_until=now + timedelta(seconds=settings.lease_seconds),
+            )
+        if not batch:
+            return 0
+        outcomes = await self._send_batch(channel, batch)
+        stopped = [o.id for o in outcomes if o.error_kind == RecipientStopped.kind]
+        sent = [o.id for o in outcomes if o.state is DeliveryState.SENT]
+        async with self.engine.begin() as conn:
+            await claims.record_outcomes(conn, outcomes, now=self.clock.now())
+            await claims.apply_early_reports(conn, channel=channel_name, ids=sent)
+            await claims.stop_recipients(
+                conn, channel=channel_name, delivery_ids=stopped, now=self.clock.now()
+            )
+        return len(batch)
+
+    async def _send_batch(
+        self, channel: Channel, batch: Sequence[claims.Claimed]
+    ) -> list[claims.Outcome]:
+        outcomes: list[claims.Outcome] = []
+        messages: list[OutgoingMessage] = []
+        now = self.clock.now()
+        for item in batch:
+            announcement = await self._announcement(item.announcement_id)
+            if announcement.expires_at is not None and announcement.expires_at <= now:
+                outcomes.append(
+                    claims.Outcome(
+                        item.id,
+                        DeliveryState.EXPIRED,
+                        error_reason="expired before it could be sent",
+                    )
+                )
+                continue
+            recipient = self._recipient(channel, item)
+            if recipient is None:
+                outcomes.append(
+                    claims.Outcome(
+                        item.id, DeliveryState.CANCELLED, error_reason="no address for this channel"
+                    )
+                )
+                continue
+            messages.append(
+                OutgoingMessage(
+                    delivery_id=item.id,
+                    recipient=recipient,
+                    text=self._text(channel, announcement, item.language),
+                    idempotency_key=f"warta-{item.id}",
+                )
+            )
+        attempts = {item.id: item.attempts for item in batch}
+        requests = [
+            messages[i : i + channel.batch_size]
+            for i in range(0, len(messages), channel.batch_size)
+        ]
+        results = await asyncio.gather(*(self._send_request(channel, r) for r in requests))
+        for request, result in zip(requests, results, strict=True):
+            if isinstance(result, ChannelError):
+                outcomes.extend(
+                    self._failure(m.delivery_id, result, attempts[m.delivery_id]) for m in request
+                )
+                continue
+            for sent in result:
+                outcomes.append(self._outcome(sent, attempts[sent.delivery_id]))
+            answered = {r.delivery_id for r in result}
+            for m in request:
+                if m.delivery_id not in answered:
+                    missing = ChannelError("the provider did not report on this message")
+                    outcomes.append(self._failure(m.delivery_id, missing, attempts[m.delivery_id]))
+        return outcomes
+
+    async def _send_request(
+        self, channel: Channel, request: list[OutgoingMessage]
+    ) -> list[SendResult] | ChannelError:
+        wait = self._buckets[channel.name].take(len(request))
+        if wait > 0:
+            await asyncio.sleep(wait)
+        try:
+            return await channel.send(request)
+        except Throttled as exc:
+            pause = exc.retry_after or 1.0
+            self._paused_until[channel.name] = asyncio.get_running_loop().time() + pause
+            return exc
+        except ChannelError as exc:
+            return exc
+
+    def _outcome(self, result: SendResult, attempts: int) -> claims.Outcome:
+        if result.error is not None:
+            return self._failure(result.delivery_id, result.error, attempts)
+        return claims.Outcome(
+            result.delivery_id,
+            result.state,
+            provider_message_id=result.provider_message_id,
+            cost=result.cost,
+        )
+
+    def _failure(self, delivery_id: int, error: ChannelError, attempts: int) -> claims.Outcome:
+        settings = self.config.dispatch
+        if error.retryable and attempts < settings.max_attempts:
+            if isinstance(error, Throttled) and error.retry_after:
+                delay = error.retry_after
+            else:
+                ceiling = min(settings.backoff_max_s, settings.backoff_base_s * 2 ** (attempts - 1))
+                delay = random.uniform(ceiling / 2, ceiling)  # jitter spreads retries out
+            return claims.Outcome(
+                delivery_id,
+                DeliveryState.QUEUED,
+                error_kind=error.kind,
+                error_reason=error.reason,
+                next_attempt_at=self.clock.now() + timedelta(seconds=delay),
+            )
+        return claims.Outcome(
+            delivery_id, DeliveryState.FAILED, error_kind=error.kind, error_reason=error.reason
+        )
+
+    def _recipient(self, channel: Channel, item: claims.Claimed) -> str | None:
+        if channel.name == "telegram":
+            return None if item.telegram_chat_id is None else str(item.telegram_chat_id)
+        if item.phone_ciphertext is None:
+            return None
+        return self.vault.decrypt(item.phone_ciphertext)
+
+    async def _announcement(self, announcement_id: int) -> _Announcement:
+        cached = self._announcements.get(announcement_id)
+        if cached is not None:
+            return cached
+        async with self.engine.connect() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        sa.select(announcements, agencies.c.name.label("agency_name"))
+                        .join(agencies, agencies.c.id == announcements.c.agency_id)
+                        .where(announcements.c.id == announcement_id)
+                    )
+                )
+                .mappings()
+                .one()
+            )
+        entry = _Announcement(
+            row=dict(row), agency_name=row["agency_name"], expires_at=row["expires_at"]
+        )
+        self._announcements[announcement_id] = entry
+        if len(self._announcements) > 256:
+            self._announcements.popitem(last=False)
+        return entry
+
+    def _text(self, channel: Channel, announcement: _Announcement, language: str) -> str:
+        key = (announcement.row["id"], channel.name, language)
+        text = self._texts.get(key)
+        if text is None:
+            content = content_for(
+                announcement.row,
+                language=language,
+                agency_name=announcement.agency_name,
+                public_url=self._public_url(announcement.row),
+            )
+            text = self.renderer.render(
+                type(channel), content, keep_gsm7=announcement.row["keep_gsm7"]
+            ).text
+            self._texts[key] = text
+            if len(self._texts) > 1024:
+                self._texts.popitem(last=False)
+        return text
+
+    # -- housekeeping -----------------------------------------------------------------------
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            try:
+                await self.housekeeping()
+            except Exception:
+                log.exception("outbox housekeeping failed; retrying")
+            await asyncio.sleep(max(1.0, self.config.dispatch.idle_poll_s * 2))
+
+    async def housekeeping(self) -> None:
+        """Reclaim dead leases, expire overdue deliveries, finish announcements."""
+        now = self.clock.now()
+        async with self.engine.begin() as conn:
+            reclaimed = await claims.reclaim_expired_leases(
+                conn, now=now, max_attempts=self.config.dispatch.max_attempts
+            )
+            overdue = sa.select(announcements.c.id).where(
+                announcements.c.expires_at.is_not(None), announcements.c.expires_at <= now
+            )
+            await conn.execute(
+                sa.update(deliveries)
+                .where(
+                    deliveries.c.state == DeliveryState.QUEUED.value,
+                    deliveries.c.announcement_id.in_(overdue),
+                )
+                .values(state=DeliveryState.EXPIRED.value, finished_at=now, error_reason="expired")
+            )
+            pending = sa.exists().where(
+                deliveries.c.announcement_id == announcements.c.id,
+                deliveries.c.state.in_([DeliveryState.QUEUED.value, DeliveryState.SENDING.value]),
+            )
+            await conn.execute(
+                sa.update(announcements)
+                .where(announcements.c.status == AnnouncementStatus.SENDING.value, ~pending)
+                .values(status=AnnouncementStatus.DONE.value, finished_at=now, updated_at=now)
+            )
+        if reclaimed:
+            log.warning("reclaimed %d deliveries whose lease expired", reclaimed)
+            self._wake_workers()

@@ -1,0 +1,221 @@
+"""Fan-out: one set-based ``INSERT … SELECT`` per channel turns an announcement into deliveries.
+
+Every opted-in subscriber of the agency who matches the audience gets exactly one queued
+delivery per channel. The unique constraint (announcement, channel, subscriber) makes a second
+fan-out of the same announcement insert nothing, so a crash between start and commit, or two
+processes racing, can never double a broadcast.
+
+Audience rules:
+- areas: a subscriber matches an area code when theirs is the code or below it
+  (``31`` reaches ``31.71`` and ``31.71.01``); no areas means the whole agency;
+- topics: a subscriber with no topics hears everything; otherwise at least one topic must match;
+- language: the subscriber's own when the announcement has it, else the announcement's main one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.db.dialect import insert_ignoring_conflicts
+from gateway.db.schema import deliveries, subscriber_channels, subscribers
+from gateway.domain import PERSONAL_CHANNELS, DeliveryState, Priority, Urgency
+
+DELIVERY_COLUMNS = (
+    "announcement_id",
+    "agency_id",
+    "subscriber_id",
+    "channel",
+    "language",
+    "area_code",
+    "state",
+    "priority",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+    "segments",
+    "cost",
+)
+
+
+def audience_filter(
+    conn: AsyncConnection, *, agency_id: int, areas: Sequence[str], topics: Sequence[str]
+) -> list[sa.ColumnElement[bool]]:
+    """WHERE terms selecting the agency's reachable subscribers in the audience."""
+    terms: list[sa.ColumnElement[bool]] = [
+        subscribers.c.agency_id == agency_id,
+        subscribers.c.erased_at.is_(None),
+    ]
+    if areas:
+        terms.append(
+            sa.or_(
+                *(
+                    sa.or_(
+                        subscribers.c.area_code == area,
+                        subscribers.c.area_code.startswith(area + ".", autoescape=True),
+                    )
+                    for area in areas
+                )
+            )
+        )
+    if topics:
+        terms.append(_topics_match(conn, list(topics)))
+    return terms
+
+
+def _topics_match(conn: AsyncConnection, topics: list[str]) -> sa.ColumnElement[bool]:
+    column = subscribers.c.topics
+    if conn.dialect.name == "postgresql":
+        as_jsonb = sa.cast(column, sa.dialects.postgresql.JSONB)
+        return sa.or_(
+            sa.func.jsonb_array_length(as_jsonb) == 0,
+            as_jsonb.op("?|")(sa.cast(sa.literal(topics), sa.dialects.postgresql.ARRAY(sa.Text))),
+        )
+    each = sa.func.json_each(column).table_valued("value")
+    return sa.or_(
+        sa.func.json_array_length(column) == 0,
+        sa.exists(sa.select(sa.literal(1)).select_from(each).where(each.c.value.in_(topics))),
+    )
+
+
+def _case(column: Any, mapping: Mapping[str, Any], default: Any) -> Any:
+    if not mapping:
+        return sa.literal(default)
+    return sa.case(
+        {key: sa.literal(value) for key, value in mapping.items()},
+        value=column,
+        else_=sa.literal(default),
+    )
+
+
+async def fan_out(
+    conn: AsyncConnection,
+    *,
+    announcement: Mapping[str, Any],
+    now: datetime,
+    segments_by_channel: Mapping[str, Mapping[str, int]] | None = None,
+    price_per_segment: Mapping[str, Decimal] | None = None,
+    default_price: Decimal = Decimal(0),
+) -> dict[str, int]:
+    """Insert the announcement's deliveries; returns how many were added per channel.
+
+    Args:
+        announcement: the stored row (id, agency_id, channels, areas, topics, language,
+            translations, urgency).
+        segments_by_channel: channel -> language -> SMS segments of that rendition, so each
+            delivery knows its segments and estimated cost from the start.
+        price_per_segment: region (ISO country) -> price of one segment.
+    """
+    languages = [announcement["language"], *announcement["translations"].keys()]
+    language = sa.case(
+        (subscribers.c.language.in_(languages), subscribers.c.language),
+        else_=sa.literal(announcement["language"]),
+    )
+    priority = (
+        Priority.EMERGENCY
+        if announcement["urgency"] == Urgency.EMERGENCY.value
+        else Priority.NORMAL
+    )
+    audience = audience_filter(
+        conn,
+        agency_id=announcement["agency_id"],
+        areas=announcement["areas"],
+        topics=announcement["topics"],
+    )
+    added: dict[str, int] = {}
+    for channel in announcement["channels"]:
+        if channel not in PERSONAL_CHANNELS:
+            continue
+        per_language = (segments_by_channel or {}).get(channel, {})
+        segments = (
+            sa.case(
+                *((language == lang, sa.literal(n)) for lang, n in per_language.items()),
+                else_=sa.literal(1),
+            )
+            if per_language
+            else sa.literal(1)
+        )
+        price = _case(subscribers.c.country, price_per_segment or {}, default_price)
+        cost = (segments * price) if channel == "sms" else sa.null()
+        source = (
+            sa.select(
+                sa.literal(announcement["id"]),
+                subscribers.c.agency_id,
+                subscribers.c.id,
+                sa.literal(channel),
+                language,
+                subscribers.c.area_code,
+                sa.literal(DeliveryState.QUEUED.value),
+                sa.literal(priority),
+                sa.literal(0),
+                sa.literal(now, type_=deliveries.c.next_attempt_at.type),
+                sa.literal(now, type_=deliveries.c.created_at.type),
+                segments if channel == "sms" else sa.null(),
+                sa.cast(cost, deliveries.c.cost.type),
+            )
+            .select_from(
+                subscribers.join(
+                    subscriber_channels, subscriber_channels.c.subscriber_id == subscribers.c.id
+                )
+            )
+            .where(
+                subscriber_channels.c.channel == channel,
+                subscriber_channels.c.opted_out_at.is_(None),
+                *audience,
+            )
+        )
+        statement = insert_ignoring_conflicts(conn, deliveries).from_select(
+            list(DELIVERY_COLUMNS), source
+        )
+        result = await conn.execute(statement)
+        added[channel] = int(result.rowcount or 0)
+    return added
+
+
+async def count_audience(
+    conn: AsyncConnection,
+    *,
+    agency_id: int,
+    channels: Sequence[str],
+    areas: Sequence[str],
+    topics: Sequence[str],
+) -> dict[tuple[str, str, str | None], int]:
+    """Recipients per (channel, subscriber language, country), from one grouped query."""
+    rows = await conn.execute(
+        sa.select(
+            subscriber_channels.c.channel,
+            subscribers.c.language,
+            subscribers.c.country,
+            sa.func.count(),
+        )
+        .select_from(
+            subscribers.join(
+                subscriber_channels, subscriber_channels.c.subscriber_id == subscribers.c.id
+            )
+        )
+        .where(
+            subscriber_channels.c.channel.in_(list(channels)),
+            subscriber_channels.c.opted_out_at.is_(None),
+            *audience_filter(conn, agency_id=agency_id, areas=areas, topics=topics),
+        )
+        .group_by(subscriber_channels.c.channel, subscribers.c.language, subscribers.c.country)
+    )
+    return {(channel, lang, country): int(n) for channel, lang, country, n in rows}
+
+
+async def cancel_pending(conn: AsyncConnection, *, announcement_id: int, now: datetime) -> int:
+    """Cancel every delivery of the announcement not yet handed to a provider (set-based)."""
+    result = await conn.execute(
+        sa.update(deliveries)
+        .where(
+            deliveries.c.announcement_id == announcement_id,
+            deliveries.c.state == DeliveryState.QUEUED.value,
+        )
+        .values(state=DeliveryState.CANCELLED.value, finished_at=now, error_reason="cancelled")
+    )
+    return int(result.rowcount or 0)

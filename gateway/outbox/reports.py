@@ -1,0 +1,159 @@
+"""Delivery reports, written by group commit.
+
+A provider callback is acknowledged only once its report is durable. Writing each report in
+its own transaction would cap ingestion at the database's commits per second, so reports wait
+in a queue for at most ``max_delay`` (or until ``max_batch`` are waiting) and are committed
+together: one multi-row INSERT into ``delivery_reports`` (a replayed report hits the unique
+constraint and changes nothing) and one set-based UPDATE of the deliveries they finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from channels.base import DeliveryReport
+from gateway.clock import Clock
+from gateway.db.dialect import insert_ignoring_conflicts
+from gateway.db.schema import delivery_reports
+from gateway.domain import DeliveryState
+from gateway.outbox.claims import _stamp
+
+log = logging.getLogger("warta.reports")
+
+_FINISHING = (DeliveryState.DELIVERED.value, DeliveryState.FAILED.value)
+
+_APPLY_SQLITE = sa.text(
+    """
+    UPDATE deliveries SET
+        state = json_extract(v.value, '$.state'),
+        error_reason = COALESCE(json_extract(v.value, '$.reason'), error_reason),
+        error_kind = CASE WHEN json_extract(v.value, '$.state') = 'failed'
+                          THEN 'rejected' ELSE error_kind END,
+        finished_at = :now
+    FROM json_each(:payload) AS v
+    WHERE deliveries.channel = json_extract(v.value, '$.channel')
+      AND deliveries.provider_message_id = json_extract(v.value, '$.pmid')
+      AND deliveries.state = 'sent'
+    """
+)
+
+_APPLY_PG = sa.text(
+    """
+    UPDATE deliveries AS d SET
+        state = v.state,
+        error_reason = COALESCE(v.reason, d.error_reason),
+        error_kind = CASE WHEN v.state = 'failed' THEN 'rejected' ELSE d.error_kind END,
+        finished_at = CAST(:now AS timestamptz)
+    FROM jsonb_to_recordset(CAST(:payload AS jsonb))
+        AS v(channel text, pmid text, state text, reason text)
+    WHERE d.channel = v.channel AND d.provider_message_id = v.pmid AND d.state = 'sent'
+    """
+)
+
+
+@dataclass(slots=True)
+class _Pending:
+    channel: str
+    report: DeliveryReport
+    done: asyncio.Future[None]
+
+
+async def write_reports(
+    conn: AsyncConnection, items: list[tuple[str, DeliveryReport]], *, now: object
+) -> None:
+    """Store reports and finish the deliveries they are about (two statements)."""
+    rows = [
+        {
+            "channel": channel,
+            "provider_message_id": r.provider_message_id,
+            "status_word": r.status_word,
+            "state": r.state.value,
+            "reason": None if r.reason is None else r.reason[:200],
+            "received_at": now,
+        }
+        for channel, r in items
+    ]
+    statement = insert_ignoring_conflicts(
+        conn, delivery_reports, ["channel", "provider_message_id", "status_word"]
+    )
+    await conn.execute(statement.values(rows))
+    finishing = [
+        {"channel": c, "pmid": r.provider_message_id, "state": r.state.value, "reason": r.reason}
+        for c, r in items
+        if r.state.value in _FINISHING
+    ]
+    if finishing:
+        sqlite = conn.dialect.name == "sqlite"
+        await conn.execute(
+            _APPLY_SQLITE if sqlite else _APPLY_PG,
+            {"payload": json.dumps(finishing), "now": _stamp(now) if sqlite else now},  # type: ignore[arg-type]
+        )
+
+
+class ReportWriter:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        clock: Clock,
+        max_batch: int = 1000,
+        max_delay: float = 0.02,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.max_batch = max_batch
+        self.max_delay = max_delay
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="warta-report-writer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def submit(self, channel: str, report: DeliveryReport) -> None:
+        """Return once the report is committed; raises if the commit failed."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(channel, report, done))
+        await done
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = loop.time() + self.max_delay
+            while len(batch) < self.max_batch:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+                except TimeoutError:
+                    break
+            try:
+                async with self.engine.begin() as conn:
+                    await write_reports(
+                        conn, [(p.channel, p.report) for p in batch], now=self.clock.now()
+                    )
+            except Exception as exc:
+                log.warning(
+                    "could not store %d delivery reports: %s", len(batch), type(exc).__name__
+                )
+                for p in batch:
+                    if not p.done.done():
+                        p.done.set_exception(exc)
+                continue
+            for p in batch:
+                if not p.done.done():
+                    p.done.set_result(None)

@@ -1,0 +1,1 @@
+"""Reading and writing the domain, one module per aggregate."""

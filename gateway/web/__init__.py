@@ -1,0 +1,1 @@
+"""Server-rendered pages: the public ones (and, later, the operator dashboard)."""
