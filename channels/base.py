@@ -73,8 +73,9 @@ class Channel(abc.ABC):
     max_length: ClassVar[int] = 4096
     max_segments: ClassVar[int | None] = None
     encoding: ClassVar[Encoding] = "unicode"
-    batch_size: ClassVar[int] = 1
-    rate_per_second: ClassVar[float] = 10.0
+    # Plain attributes: an instance may set its own from configuration.
+    batch_size: int = 1
+    rate_per_second: float = 10.0
     supports_links: ClassVar[bool] = True
     status_map: ClassVar[Mapping[str, DeliveryState]] = {}
 

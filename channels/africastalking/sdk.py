@@ -1,0 +1,195 @@
+"""The seam between Warta and the official Africa's Talking SDK (``africastalking`` 2.0.x).
+
+The SDK is synchronous, hard-codes its host in each service's ``_init_service()``, calls
+``requests.post`` directly (a new connection per call, no pool) and turns every non-2xx
+answer into ``AfricasTalkingException(body)``, hiding the status code and headers. So:
+
+- ``WartaSMSService`` subclasses the SDK's ``SMSService`` and overrides exactly two hooks:
+  ``_init_service`` takes the base URL from our config, and ``_make_request`` sends through a
+  pooled ``requests.Session`` and raises our error kinds with the status code and
+  ``Retry-After`` it can see. Everything else (form fields, phone checks) stays the SDK's.
+- ``AfricasTalkingClient`` runs the SDK in a bounded ``ThreadPoolExecutor`` (one session per
+  worker thread, since ``requests.Session`` is not documented as thread-safe) and exposes an
+  ``async`` method.
+
+Errors raised here never carry phone numbers, the API key or response bodies: only fixed words
+and status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import requests
+from africastalking.SMS import SMSService
+
+from channels.africastalking.config import AfricasTalkingConfig
+from gateway.errors import ChannelError, ConfigError, ConnectionFailed, Rejected, Throttled
+
+log = logging.getLogger(__name__)
+
+JSON_MEDIA_TYPE = "application/json"
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header given in seconds; None when absent or a date."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return max(seconds, 0.0)
+
+
+def error_for_status(status: int, retry_after: str | None = None) -> ChannelError:
+    """Map a non-2xx HTTP status of a whole request to our error kind."""
+    if status == 429:
+        return Throttled("HTTP 429", retry_after=parse_retry_after(retry_after))
+    if status in (401, 403):
+        # Africa's Talking answers 401 for a wrong username or API key; 403 for an address
+        # outside the account's allow-list. Nothing will succeed until an operator acts.
+        return ConfigError(f"authentication refused (HTTP {status})")
+    if status == 408 or status >= 500:
+        return ConnectionFailed(f"HTTP {status}")
+    # Any other 4xx means the provider refused this request as written: retrying the same
+    # request cannot help.
+    return Rejected(f"HTTP {status}")
+
+
+class WartaSMSService(SMSService):  # type: ignore[misc]  # the SDK is untyped
+    """The SDK's SMS service, pointed at ``base_url`` and sending through ``session_for_thread``.
+
+    Only synchronous calls are supported (the SDK's ``callback=`` mode starts bare threads,
+    which we never want).
+    """
+
+    def __init__(self, config: AfricasTalkingConfig, session_for_thread: Any) -> None:
+        # Both must exist before the SDK's __init__, which calls _init_service().
+        self._warta_base_url = config.base_url.rstrip("/")
+        self._session_for_thread = session_for_thread
+        super().__init__(config.username, config.api_key)
+
+    def __repr__(self) -> str:
+        return f"<WartaSMSService base_url={self._warta_base_url!r}>"
+
+    def _init_service(self) -> None:
+        self._baseUrl = self._warta_base_url + "/version1"
+        # Premium SMS goes to a "content" host in production; a configured base URL (sandbox,
+        # simulator) serves both.
+        self._contentUrl = self._baseUrl
+
+    def _make_request(
+        self,
+        url: str,
+        method: str,
+        headers: Mapping[str, str],
+        data: Mapping[str, Any] | None,
+        params: Mapping[str, Any] | None,
+        callback: Any = None,
+        timeout: float | tuple[float, float] = 10.0,
+    ) -> Any:
+        if callback is not None:
+            raise RuntimeError("WartaSMSService supports synchronous calls only")
+        session: requests.Session = self._session_for_thread()
+        try:
+            response = session.request(
+                method.upper(), url, headers=headers, data=data, params=params, timeout=timeout
+            )
+        except requests.Timeout:
+            raise ConnectionFailed("timeout") from None
+        except requests.ConnectionError:
+            raise ConnectionFailed("connection error") from None
+        except requests.RequestException as exc:
+            raise ConnectionFailed(f"request error ({type(exc).__name__})") from None
+        if not 200 <= response.status_code < 300:
+            raise error_for_status(response.status_code, response.headers.get("Retry-After"))
+        # The SDK only parses JSON when Content-Type is exactly application/json; accept a
+        # charset parameter too, so a harmless header change does not turn into a failure.
+        media_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if media_type != JSON_MEDIA_TYPE:
+            raise ConnectionFailed(f"unexpected response type ({media_type or 'none'})")
+        try:
+            return response.json()
+        except ValueError:
+            raise ConnectionFailed("unreadable response") from None
+
+
+class AfricasTalkingClient:
+    """Async access to the SDK for one account: a bounded thread pool and pooled sessions."""
+
+    def __init__(self, config: AfricasTalkingConfig) -> None:
+        self._config = config
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._sms = WartaSMSService(config, self._session_for_thread)
+
+    def __repr__(self) -> str:
+        return f"<AfricasTalkingClient username={self._config.username!r}>"
+
+    def _session_for_thread(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            # One connection per worker thread is all a thread can use at a time.
+            adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=1)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            self._local.session = session
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self._config.executor_workers, thread_name_prefix="warta-at"
+            )
+        return self._executor
+
+    async def send_sms(self, message: str, recipients: Sequence[str]) -> Mapping[str, Any]:
+        """One bulk request: ``message`` to every number in ``recipients`` (E.164 with '+').
+
+        Returns the decoded JSON answer (``{"SMSMessageData": {...}}``).
+
+        Raises:
+            ConfigError: credentials refused (HTTP 401/403).
+            Throttled: HTTP 429, with ``retry_after`` when the provider said.
+            ConnectionFailed: network error, timeout, 5xx or an unreadable answer.
+            Rejected: another 4xx, or a number the SDK refuses to send.
+        """
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool(), self._send_sync, message, list(recipients))
+
+    def _send_sync(self, message: str, recipients: list[str]) -> Mapping[str, Any]:
+        try:
+            answer = self._sms.send(
+                message,
+                recipients,
+                sender_id=self._config.sender_id,
+                enqueue=self._config.enqueue,
+                timeout=self._config.request_timeout,
+            )
+        except ValueError:
+            # The SDK's own phone check puts the number in its message: drop it.
+            raise Rejected("InvalidPhoneNumber") from None
+        if not isinstance(answer, Mapping):
+            raise ConnectionFailed("unexpected response shape")
+        return answer
+
+    async def close(self) -> None:
+        """Stop the worker threads and close every session's connections."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()

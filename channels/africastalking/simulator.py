@@ -1,0 +1,394 @@
+"""A real aiohttp server speaking Africa's Talking's documented SMS wire format.
+
+``POST /version1/messaging`` takes the form fields ``username``, ``to`` (comma-separated),
+``message``, ``from``, ``bulkSMSMode`` and ``enqueue`` with an ``apiKey`` header, and answers
+like the real API: HTTP 201, ``Content-Type: application/json`` exactly (the official Python
+SDK only decodes JSON when the header is exactly that) and ``{"SMSMessageData": {"Message":
+"Sent to 1/1 Total Cost: KES 0.8000", "Recipients": [{"statusCode": 101, "number": ...,
+"status": "Success", "cost": "KES 0.8000", "messageId": "ATXid_..."}]}}``. A wrong or missing
+key gets HTTP 401 with a plain-text body. Outcomes come from ``SimulatorConfig`` (see
+``channels.africastalking.simconfig``).
+
+For every accepted message it later POSTs a form-encoded delivery report (``id``, ``status``,
+``phoneNumber``, ``networkCode``, ``failureReason`` when failed) to ``delivery_report_url``,
+from a bounded pool of workers that retry while the receiver errs or is down.
+
+What it received, for tests and benchmarks:
+
+- ``received``: the last ``max_records`` requests (``ReceivedRequest``), oldest dropped first;
+  ``records_dropped`` counts the dropped ones.
+- ``sent_count``: a ``RecipientCounter`` of every accepted message per number, never bounded
+  but stored as integers (~70 bytes per distinct number, so a million numbers fit in ~70 MB);
+  ``sent_count.duplicates()`` names numbers that were sent more than once.
+- ``requests_total``, ``recipients_total`` and the delivery report counters.
+
+Nothing here logs a phone number or a key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import random
+import re
+import time
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import aiohttp
+from aiohttp import web
+
+from channels.africastalking.simconfig import (
+    ACCEPTED_CODES,
+    RECIPIENT_STATUS,
+    REQUEST_OUTCOMES,
+    OutcomeT,
+    Seconds,
+    SimulatorConfig,
+    count_segments,
+    split_report_outcome,
+)
+
+__all__ = [
+    "AfricasTalkingSimulator",
+    "ReceivedRequest",
+    "RecipientCounter",
+    "SimulatorConfig",
+    "serve_forever",
+]
+
+log = logging.getLogger(__name__)
+
+MESSAGING_PATH = "/version1/messaging"
+_E164 = re.compile(r"\+[1-9]\d{6,14}")
+UNAUTHORIZED_TEXT = "The supplied authentication is invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedRequest:
+    """One request as the simulator received it. ``fields`` is the exact form."""
+
+    fields: Mapping[str, str] = field(repr=False)
+    recipients: tuple[str, ...] = field(repr=False)
+    message: str
+    sender: str | None
+    received_at: float
+    http_status: int
+    authenticated: bool
+
+
+class RecipientCounter:
+    """Messages accepted per number; numbers kept as integers to stay small at scale."""
+
+    def __init__(self) -> None:
+        self._by_digits: Counter[int] = Counter()
+        self._other: Counter[str] = Counter()
+
+    @staticmethod
+    def _key(number: str) -> int | str:
+        digits = number[1:] if number.startswith("+") else number
+        return int(digits) if digits.isdigit() and digits[:1] != "0" else number
+
+    def add(self, number: str) -> None:
+        key = self._key(number)
+        if isinstance(key, int):
+            self._by_digits[key] += 1
+        else:
+            self._other[key] += 1
+
+    def __getitem__(self, number: str) -> int:
+        key = self._key(number)
+        return self._by_digits[key] if isinstance(key, int) else self._other[key]
+
+    def __len__(self) -> int:
+        return len(self._by_digits) + len(self._other)
+
+    def __repr__(self) -> str:
+        return f"<RecipientCounter numbers={len(self)} messages={self.total()}>"
+
+    def items(self) -> Iterator[tuple[str, int]]:
+        for digits, count in self._by_digits.items():
+            yield f"+{digits}", count
+        yield from self._other.items()
+
+    def total(self) -> int:
+        return self._by_digits.total() + self._other.total()
+
+    def duplicates(self) -> dict[str, int]:
+        """Numbers that were sent more than once, with their counts."""
+        return {number: count for number, count in self.items() if count > 1}
+
+
+def _seconds(value: Seconds, rng: random.Random) -> float:
+    if isinstance(value, tuple):
+        low, high = value
+        return rng.uniform(low, high)
+    return value
+
+
+def _draw(shares: Mapping[OutcomeT, float], rng: random.Random) -> OutcomeT | None:
+    if not shares:
+        return None
+    point = rng.random()
+    for outcome, share in shares.items():
+        point -= share
+        if point < 0:
+            return outcome
+    return None
+
+
+class AfricasTalkingSimulator:
+    """The simulator: ``app`` to mount anywhere, or ``start()``/``stop()`` on its own port."""
+
+    def __init__(self, config: SimulatorConfig | None = None) -> None:
+        self.config = config or SimulatorConfig()
+        self.delivery_report_url = self.config.delivery_report_url
+        self.received: deque[ReceivedRequest] = deque(maxlen=self.config.max_records)
+        self.records_dropped = 0
+        self.sent_count = RecipientCounter()
+        self.requests_total = 0
+        self.recipients_total = 0
+        self.reports_delivered = 0
+        self.reports_refused = 0
+        self.reports_failed = 0
+        self.used_outcomes: set[str] = set()
+        self._rng = random.Random(self.config.seed)
+        self._message_seq = 0
+        self._suffixes = sorted(self.config.suffix_outcomes, key=len, reverse=True)
+        self._reports: asyncio.Queue[tuple[float, dict[str, str]]] | None = None
+        self._closing = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.app = web.Application(client_max_size=32 * 1024 * 1024)
+        self.app.router.add_post(MESSAGING_PATH, self._handle_send)
+        self.app.cleanup_ctx.append(self._report_workers)
+        self.app.on_shutdown.append(self._release_hanging)
+
+    def __repr__(self) -> str:
+        return f"<AfricasTalkingSimulator requests={self.requests_total}>"
+
+    def unused_outcomes(self) -> set[str]:
+        """Numbers with a canned outcome that no request has used yet."""
+        return set(self.config.outcomes) - self.used_outcomes
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on ``host:port`` (0 picks a free port); returns the base URL for the SDK."""
+        self._closing.clear()
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        bound_host, bound_port = self._runner.addresses[0][:2]
+        return f"http://{bound_host}:{bound_port}"
+
+    async def stop(self) -> None:
+        """Release hanging requests, stop reporting and close the port."""
+        self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def wait_for_reports(self) -> None:
+        """Return once every delivery report queued so far was posted or given up on."""
+        if self._reports is not None:
+            await self._reports.join()
+
+    async def _release_hanging(self, _app: web.Application) -> None:
+        self._closing.set()
+
+    async def _report_workers(self, _app: web.Application) -> AsyncIterator[None]:
+        self._reports = asyncio.Queue()
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            workers = [
+                asyncio.create_task(self._report_worker(session))
+                for _ in range(self.config.delivery_report_concurrency)
+            ]
+            yield
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _report_worker(self, session: aiohttp.ClientSession) -> None:
+        assert self._reports is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            due, report = await self._reports.get()
+            try:
+                wait = due - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                await self._post_report(session, report)
+            except Exception:
+                self.reports_failed += 1
+                log.exception("delivery report worker failed")
+            finally:
+                self._reports.task_done()
+
+    async def _post_report(self, session: aiohttp.ClientSession, report: dict[str, str]) -> None:
+        backoff = self.config.delivery_report_backoff
+        for attempt in range(self.config.delivery_report_attempts):
+            url = self.delivery_report_url
+            if url is None:
+                return
+            try:
+                async with session.post(url, data=report) as response:
+                    await response.read()
+                    if response.status < 300:
+                        self.reports_delivered += 1
+                        return
+                    if response.status < 500 and response.status != 429:
+                        self.reports_refused += 1
+                        log.warning("delivery report refused with HTTP %d", response.status)
+                        return
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.debug("delivery report attempt failed: %s", type(exc).__name__)
+            if attempt + 1 < self.config.delivery_report_attempts:
+                await asyncio.sleep(backoff * 2**attempt)
+        self.reports_failed += 1
+
+    def _outcome_for(self, number: str) -> str | None:
+        outcome = self.config.outcomes.get(number)
+        if outcome is not None:
+            self.used_outcomes.add(number)
+            return outcome
+        for suffix in self._suffixes:
+            if number.endswith(suffix):
+                return self.config.suffix_outcomes[suffix]
+        if not _E164.fullmatch(number):
+            return "invalid_number"
+        return None
+
+    def _record(self, fields: dict[str, str], recipients: tuple[str, ...], status: int) -> None:
+        if len(self.received) == self.received.maxlen:
+            self.records_dropped += 1
+        self.received.append(
+            ReceivedRequest(
+                fields=fields,
+                recipients=recipients,
+                message=fields.get("message", ""),
+                sender=fields.get("from"),
+                received_at=time.time(),
+                http_status=status,
+                authenticated=status != 401,
+            )
+        )
+
+    async def _handle_send(self, request: web.Request) -> web.StreamResponse:
+        config = self.config
+        form = await request.post()
+        fields = {key: str(value) for key, value in form.items()}
+        recipients = tuple(part.strip() for part in fields.get("to", "").split(",") if part.strip())
+        self.requests_total += 1
+        latency = _seconds(config.latency, self._rng)
+        if latency > 0:
+            await asyncio.sleep(latency)
+
+        key_ok = hmac.compare_digest(request.headers.get("apiKey", ""), config.api_key)
+        if not key_ok or fields.get("username") != config.username:
+            self._record(fields, recipients, 401)
+            return web.Response(status=401, text=UNAUTHORIZED_TEXT)
+        missing = [name for name in ("username", "to", "message") if not fields.get(name)]
+        if missing or not recipients:
+            self._record(fields, recipients, 400)
+            name = missing[0] if missing else "to"
+            return web.Response(status=400, text=f"Missing required field: {name}")
+
+        outcomes = [self._outcome_for(number) for number in recipients]
+        request_outcome = next((o for o in outcomes if o in REQUEST_OUTCOMES), None)
+        if request_outcome is None:
+            request_outcome = _draw(config.request_failure_shares, self._rng)
+        if request_outcome == "throttled":
+            self._record(fields, recipients, 429)
+            headers = {"Retry-After": str(config.retry_after_seconds)}
+            return web.Response(status=429, text="Too Many Requests", headers=headers)
+        if request_outcome == "server_error":
+            self._record(fields, recipients, 500)
+            return web.Response(status=500, text="Internal Server Error")
+        if request_outcome == "timeout":
+            self._record(fields, recipients, 504)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), timeout=config.timeout_hang)
+            return web.Response(status=504, text="Gateway Timeout")
+
+        self._record(fields, recipients, 201)
+        return self._answer(fields["message"], recipients, outcomes)
+
+    def _answer(
+        self, message: str, recipients: tuple[str, ...], outcomes: list[str | None]
+    ) -> web.Response:
+        config = self.config
+        price = config.cost_per_segment * count_segments(message)
+        price_text = f"{config.currency} {price:.4f}"
+        loop = asyncio.get_running_loop()
+        report_due = None
+        if self.delivery_report_url is not None and self._reports is not None:
+            report_due = loop.time() + _seconds(config.delivery_report_delay, self._rng)
+        entries = []
+        accepted = 0
+        for number, outcome in zip(recipients, outcomes, strict=True):
+            if outcome is None:
+                outcome = _draw(config.recipient_failure_shares, self._rng) or "success"
+            code, word = RECIPIENT_STATUS[outcome]
+            if code in ACCEPTED_CODES:
+                accepted += 1
+                self._message_seq += 1
+                message_id = f"ATXid_{self._message_seq:032x}"
+                self.sent_count.add(number)
+                cost = price_text
+                if report_due is not None:
+                    self._queue_report(report_due, message_id, number)
+            else:
+                message_id, cost = "None", "0"
+            entries.append(
+                {
+                    "statusCode": code,
+                    "number": number,
+                    "status": word,
+                    "cost": cost,
+                    "messageId": message_id,
+                }
+            )
+        self.recipients_total += len(recipients)
+        total = price * accepted if accepted else Decimal(0)
+        total_text = f"{config.currency} {total:.4f}" if accepted else "0"
+        body = {
+            "SMSMessageData": {
+                "Message": f"Sent to {accepted}/{len(recipients)} Total Cost: {total_text}",
+                "Recipients": entries,
+            }
+        }
+        # Bytes plus content_type without charset gives exactly "application/json".
+        return web.Response(
+            status=201, body=json.dumps(body).encode(), content_type="application/json"
+        )
+
+    def _queue_report(self, due: float, message_id: str, number: str) -> None:
+        assert self._reports is not None
+        canned = self.config.delivery_report_outcomes.get(number)
+        key = canned or _draw(self.config.delivery_report_shares, self._rng) or "Success"
+        status, reason = split_report_outcome(key)
+        report = {
+            "id": message_id,
+            "status": status,
+            "phoneNumber": number,
+            "networkCode": self.config.network_code,
+        }
+        if reason is not None:
+            report["failureReason"] = reason
+        self._reports.put_nowait((due, report))
+
+
+async def serve_forever(host: str, port: int, config: SimulatorConfig) -> None:
+    """Run the simulator until cancelled (``warta simulate africastalking``)."""
+    simulator = AfricasTalkingSimulator(config)
+    base_url = await simulator.start(host, port)
+    log.info("Africa's Talking simulator listening on %s", base_url)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await simulator.stop()

@@ -1,0 +1,169 @@
+"""The seam around the official SDK: base URL, pooled sessions, error kinds."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+import requests
+from aiohttp import web
+
+from channels.africastalking.config import AfricasTalkingConfig
+from channels.africastalking.sdk import (
+    AfricasTalkingClient,
+    WartaSMSService,
+    error_for_status,
+    parse_retry_after,
+)
+from channels.africastalking.simulator import SimulatorConfig, serve_forever
+from gateway.errors import ConfigError, ConnectionFailed, Rejected, Throttled
+from tests.support.provider_harness import API_KEY, USERNAME
+
+JSON = "application/json"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def config(base_url: str, **overrides: object) -> AfricasTalkingConfig:
+    return AfricasTalkingConfig(
+        username=USERNAME,
+        api_key=API_KEY,
+        base_url=base_url,
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "reason"),
+    [
+        (400, Rejected, "HTTP 400"),
+        (401, ConfigError, "authentication refused (HTTP 401)"),
+        (403, ConfigError, "authentication refused (HTTP 403)"),
+        (408, ConnectionFailed, "HTTP 408"),
+        (429, Throttled, "HTTP 429"),
+        (500, ConnectionFailed, "HTTP 500"),
+        (503, ConnectionFailed, "HTTP 503"),
+    ],
+)
+def test_http_status_to_error_kind(status: int, kind: type, reason: str) -> None:
+    error = error_for_status(status)
+    assert (type(error), error.reason) == (kind, reason)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        (None, None),
+        ("7", 7.0),
+        (" 2.5 ", 2.5),
+        ("-3", 0.0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", None),
+    ],
+)
+def test_retry_after(header: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(header) == seconds
+
+
+def test_base_url_comes_from_config() -> None:
+    service = WartaSMSService(config("http://sim.test:8000/"), requests.Session)
+    assert service._make_url("/messaging") == "http://sim.test:8000/version1/messaging"
+    assert API_KEY not in repr(service)
+
+
+def test_config_repr_hides_the_key() -> None:
+    assert API_KEY not in repr(config("http://sim.test"))
+    assert API_KEY not in repr(AfricasTalkingClient(config("http://sim.test")))
+
+
+async def test_connection_refused_is_connection_failed() -> None:
+    client = AfricasTalkingClient(config(f"http://127.0.0.1:{_free_port()}"))
+    try:
+        with pytest.raises(ConnectionFailed) as caught:
+            await client.send_sms("Hi", ["+254711000001"])
+    finally:
+        await client.close()
+    assert caught.value.reason == "connection error"
+
+
+async def test_a_number_the_sdk_refuses_is_rejected_without_the_number() -> None:
+    client = AfricasTalkingClient(config(f"http://127.0.0.1:{_free_port()}"))
+    try:
+        with pytest.raises(Rejected) as caught:
+            await client.send_sms("Hi", ["0711000001"])
+    finally:
+        await client.close()
+    assert "0711000001" not in str(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+@contextlib.asynccontextmanager
+async def plain_server(status: int, text: str, content_type: str) -> AsyncIterator[str]:
+    async def handle(_request: web.Request) -> web.Response:
+        return web.Response(status=status, text=text, content_type=content_type)
+
+    app = web.Application()
+    app.router.add_post("/version1/messaging", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("text", "content_type"),
+    [("<xml/>", "application/xml"), ("{not json", JSON), ("[1, 2]", JSON)],
+    ids=["xml", "broken-json", "not-an-object"],
+)
+async def test_an_unreadable_answer_is_connection_failed(text: str, content_type: str) -> None:
+    async with plain_server(201, text, content_type) as base_url:
+        client = AfricasTalkingClient(config(base_url))
+        try:
+            with pytest.raises(ConnectionFailed):
+                await client.send_sms("Hi", ["+254711000001"])
+        finally:
+            await client.close()
+
+
+async def test_sessions_are_reused_per_worker_thread() -> None:
+    async with plain_server(201, '{"SMSMessageData": {}}', JSON) as base_url:
+        client = AfricasTalkingClient(config(base_url, executor_workers=2))
+        try:
+            for _ in range(6):
+                await client.send_sms("Hi", ["+254711000001"])
+            assert 1 <= len(client._sessions) <= 2
+        finally:
+            await client.close()
+        assert client._sessions == []
+
+
+async def test_serve_forever_runs_until_cancelled() -> None:
+    port = _free_port()
+    task = asyncio.create_task(
+        serve_forever("127.0.0.1", port, SimulatorConfig(username=USERNAME, api_key=API_KEY))
+    )
+    client = AfricasTalkingClient(config(f"http://127.0.0.1:{port}"))
+    try:
+        for _ in range(50):
+            with contextlib.suppress(ConnectionFailed):
+                answer = await client.send_sms("Hi", ["+254711000001"])
+                break
+            await asyncio.sleep(0.05)
+        assert answer["SMSMessageData"]["Recipients"][0]["statusCode"] == 101
+    finally:
+        await client.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
