@@ -18,9 +18,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from gateway.config import WartaConfig, load_config
+from gateway.config import WartaConfig
 from gateway.db.migrate import upgrade
 from gateway.personal import PhoneVault
+from tests.support.config import make_config
 from tests.support.world import World
 
 POSTGRES_URL = os.environ.get("WARTA_TEST_POSTGRES_URL")
@@ -112,20 +113,6 @@ def keys() -> dict[str, str]:
         "africastalking_api_key": "test-at-key-" + uuid.uuid4().hex,
         "callback_token": "cb-" + uuid.uuid4().hex,
     }
-
-
-def make_config(database_url: str, keys: dict[str, str], **overrides: Any) -> WartaConfig:
-    settings: dict[str, Any] = {
-        "database": {"url": database_url},
-        "secrets": dict(keys),
-        "dispatch": {"idle_poll_s": 0.05},
-    }
-    for key, value in overrides.items():
-        if isinstance(value, dict):
-            settings[key] = {**settings.get(key, {}), **value}
-        else:
-            settings[key] = value
-    return load_config(None, environ={}, overrides=settings)
 
 
 @pytest.fixture

@@ -1,0 +1,180 @@
+"""SMS end to end: API -> fan-out -> claim -> real SDK -> simulator -> delivery reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from channels.africastalking.simconfig import SimulatorConfig
+from gateway.db.schema import deliveries, delivery_reports
+from gateway.domain import Role
+from tests.support.config import make_config
+from tests.support.sms import broadcast, import_numbers, numbers, sms_world, wait_for
+
+
+def _all_settled(total: int):
+    def settled(counts: dict[str, int], body: dict[str, Any]) -> bool:
+        final = counts.get("delivered", 0) + counts.get("failed", 0)
+        return body["status"] == "done" and final == total
+
+    return settled
+
+
+async def test_broadcast_reaches_every_subscriber_once(aiohttp_client, database_url, keys):
+    phones = numbers(250) + ["+6281299990000"]  # the simulator treats ...0000 as invalid
+    async with sms_world(
+        aiohttp_client,
+        make_config,
+        database_url,
+        keys,
+        simulator=SimulatorConfig(delivery_report_delay=0.05),
+    ) as (world, sim):
+        await import_numbers(world, phones)
+        approved = await broadcast(
+            world, facts={"what": "Pemadaman listrik", "where": "Kecamatan Gambir"}
+        )
+        body = await wait_for(world, approved["id"], _all_settled(len(phones)))
+        await sim.wait_for_reports()
+        counts = {c["channel"]: c["counts"] for c in body["stats"]}
+        assert counts["sms"]["delivered"] == 250
+        assert counts["sms"]["failed"] == 1
+        # Exactly what reached the provider: every valid number once, nobody twice.
+        assert sim.sent_count.duplicates() == {}
+        assert sim.sent_count.total() == 250
+        failed = await world.call(
+            "GET",
+            f"/api/v1/announcements/{approved['id']}/deliveries?state=failed",
+            role=Role.OPERATOR,
+        )
+        (only,) = failed.body["items"]
+        assert only["error_kind"] == "rejected"
+        assert only["error_reason"] == "InvalidPhoneNumber"
+        assert only["phone"] == "+62 812-****-000"
+        assert body["actual_cost"] is not None
+
+
+async def test_fan_out_twice_inserts_nothing_the_second_time(aiohttp_client, database_url, keys):
+    from gateway.outbox.fanout import fan_out
+
+    async with sms_world(
+        aiohttp_client, make_config, database_url, keys, dispatch={"enabled": False}
+    ) as (world, _sim):
+        await import_numbers(world, numbers(40))
+        approved = await broadcast(world)
+        dispatcher = world.app[__import__("gateway.appkeys").appkeys.DISPATCHER]
+        assert await dispatcher.start_due() == 1
+        async with world.engine.begin() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        sa.text("SELECT * FROM announcements WHERE id = :id"),
+                        {"id": approved["id"]},
+                    )
+                )
+                .mappings()
+                .one()
+            )
+            row = dict(row)
+            for key in ("facts", "translations", "areas", "topics", "channels"):
+                if isinstance(row[key], str):
+                    import json
+
+                    row[key] = json.loads(row[key])
+            again = await fan_out(conn, announcement=row, now=dispatcher.clock.now())
+        assert again == {"sms": 0}
+        async with world.engine.connect() as conn:
+            total = await conn.scalar(sa.select(sa.func.count()).select_from(deliveries))
+        assert total == 40
+
+
+async def test_opt_out_and_cancel_take_effect_for_queued_deliveries(
+    aiohttp_client, database_url, keys
+):
+    phones = numbers(30)
+    async with sms_world(
+        aiohttp_client, make_config, database_url, keys, dispatch={"enabled": False}
+    ) as (world, sim):
+        await import_numbers(world, phones)
+        approved = await broadcast(world)
+        dispatcher = world.app[__import__("gateway.appkeys").appkeys.DISPATCHER]
+        await dispatcher.start_due()
+        # Africa's Talking reports an opt-out for one citizen.
+        url = f"/callbacks/africastalking/{keys['callback_token']}/sms/optout"
+        answer = await world.client.post(url, data={"senderId": "WARTA", "phoneNumber": phones[0]})
+        assert answer.status == 200
+        async with world.engine.connect() as conn:
+            states = dict(
+                (
+                    await conn.execute(
+                        sa.select(deliveries.c.state, sa.func.count()).group_by(deliveries.c.state)
+                    )
+                ).all()
+            )
+        assert states == {"queued": 29, "cancelled": 1}
+        cancelled = await world.call(
+            "POST", f"/api/v1/announcements/{approved['id']}/cancel", role=Role.APPROVER
+        )
+        assert cancelled.status == 200
+        async with world.engine.connect() as conn:
+            states = dict(
+                (
+                    await conn.execute(
+                        sa.select(deliveries.c.state, sa.func.count()).group_by(deliveries.c.state)
+                    )
+                ).all()
+            )
+        assert states == {"cancelled": 30}
+        await dispatcher.run_once("sms")
+        assert sim.requests_total == 0
+
+
+async def test_retryable_failures_retry_then_fail_within_the_limit(
+    aiohttp_client, database_url, keys
+):
+    sim_config = SimulatorConfig(request_failure_shares={"server_error": 1.0})
+    async with sms_world(
+        aiohttp_client,
+        make_config,
+        database_url,
+        keys,
+        simulator=sim_config,
+        dispatch={"max_attempts": 3},
+    ) as (world, sim):
+        await import_numbers(world, numbers(5))
+        approved = await broadcast(world)
+        body = await wait_for(world, approved["id"], lambda c, b: c.get("failed", 0) == 5)
+        assert body["stats"][0]["counts"]["failed"] == 5
+        async with world.engine.connect() as conn:
+            rows = (
+                await conn.execute(sa.select(deliveries.c.attempts, deliveries.c.error_kind))
+            ).all()
+        assert {tuple(r) for r in rows} == {(3, "connection")}
+        # Each of the 5 was offered to the provider exactly max_attempts times.
+        assert sum(len(r.recipients) for r in sim.received) == 15
+
+
+async def test_delivery_reports_are_authenticated_and_idempotent(
+    aiohttp_client, database_url, keys
+):
+    async with sms_world(aiohttp_client, make_config, database_url, keys) as (world, _sim):
+        good = f"/callbacks/africastalking/{keys['callback_token']}/sms/delivery"
+        report = {
+            "id": "ATXid_unknown",
+            "status": "Success",
+            "phoneNumber": "+6281200000001",
+            "networkCode": "51010",
+        }
+        for _ in range(2):
+            answer = await world.client.post(good, data=report)
+            assert answer.status == 200
+        bad = await world.client.post(
+            "/callbacks/africastalking/wrong-token/sms/delivery", data=report
+        )
+        assert bad.status == 403
+        missing = await world.client.post(good, data={"status": "Success"})
+        assert missing.status == 400
+        assert (await missing.json())["error"]["field"] == "id"
+        async with world.engine.connect() as conn:
+            stored = await conn.scalar(sa.select(sa.func.count()).select_from(delivery_reports))
+        assert stored == 1

@@ -1,0 +1,112 @@
+"""The gateway wired to a running Africa's Talking simulator, through the real SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any
+
+from channels.africastalking.simconfig import SimulatorConfig
+from channels.africastalking.simulator import AfricasTalkingSimulator
+from gateway.domain import Role
+from tests.support.world import World
+
+
+@asynccontextmanager
+async def sms_world(
+    aiohttp_client: Any,
+    make_config: Callable[..., Any],
+    database_url: str,
+    keys: dict[str, str],
+    *,
+    simulator: SimulatorConfig | None = None,
+    dispatch: dict[str, Any] | None = None,
+) -> AsyncIterator[tuple[World, AfricasTalkingSimulator]]:
+    sim_config = replace(simulator or SimulatorConfig(), api_key=keys["africastalking_api_key"])
+    sim = AfricasTalkingSimulator(sim_config)
+    base_url = await sim.start()
+    config = make_config(
+        database_url,
+        keys,
+        africastalking={"base_url": base_url, "request_timeout_s": 2.0},
+        dispatch={
+            "idle_poll_s": 0.05,
+            "backoff_base_s": 0.05,
+            "backoff_max_s": 0.2,
+            **(dispatch or {}),
+        },
+    )
+    world = await World.start(aiohttp_client, config)
+    sim.delivery_report_url = str(
+        world.client.make_url(f"/callbacks/africastalking/{keys['callback_token']}/sms/delivery")
+    )
+    try:
+        yield world, sim
+    finally:
+        await sim.stop()
+
+
+def csv_of(numbers: list[str], **columns: str) -> str:
+    header = ["phone", *columns]
+    lines = [",".join(header)]
+    lines.extend(",".join([n, *columns.values()]) for n in numbers)
+    return "\n".join(lines) + "\n"
+
+
+def numbers(count: int, *, start: int = 1, prefix: str = "+62812") -> list[str]:
+    return [f"{prefix}{start + i:08d}" for i in range(count)]
+
+
+async def import_numbers(world: World, phones: list[str], agency: int = 0, **columns: str) -> None:
+    answer = await world.call(
+        "POST",
+        "/api/v1/subscribers/import",
+        role=Role.OPERATOR,
+        agency=agency,
+        data=csv_of(phones, **columns),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert answer.status == 200, answer.body
+    assert answer.body["errors"] == [], answer.body["errors"][:3]
+
+
+async def broadcast(world: World, agency: int = 0, **fields: Any) -> dict[str, Any]:
+    """Create, submit and approve (author, then approver); returns the approved announcement."""
+    created = await world.announce(agency=agency, **fields)
+    path = f"/api/v1/announcements/{created['id']}"
+    submitted = await world.call("POST", path + "/submit", role=Role.AUTHOR, agency=agency)
+    assert submitted.status == 200, submitted.body
+    approved = await world.call("POST", path + "/approve", role=Role.APPROVER, agency=agency)
+    assert approved.status == 200, approved.body
+    result: dict[str, Any] = approved.body
+    return result
+
+
+async def wait_for(
+    world: World,
+    announcement_id: int,
+    settled: Callable[[dict[str, int], dict[str, Any]], bool],
+    *,
+    timeout: float = 60.0,
+) -> dict[str, Any]:
+    """Poll the announcement until ``settled(counts, body)``; fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        answer = await world.call(
+            "GET", f"/api/v1/announcements/{announcement_id}", role=Role.OPERATOR
+        )
+        body = answer.body
+        counts: dict[str, int] = {}
+        for per_channel in body.get("stats") or []:
+            for state, n in per_channel["counts"].items():
+                counts[state] = counts.get(state, 0) + n
+        if settled(counts, body):
+            return body
+        await asyncio.sleep(0.1)
+    raise AssertionError(
+        f"announcement {announcement_id} did not settle: {body.get('status')} {body.get('stats')}"
+    )
