@@ -1,0 +1,192 @@
+"""Nothing lost, nothing sent twice beyond the stated bound: SIGKILL mid-broadcast, restart.
+
+The gateway runs as a separate ``warta serve`` process on a real database; the Africa's
+Talking simulator runs in this test's process, so its record of what reached the provider
+survives the kill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import sqlalchemy as sa
+
+from channels.africastalking.simconfig import SimulatorConfig
+from channels.africastalking.simulator import AfricasTalkingSimulator
+from gateway.auth import issue_token
+from gateway.config import DatabaseConfig
+from gateway.db.engine import create_engine
+from gateway.db.schema import agencies
+from gateway.domain import Role
+from tests.support.sms import csv_of, numbers
+
+RECIPIENTS = 20_000
+WORKERS = 2
+CLAIM_BATCH = 200
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _seed_tokens(database_url: str) -> dict[Role, str]:
+    engine = create_engine(DatabaseConfig(url=database_url))
+    try:
+        async with engine.begin() as conn:
+            from datetime import UTC, datetime
+
+            now = datetime.now(UTC)
+            agency_id = await conn.scalar(
+                sa.insert(agencies)
+                .values(slug="crash", name="Crash Test Agency", created_at=now)
+                .returning(agencies.c.id)
+            )
+            assert agency_id is not None
+            tokens = {}
+            for role in (Role.AUTHOR, Role.APPROVER, Role.OPERATOR):
+                issued = await issue_token(
+                    conn, agency_id=agency_id, role=role, name=str(role), now=now
+                )
+                tokens[role] = issued.token
+            return tokens
+    finally:
+        await engine.dispose()
+
+
+class Gateway:
+    """``warta serve`` in a child process."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, port: int) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.base = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve"], env=self.env, stdout=log, stderr=log
+        )
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                assert self.process.poll() is None, self.log_path.read_text()[-2000:]
+                try:
+                    async with http.get(self.base + "/readyz") as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise AssertionError("gateway did not start: " + self.log_path.read_text()[-2000:])
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+@pytest.mark.slow
+async def test_sigkill_mid_broadcast_loses_nothing(
+    database_url: str, keys: dict[str, str], tmp_path: Path
+) -> None:
+    sim = AfricasTalkingSimulator(
+        SimulatorConfig(api_key=keys["africastalking_api_key"], latency=0.01, seed=1)
+    )
+    sim_url = await sim.start()
+    port = _free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("WARTA_")},
+        "WARTA_DATABASE__URL": database_url,
+        "WARTA_HTTP__PORT": str(port),
+        "WARTA_HTTP__PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "WARTA_AFRICASTALKING__BASE_URL": sim_url,
+        "WARTA_AFRICASTALKING__RATE_PER_SECOND": "100000",
+        "WARTA_DISPATCH__WORKERS_PER_CHANNEL": str(WORKERS),
+        "WARTA_DISPATCH__CLAIM_BATCH": str(CLAIM_BATCH),
+        "WARTA_DISPATCH__LEASE_SECONDS": "2",
+        "WARTA_DISPATCH__IDLE_POLL_S": "0.05",
+        "WARTA_LOG_LEVEL": "WARNING",
+        **{f"WARTA_SECRETS__{k.upper()}": v for k, v in keys.items()},
+    }
+    tokens = await _seed_tokens(database_url)
+    gateway = Gateway(env, tmp_path / "gateway.log", port)
+    phones = [n for n in numbers(RECIPIENTS) if not n.endswith("0000")]
+    try:
+        await gateway.start()
+        async with aiohttp.ClientSession(gateway.base) as http:
+
+            async def call(method: str, path: str, role: Role, **kwargs: Any) -> Any:
+                headers = {"Authorization": f"Bearer {tokens[role]}", **kwargs.pop("headers", {})}
+                async with http.request(method, "/api/v1" + path, headers=headers, **kwargs) as r:
+                    body = await r.json()
+                    assert r.status < 300, body
+                    return body
+
+            report = await call(
+                "POST",
+                "/subscribers/import",
+                Role.OPERATOR,
+                data=csv_of(phones),
+                headers={"Content-Type": "text/csv"},
+            )
+            assert report["imported"] == len(phones)
+            created = await call(
+                "POST",
+                "/announcements",
+                Role.AUTHOR,
+                json={"title": "Uji ketahanan", "body": "Pesan uji.", "channels": ["sms"]},
+            )
+            await call("POST", f"/announcements/{created['id']}/submit", Role.AUTHOR)
+            await call("POST", f"/announcements/{created['id']}/approve", Role.APPROVER)
+
+            deadline = time.monotonic() + 60
+            while sim.sent_count.total() < len(phones) // 4:
+                assert time.monotonic() < deadline, "the broadcast did not get going"
+                await asyncio.sleep(0.02)
+            gateway.kill()
+            reached_at_kill = sim.sent_count.total()
+            assert reached_at_kill < len(phones), "the kill came too late to test anything"
+
+        await gateway.start()
+        async with aiohttp.ClientSession(gateway.base) as http:
+            deadline = time.monotonic() + 120
+            while True:
+                headers = {"Authorization": f"Bearer {tokens[Role.OPERATOR]}"}
+                async with http.get(f"/api/v1/announcements/{created['id']}", headers=headers) as r:
+                    body = await r.json()
+                if body["status"] == "done":
+                    break
+                assert time.monotonic() < deadline, f"did not finish after restart: {body['stats']}"
+                await asyncio.sleep(0.2)
+    finally:
+        gateway.stop()
+        await sim.stop()
+
+    reached = dict(sim.sent_count.items())
+    assert set(reached) == set(phones), "every recipient reached"
+    duplicates = sum(n - 1 for n in reached.values())
+    # The README's bound: at most the batches in flight at the kill, workers × claim batch.
+    assert duplicates <= WORKERS * CLAIM_BATCH
+    counts = {c["channel"]: c["counts"] for c in body["stats"]}
+    assert counts["sms"]["sent"] + counts["sms"]["delivered"] == len(phones)
