@@ -143,6 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:
+        print(f"warta: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     except Exception as exc:
         from gateway.db.engine import DatabaseNotReady
 

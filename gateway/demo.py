@@ -249,7 +249,7 @@ async def run_demo(
             delivery_report_delay=(0.5, 3.0),
             delivery_report_shares={
                 "Failed:DeliveryFailure": 0.01,
-                "Failed:AbsentSubscriber": 0.01,
+                "AbsentSubscriber": 0.01,
             },
             seed=None,
         )
