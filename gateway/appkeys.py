@@ -12,12 +12,14 @@ from gateway.config import WartaConfig
 from gateway.personal import PhoneVault
 
 if TYPE_CHECKING:
-    pass
+    from gateway.outbox.dispatcher import Dispatcher
+    from gateway.outbox.reports import ReportWriter
+    from gateway.renditions import Renderer
 
 CONFIG = web.AppKey("config", WartaConfig)
 ENGINE = web.AppKey("engine", AsyncEngine)
 CLOCK = web.AppKey("clock", Clock)
 VAULT = web.AppKey("vault", PhoneVault)
-RENDERER = web.AppKey("renderer", "Renderer")
-DISPATCHER = web.AppKey("dispatcher", "Dispatcher")
-REPORTS = web.AppKey("reports", "ReportWriter")
+RENDERER: web.AppKey[Renderer] = web.AppKey("renderer")
+DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("dispatcher")
+REPORTS: web.AppKey[ReportWriter] = web.AppKey("reports")

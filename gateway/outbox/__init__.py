@@ -1,0 +1,1 @@
+"""The durable outbox: fan-out, claims, dispatch and delivery reports."""
