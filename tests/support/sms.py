@@ -11,6 +11,7 @@ from typing import Any
 
 from channels.africastalking.simconfig import SimulatorConfig
 from channels.africastalking.simulator import AfricasTalkingSimulator
+from gateway.clock import Clock
 from gateway.domain import Role
 from tests.support.world import World
 
@@ -24,6 +25,7 @@ async def sms_world(
     *,
     simulator: SimulatorConfig | None = None,
     dispatch: dict[str, Any] | None = None,
+    clock: Clock | None = None,
 ) -> AsyncIterator[tuple[World, AfricasTalkingSimulator]]:
     sim_config = replace(simulator or SimulatorConfig(), api_key=keys["africastalking_api_key"])
     sim = AfricasTalkingSimulator(sim_config)
@@ -39,7 +41,7 @@ async def sms_world(
             **(dispatch or {}),
         },
     )
-    world = await World.start(aiohttp_client, config)
+    world = await World.start(aiohttp_client, config, clock=clock)
     sim.delivery_report_url = str(
         world.client.make_url(f"/callbacks/africastalking/{keys['callback_token']}/sms/delivery")
     )
