@@ -178,3 +178,45 @@ async def test_delivery_reports_are_authenticated_and_idempotent(
         async with world.engine.connect() as conn:
             stored = await conn.scalar(sa.select(sa.func.count()).select_from(delivery_reports))
         assert stored == 1
+
+
+async def test_no_number_or_secret_reaches_the_logs_while_sending(
+    aiohttp_client, database_url, keys, caplog
+):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    phones = [*numbers(20), "+6281299990000"]
+    sim_config = SimulatorConfig(
+        delivery_report_delay=0.01,
+        recipient_failure_shares={"blacklisted": 0.2, "could_not_route": 0.2},
+        delivery_report_shares={"Failed:DeliveryFailure": 0.3},
+    )
+    async with sms_world(aiohttp_client, make_config, database_url, keys, simulator=sim_config) as (
+        world,
+        sim,
+    ):
+        await import_numbers(world, phones)
+        approved = await broadcast(world)
+        await wait_for(world, approved["id"], lambda c, b: b["status"] == "done", timeout=30)
+        await sim.wait_for_reports()
+    # The test server's access log prints request paths, and callback paths carry the
+    # callback token: `warta serve` and `warta demo` run with the access log off.
+    records = [r for r in caplog.records if r.name != "aiohttp.access"]
+    text = "\n".join(f"{r.getMessage()} {r.exc_text or ''} {r.args!r}" for r in records)
+    errors = [r.getMessage() for r in records if r.levelno >= logging.ERROR]
+    assert errors == []
+    assert records, "the flow logged nothing at all: the scan would prove nothing"
+    secrets = [
+        keys["africastalking_api_key"],
+        keys["phone_keys"],
+        keys["blind_index_key"],
+        keys["callback_token"],
+    ]
+    for needle in [
+        *phones,
+        *(p.lstrip("+") for p in phones),
+        *(("0" + p[3:]) for p in phones),
+        *secrets,
+    ]:
+        assert needle not in text
