@@ -175,7 +175,7 @@ class Dispatcher:
                 )
                 if won.rowcount != 1:
                     continue
-                row = (
+                row = dict(
                     (
                         await conn.execute(
                             sa.select(announcements).where(announcements.c.id == announcement_id)
