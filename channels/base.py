@@ -29,6 +29,7 @@ class OutgoingMessage:
     recipient: str = field(repr=False)
     text: str
     idempotency_key: str
+    language: str = "id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,7 @@ class SendResult:
     provider_message_id: str | None = None
     cost: Decimal | None = None
     error: ChannelError | None = None
+    url: str | None = None  # where a social post can be seen
 
 
 @dataclass(frozen=True, slots=True)
