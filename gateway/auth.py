@@ -24,7 +24,6 @@ from gateway.db.schema import api_tokens
 from gateway.domain import Role
 
 TOKEN_PREFIX = "wrt_"  # noqa: S105 - a visible marker, not a secret
-PRINCIPAL = web.RequestKey("principal", "Principal")
 # Writing last_used_at on every request would make every read a write; once a minute is enough.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -35,6 +34,9 @@ class Principal:
     agency_id: int
     role: Role
     name: str
+
+
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 @dataclass(frozen=True, slots=True)

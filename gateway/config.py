@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,22 @@ class DatabaseConfig(_Section):
     pool_size: int = Field(default=10, ge=1, le=200)
     busy_timeout_ms: int = Field(default=30_000, ge=0)
     echo: bool = False
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # The URL may hold the database password; a repr ends up in logs and tracebacks.
+        for name, value in super().__repr_args__():
+            yield name, hide_password(value) if name == "url" else value
+
+
+def hide_password(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<unparsable database url>"
 
 
 class HttpConfig(_Section):
@@ -136,7 +152,8 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigProblem(f"{name}: conflicts with another setting")
-        node[path[-1]] = _coerce_env(value)
+        # A secret is taken verbatim, even one that happens to look like a TOML list.
+        node[path[-1]] = value if path[0] == _SECRET_SECTION else _coerce_env(value)
     return overrides
 
 

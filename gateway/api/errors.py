@@ -40,8 +40,8 @@ def error_response(
     return web.json_response({"error": body}, status=status)
 
 
-def not_found(what: str) -> ApiError:
-    return ApiError(404, "not_found", f"{what} not found")
+def not_found(what: str, field: str | None = None) -> ApiError:
+    return ApiError(404, "not_found", f"{what} not found", field)
 
 
 def conflict(message: str, field: str | None = None) -> ApiError:
@@ -53,9 +53,17 @@ def unprocessable(message: str, field: str | None) -> ApiError:
 
 
 def from_validation_error(exc: ValidationError) -> ApiError:
-    """The first problem, with a dotted path to the field (``facts.link``, ``channels.1``)."""
+    """The first problem, with a dotted path to the field (``facts.link``, ``channels.1``).
+
+    A check across fields (a model validator) has no location of its own; it names its field
+    in the error's context (see ``gateway.api.models.invalid``).
+    """
     first = exc.errors(include_url=False, include_input=False)[0]
     field = ".".join(str(part) for part in first["loc"]) or None
+    context = first.get("ctx") or {}
+    if field is None and isinstance(context.get("field"), str):
+        field = context["field"]
+        return ApiError(422, "invalid", f"{field}: {context.get('reason', first['msg'])}", field)
     kind = first["type"]
     if kind == "missing":
         message = f"{field} is required"
@@ -66,13 +74,29 @@ def from_validation_error(exc: ValidationError) -> ApiError:
     return ApiError(422, "invalid", message, field)
 
 
+async def read_body(request: web.Request, *, limit: int, too_large: str) -> bytes:
+    """The whole request body, or a 413 with ``too_large`` once it passes ``limit`` bytes.
+
+    A single ``content.read(n)`` returns only what has arrived so far, so a body that comes in
+    several pieces (chunked, or just larger than one network read) is read to its end here.
+    """
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "too_large", too_large)
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "too_large", too_large)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def read_json(request: web.Request, *, limit: int) -> Any:
     """The request body as JSON, or an ApiError that says what is wrong with it."""
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "too_large", f"request body is larger than {limit} bytes")
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise ApiError(413, "too_large", f"request body is larger than {limit} bytes")
+    raw = await read_body(
+        request, limit=limit, too_large=f"request body is larger than {limit} bytes"
+    )
     if not raw.strip():
         raise ApiError(400, "bad_json", "request body is empty; JSON expected")
     try:
@@ -105,7 +129,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             405: "method_not_allowed",
             413: "too_large",
         }.get(exc.status, "http_error")
-        return error_response(exc.status, code, exc.reason)
+        response = error_response(exc.status, code, exc.reason)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except ValidationError as exc:
         return from_validation_error(exc).response()
     except Exception as exc:

@@ -8,13 +8,28 @@ from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic_core import PydanticCustomError
 
-from gateway.domain import CHANNELS, AnnouncementStatus, DeliveryState, Urgency
+from gateway.domain import (
+    CHANNELS,
+    PERSONAL_CHANNELS,
+    AnnouncementStatus,
+    DeliveryState,
+    Urgency,
+)
 
 Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}$", examples=["id", "en"])]
 AreaCode = Annotated[str, Field(pattern=r"^[0-9]{2}(\.[0-9]{2,4}){0,3}$", examples=["31", "31.71"])]
 Topic = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z0-9_-]+$")]
 ChannelName = Literal[CHANNELS]  # type: ignore[valid-type]
+PersonalChannelName = Literal[PERSONAL_CHANNELS]  # type: ignore[valid-type]
+
+
+def invalid(field: str, reason: str) -> PydanticCustomError:
+    """A problem found across fields, naming the field to blame (``gateway.api.errors``)."""
+    return PydanticCustomError(
+        "invalid_combination", "{field}: {reason}", {"field": field, "reason": reason}
+    )
 
 
 class Strict(BaseModel):
@@ -54,11 +69,11 @@ class AnnouncementIn(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> AnnouncementIn:
         if len(set(self.channels)) != len(self.channels):
-            raise ValueError("channels: each channel may be named once")
+            raise invalid("channels", "each channel may be named once")
         if self.language in self.translations:
-            raise ValueError("translations: the main language needs no translation")
+            raise invalid("translations", "the main language needs no translation")
         if self.send_at and self.expires_at and self.expires_at <= self.send_at:
-            raise ValueError("expires_at: must be after send_at")
+            raise invalid("expires_at", "must be after send_at")
         return self
 
 
@@ -119,8 +134,8 @@ class SubscriberIn(Strict):
     language: Language = "id"
     area_code: AreaCode | None = None
     topics: list[Topic] = Field(default_factory=list, max_length=50)
-    channels: list[Literal["sms", "voice", "whatsapp", "telegram"]] = Field(
-        default_factory=lambda: ["sms"], min_length=1, max_length=4
+    channels: list[PersonalChannelName] = Field(
+        default_factory=lambda: ["sms"], min_length=1, max_length=len(PERSONAL_CHANNELS)
     )
     telegram_chat_id: int | None = None
     consent: Consent = Consent()
@@ -128,9 +143,9 @@ class SubscriberIn(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> SubscriberIn:
         if len(set(self.channels)) != len(self.channels):
-            raise ValueError("channels: each channel may be named once")
+            raise invalid("channels", "each channel may be named once")
         if "telegram" in self.channels and self.telegram_chat_id is None:
-            raise ValueError("telegram_chat_id: required when channels include telegram")
+            raise invalid("telegram_chat_id", "required when channels include telegram")
         return self
 
 
@@ -155,7 +170,11 @@ class SubscriberQuery(Strict):
     limit: int = Field(default=50, ge=1, le=1000)
     after_id: int | None = Field(default=None, ge=0)
     area_code: AreaCode | None = None
-    phone: str | None = Field(default=None, max_length=40, description="full number, exact match")
+
+
+class SubscriberSearch(Strict):
+    phone: str = Field(min_length=1, max_length=40, description="full number, exact match")
+    limit: int = Field(default=50, ge=1, le=1000)
 
 
 class ImportRowError(BaseModel):

@@ -6,11 +6,12 @@ import re
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from gateway import __version__
 from gateway.api.routing import Route
 
+OPENAPI_PATH = "/api/v1/openapi.json"
 _REF = "#/components/schemas/{model}"
 _ERROR = {
     "description": "Error",
@@ -37,16 +38,31 @@ _ERROR = {
 
 
 def build_openapi(routes: list[Route]) -> dict[str, Any]:
-    models: set[type[BaseModel]] = set()
+    """The document for ``routes``, plus its own path (``/api/v1/openapi.json``).
+
+    Request bodies and query strings are described as pydantic validates them, responses as
+    it serialises them; every ``$ref`` points into ``components.schemas``.
+    """
+    wanted: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {}
     for route in routes:
-        models.update(m for m in (route.body, route.response) if m is not None)
-    _, schema = models_json_schema(
-        [
-            (m, "serialization" if m is not None else "validation")
-            for m in sorted(models, key=lambda m: m.__name__)
-        ],
-        ref_template=_REF,
+        for model in (route.body, route.query):
+            if model is not None:
+                wanted[(model, "validation")] = None
+        if route.response is not None:
+            wanted[(route.response, "serialization")] = None
+    refs, schema = models_json_schema(
+        sorted(wanted, key=lambda pair: (pair[0].__name__, pair[1])), ref_template=_REF
     )
+    schemas: dict[str, Any] = schema.get("$defs", {})
+
+    def ref(model: type[BaseModel], mode: JsonSchemaMode) -> dict[str, Any]:
+        return dict(refs[(model, mode)])
+
+    def properties_of(model: type[BaseModel]) -> tuple[dict[str, Any], set[str]]:
+        name = ref(model, "validation")["$ref"].rsplit("/", 1)[-1]
+        body = schemas[name]
+        return body.get("properties", {}), set(body.get("required", []))
+
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         operation: dict[str, Any] = {
@@ -65,9 +81,8 @@ def build_openapi(routes: list[Route]) -> dict[str, Any]:
             for name in re.findall(r"{(\w+)}", route.path)
         ]
         if route.query is not None:
-            query_schema = route.query.model_json_schema()
-            required = set(query_schema.get("required", []))
-            for name, prop in query_schema.get("properties", {}).items():
+            query_properties, required = properties_of(route.query)
+            for name, prop in query_properties.items():
                 prop = {k: v for k, v in prop.items() if k != "title"}
                 parameters.append(
                     {"name": name, "in": "query", "required": name in required, "schema": prop}
@@ -77,9 +92,7 @@ def build_openapi(routes: list[Route]) -> dict[str, Any]:
         if route.body is not None:
             operation["requestBody"] = {
                 "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": _REF.format(model=route.body.__name__)}}
-                },
+                "content": {"application/json": {"schema": ref(route.body, "validation")}},
             }
         elif route.content_type is not None:
             operation["requestBody"] = {
@@ -89,11 +102,7 @@ def build_openapi(routes: list[Route]) -> dict[str, Any]:
         if route.response is not None:
             operation["responses"][str(route.status)] = {
                 "description": "OK",
-                "content": {
-                    "application/json": {
-                        "schema": {"$ref": _REF.format(model=route.response.__name__)}
-                    }
-                },
+                "content": {"application/json": {"schema": ref(route.response, "serialization")}},
             }
         else:
             operation["responses"][str(route.status)] = {"description": "Done"}
@@ -103,12 +112,25 @@ def build_openapi(routes: list[Route]) -> dict[str, Any]:
                 "Roles: " + ", ".join(sorted(r.value for r in route.roles)) + " (or admin)."
             )
         paths.setdefault(route.path, {})[route.method.lower()] = operation
+    paths[OPENAPI_PATH] = {
+        "get": {
+            "summary": "This document",
+            "operationId": "openapi",
+            "tags": ["public"],
+            "responses": {
+                "200": {
+                    "description": "OpenAPI 3.1",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
+        }
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "Warta gateway API", "version": __version__},
         "paths": paths,
         "components": {
-            "schemas": schema.get("$defs", {}),
+            "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

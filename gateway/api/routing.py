@@ -139,6 +139,7 @@ def _validate(model: type[BaseModel], payload: Any) -> BaseModel:
 def path_id(request: web.Request, name: str = "id") -> int:
     """An integer id from the path, or a 404 (an id that is not a number names nothing)."""
     raw = request.match_info[name]
-    if not raw.isdigit() or len(raw) > 18:
+    # isdigit() alone accepts other scripts' digits and superscripts, which int() may refuse.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise ApiError(404, "not_found", f"{name} {raw[:20]!r} does not exist", name)
     return int(raw)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import re
+from datetime import datetime
 
 from aiohttp import web
 from pydantic import ValidationError
 
 from gateway.api import models
-from gateway.api.errors import ApiError, conflict, not_found
+from gateway.api.errors import ApiError, conflict, from_validation_error, not_found, read_body
 from gateway.api.routing import ApiRoutes, path_id
 from gateway.appkeys import CLOCK, CONFIG, ENGINE, VAULT
 from gateway.auth import Principal
@@ -24,24 +26,26 @@ routes = ApiRoutes()
 TAGS = ("subscribers",)
 IMPORT_LIMIT_ROWS = 1_000_000
 IMPORT_ERRORS_SHOWN = 1_000
+# A list in one cell: "banjir;kebakaran", "sms|voice", or quoted "sms, voice".
+_LIST_SEPARATORS = re.compile(r"\s*[;|,]\s*")
 CSV_COLUMNS = ("phone", "language", "area_code", "topics", "channels", "telegram_chat_id")
 
 
 def _to_out(person: dict[str, object]) -> models.SubscriberOut:
     return models.SubscriberOut(
-        id=person["id"],  # type: ignore[arg-type]
-        phone=person["phone_masked"],  # type: ignore[arg-type]
-        language=person["language"],  # type: ignore[arg-type]
-        area_code=person["area_code"],  # type: ignore[arg-type]
-        topics=person["topics"],  # type: ignore[arg-type]
-        channels=person["channels"],  # type: ignore[arg-type]
-        opted_out=person["opted_out"],  # type: ignore[arg-type]
-        created_at=person["created_at"],  # type: ignore[arg-type]
+        id=person["id"],
+        phone=person["phone_masked"],
+        language=person["language"],
+        area_code=person["area_code"],
+        topics=person["topics"],
+        channels=person["channels"],
+        opted_out=person["opted_out"],
+        created_at=person["created_at"],
         erased=person["erased_at"] is not None,
     )
 
 
-def _person(body: models.SubscriberIn, *, region: str, consent_at: object) -> store.NewSubscriber:
+def _person(body: models.SubscriberIn, *, region: str, consent_at: datetime) -> store.NewSubscriber:
     try:
         phone = normalise(body.phone, region)
     except InvalidPhoneNumber as exc:
@@ -55,7 +59,7 @@ def _person(body: models.SubscriberIn, *, region: str, consent_at: object) -> st
         telegram_chat_id=body.telegram_chat_id,
         consent_channel=body.consent.channel,
         consent_text=body.consent.text,
-        consent_at=body.consent.at or consent_at,  # type: ignore[arg-type]
+        consent_at=body.consent.at or consent_at,
     )
 
 
@@ -96,7 +100,7 @@ async def create_subscriber(
 
 
 def _parse_csv(
-    text: str, *, region: str, now: object
+    text: str, *, region: str, now: datetime
 ) -> tuple[int, list[store.NewSubscriber], list[models.ImportRowError]]:
     """Parse every row; returns (rows received, valid people, per-row errors)."""
     reader = csv.DictReader(io.StringIO(text))
@@ -124,19 +128,17 @@ def _parse_csv(
         fields: dict[str, object] = {k: v for k, v in row.items() if v not in (None, "")}
         for key in ("topics", "channels"):
             if key in fields:
-                fields[key] = [
-                    part.strip()
-                    for part in str(fields[key]).replace("|", ";").split(";")
-                    if part.strip()
-                ]
+                parts = _LIST_SEPARATORS.split(str(fields[key]).strip())
+                fields[key] = [part for part in parts if part]
         fields["consent"] = {"channel": "import"}
         try:
             body = models.SubscriberIn.model_validate(fields)
             people.append(_person(body, region=region, consent_at=now))
         except ValidationError as exc:
-            first = exc.errors(include_url=False, include_input=False)[0]
-            field = ".".join(str(p) for p in first["loc"])
-            errors.append(models.ImportRowError(row=line, field=field, message=first["msg"]))
+            problem = from_validation_error(exc)
+            errors.append(
+                models.ImportRowError(row=line, field=problem.field or "*", message=problem.message)
+            )
         except ApiError as exc:
             errors.append(
                 models.ImportRowError(row=line, field=exc.field or "*", message=exc.message)
@@ -156,9 +158,9 @@ def _parse_csv(
 async def import_subscribers(request: web.Request, principal: Principal) -> models.ImportReport:
     app = request.app
     limit = app[CONFIG].http.max_body_bytes
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise ApiError(413, "too_large", f"CSV larger than {limit} bytes; split the file")
+    raw = await read_body(
+        request, limit=limit, too_large=f"CSV larger than {limit} bytes; split the file"
+    )
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -190,9 +192,33 @@ async def import_subscribers(request: web.Request, principal: Principal) -> mode
     )
 
 
+async def _list(
+    request: web.Request,
+    principal: Principal,
+    *,
+    limit: int,
+    after_id: int | None,
+    area_code: str | None = None,
+    phone_index: str | None = None,
+) -> models.SubscriberList:
+    async with reading(request.app[ENGINE]) as conn:
+        people = await store.list_subscribers(
+            conn,
+            agency_id=principal.agency_id,
+            limit=limit,
+            after_id=after_id,
+            area_code=area_code,
+            phone_index=phone_index,
+        )
+    items = [_to_out(p) for p in people]
+    return models.SubscriberList(
+        items=items, next_after_id=items[-1].id if len(items) == limit else None
+    )
+
+
 @routes.get(
     "/subscribers",
-    summary="List subscribers with masked numbers; search by full number via the blind index",
+    summary="List subscribers with masked numbers",
     roles=[Role.OPERATOR],
     query=models.SubscriberQuery,
     response=models.SubscriberList,
@@ -201,27 +227,35 @@ async def import_subscribers(request: web.Request, principal: Principal) -> mode
 async def list_subscribers(
     request: web.Request, principal: Principal, query: models.SubscriberQuery
 ) -> models.SubscriberList:
+    return await _list(
+        request, principal, limit=query.limit, after_id=query.after_id, area_code=query.area_code
+    )
+
+
+# A number in a URL ends up in access logs, proxy logs and browser history, so the search
+# takes it in the body.
+@routes.post(
+    "/subscribers/search",
+    summary="Find a subscriber by full phone number (exact match via the blind index)",
+    roles=[Role.OPERATOR],
+    body=models.SubscriberSearch,
+    response=models.SubscriberList,
+    tags=TAGS,
+)
+async def search_subscribers(
+    request: web.Request, principal: Principal, body: models.SubscriberSearch
+) -> models.SubscriberList:
     app = request.app
-    phone_index = None
-    if query.phone is not None:
-        try:
-            phone_index = app[VAULT].blind_index(
-                normalise(query.phone, app[CONFIG].phone.default_region)
-            )
-        except InvalidPhoneNumber as exc:
-            raise ApiError(422, "invalid", f"phone: {exc}", "phone") from None
-    async with reading(app[ENGINE]) as conn:
-        people = await store.list_subscribers(
-            conn,
-            agency_id=principal.agency_id,
-            limit=query.limit,
-            after_id=query.after_id,
-            area_code=query.area_code,
-            phone_index=phone_index,
-        )
-    items = [_to_out(p) for p in people]
-    return models.SubscriberList(
-        items=items, next_after_id=items[-1].id if len(items) == query.limit else None
+    try:
+        phone = normalise(body.phone, app[CONFIG].phone.default_region)
+    except InvalidPhoneNumber as exc:
+        raise ApiError(422, "invalid", f"phone: {exc}", "phone") from None
+    return await _list(
+        request,
+        principal,
+        limit=body.limit,
+        after_id=None,
+        phone_index=app[VAULT].blind_index(phone),
     )
 
 
@@ -239,7 +273,7 @@ async def erase_subscriber(request: web.Request, principal: Principal) -> None:
         if not await store.erase(
             conn, agency_id=principal.agency_id, subscriber_id=subscriber_id, now=now
         ):
-            raise not_found(f"subscriber {subscriber_id}")
+            raise not_found(f"subscriber {subscriber_id}", field="id")
         await record(
             conn,
             principal=principal,

@@ -85,7 +85,7 @@ async def get_announcement(
         query = query.where(announcements.c.agency_id == agency_id)
     row = (await conn.execute(query)).mappings().first()
     if row is None:
-        raise not_found(f"announcement {announcement_id}")
+        raise not_found(f"announcement {announcement_id}", field="id")
     return _row(row)
 
 
@@ -146,7 +146,7 @@ async def transition(
         )
     )
     if current is None:
-        raise not_found(f"announcement {announcement_id}")
+        raise not_found(f"announcement {announcement_id}", field="id")
     source = AnnouncementStatus(current)
     target = TRANSITIONS.get((source, action))
     if target is None:
@@ -160,7 +160,9 @@ async def transition(
         .values(**values)
     )
     if result.rowcount != 1:
-        raise conflict(f"announcement {announcement_id} changed at the same time; retry")
+        raise conflict(
+            f"announcement {announcement_id} changed at the same time; retry", field="status"
+        )
     return target
 
 

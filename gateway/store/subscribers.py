@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.db.dialect import insert_ignoring_conflicts
 from gateway.db.schema import deliveries, subscriber_channels, subscribers
 from gateway.domain import DeliveryState
-from gateway.personal import PhoneNumber, PhoneVault, mask
+from gateway.personal import PhoneNumber, PhoneVault
 
 # Rows per INSERT statement: large enough to amortise round trips, small enough to stay under
 # SQLite's and asyncpg's bound-parameter limits (15 columns × 2,000 rows = 30,000 < 32,767).
@@ -65,7 +65,7 @@ async def insert_subscribers(
                     "agency_id": agency_id,
                     "phone_ciphertext": vault.encrypt(person.phone),
                     "phone_index": index,
-                    "phone_masked": mask(person.phone.e164),
+                    "phone_masked": str(person.phone),
                     "country": person.phone.region,
                     "telegram_chat_id": person.telegram_chat_id,
                     "language": person.language,
