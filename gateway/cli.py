@@ -66,24 +66,26 @@ async def _serve(config: WartaConfig) -> None:
 
     from gateway.app import create_app
 
+    stop = stop_signal()
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, config.http.host, config.http.port).start()
     log.info("Warta serving on http://%s:%s", config.http.host, config.http.port)
     try:
-        await _until_signalled()
+        await stop.wait()
     finally:
         await runner.cleanup()
 
 
-async def _until_signalled() -> None:
+def stop_signal() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM; install it before serving, so no signal is missed."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
 
 
 async def _simulate(args: argparse.Namespace) -> None:
@@ -98,10 +100,11 @@ async def _simulate(args: argparse.Namespace) -> None:
             seed=None,
         )
     )
+    stop = stop_signal()
     url = await simulator.start(args.host, args.port)
     print(f"Africa's Talking simulator on {url} (username 'sandbox', apiKey 'warta-simulator-key')")
     try:
-        await _until_signalled()
+        await stop.wait()
     finally:
         await simulator.stop()
 

@@ -8,6 +8,7 @@ same keys, same tokens, same data; nothing is seeded again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -190,8 +191,6 @@ async def watch_progress(
     *,
     total: int,
 ) -> None:
-    import asyncio
-
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -232,10 +231,11 @@ async def run_demo(
     from channels.africastalking.simconfig import SimulatorConfig
     from channels.africastalking.simulator import AfricasTalkingSimulator
     from gateway.app import create_app
-    from gateway.cli import _until_signalled
+    from gateway.cli import stop_signal
     from gateway.db.migrate import upgrade_async
 
     console = Console()
+    stop = stop_signal()
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     keys = _secrets(data_dir)
@@ -297,9 +297,15 @@ async def run_demo(
             highlight=False,
         )
         if first_run and broadcast:
-            await _first_broadcast(base_url, credentials["agencies"][0]["tokens"], console)
+            sending = asyncio.ensure_future(
+                _first_broadcast(base_url, credentials["agencies"][0]["tokens"], console)
+            )
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({sending, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (sending, stopping):
+                task.cancel()
         console.print("Press Ctrl-C to stop.")
-        await _until_signalled()
+        await stop.wait()
     finally:
         await runner.cleanup()
         await simulator.stop()
