@@ -88,7 +88,7 @@ def create_app(
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
     app[VAULT] = vault or vault_from_config(config)
-    app[RENDERER] = Renderer()
+    app[RENDERER] = Renderer(config.templates_dir)
     app[system.VERIFY_LIMITER] = KeyedLimiter(rate=1.0, burst=20)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_outbox)

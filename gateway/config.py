@@ -120,6 +120,8 @@ class SecretsConfig(_Section):
 
 class WartaConfig(_Section):
     data_dir: Path = Path(".")
+    # Message templates; None uses the built-in ones (the repository's templates/ folder).
+    templates_dir: Path | None = None
     log_level: str = "INFO"
     database: DatabaseConfig = DatabaseConfig()
     http: HttpConfig = HttpConfig()

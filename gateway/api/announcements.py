@@ -152,9 +152,52 @@ async def get_announcement(request: web.Request, principal: Principal) -> models
     return to_out(request, row, counts=counts.get(announcement_id, {}), cost=cost)
 
 
+async def _checks_before(
+    request: web.Request, principal: Principal, announcement_id: int, action: str
+) -> dict[str, Any]:
+    """Submit and approve first look at the preview: every rendition must exist, fit, and
+    carry every given fact and the verification code (422 naming channel, language and
+    fact); approval must not break the agency's monthly budget (409) unless it is an
+    emergency. Returns the estimated cost to store with the transition."""
+    if action not in ("submit", "approve"):
+        return {}
+    from gateway.api.deliveries import build_preview
+
+    async with reading(request.app[ENGINE]) as conn:
+        row = await store.get_announcement(conn, announcement_id, agency_id=principal.agency_id)
+    preview = await build_preview(request, row)
+    for rendition in preview.renditions:
+        where = f"the {rendition.channel} message in {rendition.language}"
+        if rendition.text is None:
+            reason = "; ".join(rendition.problems) or "it cannot be rendered"
+            raise ApiError(422, "rendition", f"{where}: {reason}", "channels")
+        if rendition.missing_facts:
+            fact = rendition.missing_facts[0]
+            field = fact if fact == "verification_code" else f"facts.{fact}"
+            raise ApiError(422, "facts_missing", f"{where} lacks the fact '{fact}'", field)
+        if not rendition.fits:
+            reason = "; ".join(rendition.problems) or "it is too long for the channel"
+            raise ApiError(422, "too_long", f"{where}: {reason}", "body")
+    if action == "approve" and row["urgency"] != "emergency":
+        async with reading(request.app[ENGINE]) as conn:
+            limit, spent = await store.budget_state(
+                conn, agency_id=principal.agency_id, now=request.app[CLOCK].now()
+            )
+        if limit is not None and spent + preview.estimated_cost > limit:
+            raise ApiError(
+                409,
+                "over_budget",
+                f"approving would spend {preview.currency} {spent + preview.estimated_cost} this "
+                f"month, over the agency's budget of {preview.currency} {limit}",
+                "budget",
+            )
+    return {"estimated_cost": preview.estimated_cost}
+
+
 async def _act(request: web.Request, principal: Principal, action: str) -> models.AnnouncementOut:
     announcement_id = path_id(request)
     now = request.app[CLOCK].now()
+    checked = await _checks_before(request, principal, announcement_id, action)
     async with request.app[ENGINE].begin() as conn:
         row = await store.get_announcement(conn, announcement_id, agency_id=principal.agency_id)
         if action == "approve" and row["created_by"] == principal.token_id:
@@ -163,7 +206,8 @@ async def _act(request: web.Request, principal: Principal, action: str) -> model
                 "two_person_rule",
                 "an announcement must be approved by someone other than its author",
             )
-        extra = {"approved_by": principal.token_id} if action == "approve" else None
+        extra = {"approved_by": principal.token_id} if action == "approve" else {}
+        extra.update(checked)
         before = row["status"]
         status = await store.transition(
             conn,

@@ -206,7 +206,25 @@ async def delivery_counts(
 async def actual_cost(conn: AsyncConnection, announcement_id: int) -> Decimal | None:
     value = await conn.scalar(
         sa.select(sa.func.sum(deliveries.c.cost)).where(
-            deliveries.c.announcement_id == announcement_id
+            deliveries.c.announcement_id == announcement_id,
+            deliveries.c.sent_at.is_not(None),
         )
     )
     return None if value is None else Decimal(value)
+
+
+async def budget_state(
+    conn: AsyncConnection, *, agency_id: int, now: datetime
+) -> tuple[Decimal | None, Decimal]:
+    """The agency's monthly budget (None: no limit) and what this month's deliveries cost or
+    are estimated to cost, from one aggregate. Months are calendar months in UTC."""
+    limit = await conn.scalar(sa.select(agencies.c.budget_limit).where(agencies.c.id == agency_id))
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    spent = await conn.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(deliveries.c.cost), 0)).where(
+            deliveries.c.agency_id == agency_id,
+            deliveries.c.created_at >= month_start,
+            deliveries.c.state != DeliveryState.CANCELLED.value,
+        )
+    )
+    return (None if limit is None else Decimal(limit)), Decimal(spent or 0)
