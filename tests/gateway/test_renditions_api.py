@@ -10,7 +10,6 @@ import sqlalchemy as sa
 
 from gateway.db.schema import agencies
 from gateway.domain import Role
-from tests.support.config import make_config
 from tests.support.world import World
 
 REPO_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
