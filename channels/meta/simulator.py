@@ -1,0 +1,335 @@
+"""A real aiohttp server speaking the Graph API wire formats Warta uses from Meta.
+
+- WhatsApp Cloud API: ``POST /{version}/{phone-number-id}/messages`` with a JSON template
+  message; answers ``{"messaging_product": "whatsapp", "contacts": [...], "messages":
+  [{"id": "wamid..."}]}``.
+- Facebook Pages: ``POST /{version}/{page-id}/feed`` with ``message`` and optional ``link``
+  (form-encoded or JSON); answers ``{"id": "{page-id}_{post-id}"}``.
+
+Both check the access token (``Authorization: Bearer`` or an ``access_token`` parameter) and
+answer failures with Graph error bodies (``{"error": {"message", "type", "code",
+"error_subcode", "fbtrace_id"}}``) and their HTTP statuses; outcomes come from
+``SimulatorConfig`` (see ``channels.meta.simconfig``).
+
+For each accepted WhatsApp message it later POSTs status webhooks (``sent``, then
+``delivered``/``read`` or ``failed`` with ``errors[]``) to ``status_webhook_url``, signed with
+``X-Hub-Signature-256: sha256=<HMAC-SHA256 of the raw body with the app secret>``, in order,
+from a bounded pool of workers that retry while the receiver errs or is down.
+
+What it received: ``received`` (the last ``max_records`` requests), ``used_outcomes``,
+``requests_total``, ``messages_accepted``, ``posts_created`` and ``webhooks`` (its
+``delivered``, ``refused`` and ``failed`` counters).
+Nothing here logs a phone number, a token or the app secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from channels.meta.simconfig import GRAPH_OUTCOMES, SimulatorConfig
+from channels.meta.simwebhooks import StatusWebhooks, draw, seconds
+
+__all__ = ["MetaSimulator", "ReceivedRequest", "SimulatorConfig", "serve_forever"]
+
+log = logging.getLogger(__name__)
+MAX_POST_LENGTH = 63_206
+MAX_PARAMETER_LENGTH = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedRequest:
+    """One request as received. ``body`` is the exact JSON object or form fields."""
+
+    endpoint: str  # "whatsapp" or "facebook"
+    node_id: str  # the phone number id or Page id in the path
+    body: Mapping[str, Any] = field(repr=False)
+    recipient: str | None = field(repr=False)
+    http_status: int
+    token_source: str | None  # "header", "param" or None
+    received_at: float
+
+
+class MetaSimulator:
+    """The simulator: ``app`` to mount anywhere, or ``start()``/``stop()`` on its own port."""
+
+    def __init__(self, config: SimulatorConfig | None = None) -> None:
+        self.config = config or SimulatorConfig()
+        self.received: deque[ReceivedRequest] = deque(maxlen=self.config.max_records)
+        self.records_dropped = 0
+        self.used_outcomes: set[str] = set()
+        self.requests_total = 0
+        self.messages_accepted = 0
+        self.posts_created = 0
+        self._rng = random.Random(self.config.seed)
+        self.webhooks = StatusWebhooks(self.config, self._rng)
+        self._seq = 0
+        self._closing = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.app = web.Application(client_max_size=1024 * 1024)
+        self.app.router.add_post("/{version}/{node}/messages", self._handle_whatsapp)
+        self.app.router.add_post("/{version}/{node}/feed", self._handle_feed)
+        self.app.cleanup_ctx.append(self.webhooks.run)
+        self.app.on_shutdown.append(self._release_hanging)
+
+    def __repr__(self) -> str:
+        return f"<MetaSimulator requests={self.requests_total}>"
+
+    def unused_outcomes(self) -> set[str]:
+        """Recipients or Pages with a canned outcome that no request has used yet."""
+        return set(self.config.outcomes) - self.used_outcomes
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on ``host:port`` (0 picks a free port); returns the base URL for the clients."""
+        self._closing.clear()
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+        bound_host, bound_port = self._runner.addresses[0][:2]
+        return f"http://{bound_host}:{bound_port}"
+
+    async def stop(self) -> None:
+        """Release hanging requests, stop the webhook workers and close the port."""
+        self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _release_hanging(self, _app: web.Application) -> None:
+        self._closing.set()
+
+    async def wait_for_webhooks(self) -> None:
+        """Return once every status webhook queued so far was posted or given up on."""
+        await self.webhooks.join()
+
+    async def subscribe(self, url: str, verify_token: str) -> bool:
+        """Run Meta's subscription handshake against ``url``: True if it echoed the challenge."""
+        challenge = f"{self._rng.getrandbits(40)}"
+        query = {
+            "hub.mode": "subscribe",
+            "hub.verify_token": verify_token,
+            "hub.challenge": challenge,
+        }
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(url, params=query) as response,
+        ):
+            text = await response.text()
+            return response.status == 200 and text == challenge
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _record(
+        self,
+        request: web.Request,
+        body: Mapping[str, Any],
+        recipient: str | None,
+        status: int,
+        token_source: str | None,
+        endpoint: str,
+    ) -> None:
+        if len(self.received) == self.received.maxlen:
+            self.records_dropped += 1
+        self.received.append(
+            ReceivedRequest(
+                endpoint,
+                request.match_info["node"],
+                body,
+                recipient,
+                status,
+                token_source,
+                time.time(),
+            )
+        )
+
+    def _graph_error(
+        self,
+        status: int,
+        code: int,
+        message: str,
+        *,
+        subcode: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> web.Response:
+        self._seq += 1
+        error: dict[str, Any] = {
+            "message": f"(#{code}) {message}",
+            "type": "OAuthException",
+            "code": code,
+            "is_transient": code in (1, 2, 131000),
+            "fbtrace_id": f"SimTrace{self._seq:08d}",
+        }
+        if subcode is not None:
+            error["error_subcode"] = subcode
+        return web.json_response({"error": error}, status=status, headers=headers)
+
+    @staticmethod
+    def _token(request: web.Request, body: Mapping[str, Any]) -> tuple[str | None, str | None]:
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer ") and auth[7:].strip():
+            return auth[7:].strip(), "header"
+        token = request.query.get("access_token") or body.get("access_token")
+        return (str(token), "param") if token else (None, None)
+
+    def _outcome_for(self, recipient: str) -> str:
+        canned = self.config.outcomes.get(recipient)
+        if canned is not None:
+            self.used_outcomes.add(recipient)
+            return canned
+        drawn = draw(self.config.request_failure_shares, self._rng)
+        return drawn or draw(self.config.failure_shares, self._rng) or "success"
+
+    async def _hang(self) -> None:
+        """Answer nothing until ``timeout_hang`` passes or the simulator stops."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), timeout=self.config.timeout_hang)
+
+    def _answer(self, outcome: str | None) -> web.Response | None:
+        """The error answer for ``outcome``; None for success (``timeout`` answers 504 late)."""
+        if outcome is None or outcome == "success":
+            return None
+        if outcome == "throttled":
+            headers = {"Retry-After": str(self.config.retry_after_seconds)}
+            return self._graph_error(429, 4, "Application request limit reached", headers=headers)
+        if outcome == "server_error":
+            return web.Response(
+                status=502, text="<html><body>Bad Gateway</body></html>", content_type="text/html"
+            )
+        if outcome == "timeout":
+            return web.Response(status=504, text="Gateway Timeout")
+        status, code, message = GRAPH_OUTCOMES[outcome]
+        return self._graph_error(status, code, message)
+
+    async def _handle_whatsapp(self, request: web.Request) -> web.StreamResponse:
+        self.requests_total += 1
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        body = body if isinstance(body, dict) else {}
+        await asyncio.sleep(seconds(self.config.latency, self._rng))
+        token, source = self._token(request, body)
+        to = body.get("to") if isinstance(body.get("to"), str) else None
+        answer = self._check_whatsapp(request, body, token)
+        outcome = self._outcome_for(to) if answer is None and to is not None else None
+        answer = answer or self._answer(outcome)
+        if answer is None:
+            assert to is not None
+            answer = self._accept_whatsapp(to, body)
+        self._record(request, body, to, answer.status, source, "whatsapp")
+        if outcome == "timeout":
+            await self._hang()
+        return answer
+
+    def _check_whatsapp(
+        self, request: web.Request, body: Mapping[str, Any], token: str | None
+    ) -> web.Response | None:
+        config = self.config
+        if token is None:
+            return self._graph_error(400, 104, "An access token is required")
+        if not hmac.compare_digest(token.encode(), config.whatsapp_token.encode()):
+            return self._graph_error(401, 190, "Invalid OAuth access token")
+        if request.match_info["node"] != config.phone_number_id:
+            return self._graph_error(400, 100, "Unsupported post request", subcode=33)
+        template = body.get("template")
+        if body.get("messaging_product") != "whatsapp" or not isinstance(body.get("to"), str):
+            return self._graph_error(400, 100, "Invalid parameter")
+        if body.get("type") != "template" or not isinstance(template, dict):
+            return self._graph_error(400, 131047, "Re-engagement message")
+        language = template.get("language")
+        code = language.get("code") if isinstance(language, dict) else None
+        if (template.get("name"), code) not in config.templates:
+            return self._graph_error(404, 132001, "Template name does not exist in the translation")
+        for component in template.get("components") or []:
+            for parameter in (
+                component.get("parameters") or [] if isinstance(component, dict) else []
+            ):
+                text = parameter.get("text", "") if isinstance(parameter, dict) else ""
+                # Meta refuses new lines, tabs and more than four spaces in a row.
+                if any(c in text for c in "\n\t") or "     " in text:
+                    return self._graph_error(400, 100, "Invalid parameter")
+                if len(text) > MAX_PARAMETER_LENGTH:
+                    return self._graph_error(400, 132005, "Translated text too long")
+        return None
+
+    def _accept_whatsapp(self, to: str, body: Mapping[str, Any]) -> web.Response:
+        self._seq += 1
+        self.messages_accepted += 1
+        wamid = f"wamid.SIM{self._seq:012d}"
+        self.webhooks.queue(wamid, to, body.get("biz_opaque_callback_data"))
+        return web.json_response(
+            {
+                "messaging_product": "whatsapp",
+                "contacts": [{"input": to, "wa_id": to.lstrip("+")}],
+                "messages": [{"id": wamid, "message_status": "accepted"}],
+            }
+        )
+
+    async def _handle_feed(self, request: web.Request) -> web.StreamResponse:
+        self.requests_total += 1
+        body: dict[str, Any]
+        if request.content_type == "application/json":
+            try:
+                parsed = await request.json()
+            except ValueError:
+                parsed = None
+            body = parsed if isinstance(parsed, dict) else {}
+        else:
+            body = {key: str(value) for key, value in (await request.post()).items()}
+        await asyncio.sleep(seconds(self.config.latency, self._rng))
+        token, source = self._token(request, body)
+        page_id = request.match_info["node"]
+        answer = self._check_feed(page_id, body, token)
+        outcome = self._outcome_for(page_id) if answer is None else None
+        answer = answer or self._answer(outcome)
+        if answer is None:
+            self._seq += 1
+            self.posts_created += 1
+            answer = web.json_response({"id": f"{page_id}_{100000 + self._seq}"})
+        self._record(request, body, page_id, answer.status, source, "facebook")
+        if outcome == "timeout":
+            await self._hang()
+        return answer
+
+    def _check_feed(
+        self, page_id: str, body: Mapping[str, Any], token: str | None
+    ) -> web.Response | None:
+        tokens = self.config.page_tokens
+        if token is None:
+            return self._graph_error(400, 104, "An access token is required")
+        if page_id not in tokens:
+            return self._graph_error(400, 100, "Unsupported post request", subcode=33)
+        if not hmac.compare_digest(token.encode(), tokens[page_id].encode()):
+            known = any(hmac.compare_digest(token.encode(), t.encode()) for t in tokens.values())
+            if known:
+                return self._graph_error(403, 200, "Permissions error")
+            return self._graph_error(401, 190, "Invalid OAuth access token")
+        message = body.get("message")
+        if not message and not body.get("link"):
+            return self._graph_error(400, 100, "Invalid parameter")
+        if isinstance(message, str) and len(message) > MAX_POST_LENGTH:
+            return self._graph_error(400, 100, "Invalid parameter")
+        return None
+
+
+async def serve_forever(host: str, port: int, config: SimulatorConfig) -> None:
+    """Run the simulator until cancelled (``warta simulate meta``)."""
+    simulator = MetaSimulator(config)
+    base_url = await simulator.start(host, port)
+    log.info("Meta (WhatsApp + Facebook) simulator listening on %s", base_url)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await simulator.stop()

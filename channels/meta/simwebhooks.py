@@ -1,0 +1,161 @@
+"""The Meta simulator's status webhooks: built like Meta's, signed, posted in order, retried.
+
+One job per accepted WhatsApp message: its statuses (``sent``, then ``delivered``/``read`` or
+``failed`` with ``errors[]``), each POSTed as its own webhook after ``status_webhook_delay``,
+with ``X-Hub-Signature-256: sha256=<HMAC-SHA256 of the raw body with the app secret>``.
+A bounded pool of workers posts them; a receiver that errs (5xx, 429) or is down is retried
+with doubling backoff, a 4xx is counted as refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from channels.meta.signature import SIGNATURE_HEADER, sign
+from channels.meta.simconfig import GRAPH_OUTCOMES, Seconds, SimulatorConfig, split_status_outcome
+
+log = logging.getLogger(__name__)
+
+_SEQUENCES = {
+    "sent": ("sent",),
+    "delivered": ("sent", "delivered"),
+    "read": ("sent", "delivered", "read"),
+    "failed": ("sent", "failed"),
+}
+
+
+def seconds(value: Seconds, rng: random.Random) -> float:
+    """A fixed delay, or a uniform draw from a (low, high) range."""
+    if isinstance(value, tuple):
+        return rng.uniform(*value)
+    return value
+
+
+def draw(shares: Mapping[str, float], rng: random.Random) -> str | None:
+    """One outcome drawn by its share, or None for the remainder."""
+    point = rng.random() if shares else 1.0
+    for outcome, share in shares.items():
+        point -= share
+        if point < 0:
+            return str(outcome)
+    return None
+
+
+class StatusWebhooks:
+    """Queues and posts status webhooks; ``url`` may be changed while running."""
+
+    def __init__(self, config: SimulatorConfig, rng: random.Random) -> None:
+        self.config = config
+        self.url = config.status_webhook_url
+        self.delivered = 0
+        self.refused = 0
+        self.failed = 0
+        self._rng = rng
+        self._queue: asyncio.Queue[list[bytes]] | None = None
+
+    def queue(self, wamid: str, to: str, opaque: object) -> None:
+        """Schedule the statuses of one accepted message to ``to``."""
+        if self.url is None or self._queue is None:
+            return
+        config = self.config
+        canned = config.status_outcomes.get(to)
+        final = canned or draw(config.status_shares, self._rng) or config.default_status
+        status, code = split_status_outcome(final)
+        payloads = [self.payload(wamid, to, word, code, opaque) for word in _SEQUENCES[status]]
+        self._queue.put_nowait(payloads)
+
+    async def join(self) -> None:
+        if self._queue is not None:
+            await self._queue.join()
+
+    def payload(self, wamid: str, to: str, word: str, code: int | None, opaque: object) -> bytes:
+        """The raw body of one status webhook, as Meta sends it."""
+        status: dict[str, Any] = {
+            "id": wamid,
+            "status": word,
+            "timestamp": str(int(time.time())),
+            "recipient_id": to.lstrip("+"),
+        }
+        if isinstance(opaque, str):
+            status["biz_opaque_callback_data"] = opaque
+        if word == "failed" and code is not None:
+            title = next((m for _s, c, m in GRAPH_OUTCOMES.values() if c == code), "Error")
+            status["errors"] = [
+                {"code": code, "title": title, "message": title, "error_data": {"details": title}}
+            ]
+        value = {
+            "messaging_product": "whatsapp",
+            "metadata": {
+                "display_phone_number": self.config.display_phone_number,
+                "phone_number_id": self.config.phone_number_id,
+            },
+            "statuses": [status],
+        }
+        change = {"value": value, "field": "messages"}
+        payload = {
+            "object": "whatsapp_business_account",
+            "entry": [{"id": self.config.waba_id, "changes": [change]}],
+        }
+        # ensure_ascii escapes non-ASCII as \uXXXX, as Meta does before signing.
+        return json.dumps(payload, ensure_ascii=True).encode()
+
+    async def run(self, _app: web.Application) -> AsyncIterator[None]:
+        """A ``cleanup_ctx`` generator: the worker pool lives as long as the app."""
+        self._queue = asyncio.Queue()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            workers = [
+                asyncio.create_task(self._worker(session))
+                for _ in range(self.config.webhook_concurrency)
+            ]
+            yield
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _worker(self, session: aiohttp.ClientSession) -> None:
+        assert self._queue is not None
+        while True:
+            payloads = await self._queue.get()
+            try:
+                for payload in payloads:
+                    await asyncio.sleep(seconds(self.config.status_webhook_delay, self._rng))
+                    await self._post(session, payload)
+            except Exception:
+                self.failed += 1
+                log.exception("status webhook worker failed")
+            finally:
+                self._queue.task_done()
+
+    async def _post(self, session: aiohttp.ClientSession, payload: bytes) -> None:
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(payload, self.config.app_secret),
+        }
+        attempts = self.config.webhook_attempts
+        for attempt in range(attempts):
+            if self.url is None:
+                return
+            try:
+                async with session.post(self.url, data=payload, headers=headers) as response:
+                    await response.read()
+                    if response.status < 300:
+                        self.delivered += 1
+                        return
+                    if response.status < 500 and response.status != 429:
+                        self.refused += 1
+                        log.warning("status webhook refused with HTTP %d", response.status)
+                        return
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.debug("status webhook attempt failed: %s", type(exc).__name__)
+            if attempt + 1 < attempts:
+                await asyncio.sleep(self.config.webhook_backoff * 2**attempt)
+        self.failed += 1

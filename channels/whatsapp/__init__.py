@@ -1,0 +1,20 @@
+"""WhatsApp through the Cloud API: the adapter, its status tables and its webhook parser."""
+
+from channels.whatsapp.adapter import WhatsAppChannel, template_parameter_text
+from channels.whatsapp.config import WhatsAppConfig
+from channels.whatsapp.webhooks import (
+    WebhookFieldError,
+    error_for_code,
+    parse_status_webhook,
+    parse_status_webhook_body,
+)
+
+__all__ = [
+    "WebhookFieldError",
+    "WhatsAppChannel",
+    "WhatsAppConfig",
+    "error_for_code",
+    "parse_status_webhook",
+    "parse_status_webhook_body",
+    "template_parameter_text",
+]
