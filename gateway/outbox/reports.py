@@ -83,7 +83,8 @@ async def write_reports(
     statement = insert_ignoring_conflicts(
         conn, delivery_reports, ["channel", "provider_message_id", "status_word"]
     )
-    await conn.execute(statement.values(rows))
+    # executemany: one cached statement, instead of compiling a new multi-row VALUES per batch.
+    await conn.execute(statement, rows)
     finishing = [
         {"channel": c, "pmid": r.provider_message_id, "state": r.state.value, "reason": r.reason}
         for c, r in items
@@ -134,6 +135,10 @@ class ReportWriter:
             batch = [await self._queue.get()]
             deadline = loop.time() + self.max_delay
             while len(batch) < self.max_batch:
+                # Take what is already waiting without a timer; wait_for costs a task per call.
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    batch.append(self._queue.get_nowait())
+                    continue
                 timeout = deadline - loop.time()
                 if timeout <= 0:
                     break

@@ -1,0 +1,276 @@
+"""``python -m bench outbox [--recipients N] [--backend sqlite|postgres|both]``.
+
+Prints the machine, the versions, the command, then one Markdown table per measurement with
+the ratios measured side by side in this one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shlex
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench import common, outbox
+
+SECTIONS = ("fanout", "dispatch", "reports")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("outbox", help="the durable outbox against its floors")
+    run.add_argument("--recipients", type=int, default=200_000, help="dispatch throughput N")
+    run.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    run.add_argument("--fanout-recipients", type=int, default=1_000_000)
+    run.add_argument(
+        "--rss-recipients",
+        type=int,
+        default=1_000_000,
+        help="an extra SQLite dispatch of this many for peak RSS (0: none)",
+    )
+    run.add_argument("--loop-recipients", type=int, default=300)
+    run.add_argument("--latency-recipients", type=int, default=20_000)
+    run.add_argument("--report-seconds", type=int, default=10)
+    run.add_argument("--report-connections", type=int, default=256)
+    run.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
+    run.add_argument("--claim-batch", type=int, default=outbox.Knobs.claim_batch)
+    run.add_argument("--workers", type=int, default=outbox.Knobs.workers_per_channel)
+    run.add_argument("--executor-workers", type=int, default=outbox.Knobs.executor_workers)
+    run.add_argument("--workdir", type=Path, default=None, help="SQLite files (default: /tmp)")
+    return parser
+
+
+def _ratio(value: float, base: float) -> str:
+    return f"{value / base:.2f}x" if base else "n/a"
+
+
+def _print_dispatch(result: dict[str, Any], knobs: outbox.Knobs) -> None:
+    floor = result["floor"]["rate"]
+    rows: list[list[Any]] = [
+        [
+            "floor: bare aiohttp client -> simulator, no database",
+            f"{result['floor']['accepted']:,}",
+            f"{floor:,.0f}",
+            "1.00x",
+            "",
+        ]
+    ]
+    kannel = result["kannel"]
+    if isinstance(kannel, dict):
+        rows.append(
+            [
+                "Kannel 1.4.5 sendsms -> bearerbox -> fakesmsc (100/request)",
+                f"{kannel['messages']:,}",
+                f"{kannel['rate']:,.0f}",
+                _ratio(kannel["rate"], floor),
+                "",
+            ]
+        )
+    else:
+        rows.append(["Kannel", "-", "-", "-", kannel])
+    for backend, w in result["warta"].items():
+        note = "" if w["drained"] and w["states"] == {"sent": w["n"]} else f"{w['states']}"
+        rows.append(
+            [
+                f"Warta on {backend} (fan-out {w['fanout_s']:.1f} s not counted)",
+                f"{w['n']:,}",
+                f"{w['rate']:,.0f}",
+                _ratio(w["rate"], floor),
+                note or "target >= 0.5x",
+            ]
+        )
+    common.say(
+        common.table(
+            ["end-to-end SMS dispatch", "recipients", "deliveries/s", "vs floor", "note"], rows
+        )
+    )
+    loop, lat = result["loop_rate"], result["latency"]
+    common.say()
+    common.say(
+        common.table(
+            ["simulator answering after 100 ms", "recipients", "deliveries/s", "vs loop"],
+            [
+                [
+                    "per-recipient loop: one SDK send per number, sequential",
+                    "-",
+                    f"{loop:.1f}",
+                    "1x",
+                ],
+                [
+                    f"Warta on {lat.get('backend', 'first backend')} (executor_workers raised to "
+                    f"{max(knobs.executor_workers, 32)})",
+                    f"{lat['n']:,}",
+                    f"{lat['rate']:,.0f}",
+                    f"{lat['rate'] / loop:,.0f}x (target >= 20x)",
+                ],
+            ],
+        )
+    )
+    common.say(f"\nknobs: {knobs.describe()}")
+    sim = result["simulator"]
+    common.say(
+        f"simulator: {sim['requests']:,} requests, {sim['accepted']:,} messages accepted, "
+        f"{sim['duplicates']} numbers sent twice"
+    )
+
+
+def _print_rss(result: dict[str, Any]) -> None:
+    runs = [(f"dispatch {backend}", w) for backend, w in result["warta"].items()]
+    if "rss" in result:
+        runs.append(("dispatch sqlite (RSS run)", result["rss"]))
+    rows = [
+        [
+            label,
+            f"{w['n']:,}",
+            f"{w['peak_rss_mib']:.0f}",
+            f"{w['fanout_s']:.1f}",
+            f"{w['seconds']:.1f}",
+            f"{w['rate']:,.0f}",
+        ]
+        for label, w in runs
+    ]
+    rows.append(["bare floor client", "-", f"{result['floor']['peak_rss_mib']:.0f}", "-", "-", "-"])
+    common.say(
+        common.table(
+            [
+                "gateway process (fan-out + dispatch)",
+                "recipients",
+                "peak RSS MiB (VmHWM)",
+                "fan-out s",
+                "dispatch s",
+                "deliveries/s",
+            ],
+            rows,
+        )
+    )
+
+
+def _print_reports(rows: list[dict[str, Any]]) -> None:
+    bare = next(r for r in rows if r["label"] == "bare")
+    table = []
+    for r in rows:
+        durable = (
+            ""
+            if r["label"] == "bare"
+            else (f"{r.get('stored', 0):,} stored, {r.get('delivered', 0):,} deliveries finished")
+        )
+        table.append(
+            [
+                r["label"] if r["label"] == "bare" else f"Warta on {r['label']}",
+                f"{r.get('requests', 0):,}",
+                f"{r.get('rate', 0):,.0f}",
+                _ratio(r.get("rate", 0), bare.get("rate", 0)),
+                r.get("p50", "?"),
+                r.get("p99", "?"),
+                r.get("errors", 0),
+                durable,
+            ]
+        )
+    common.say(
+        common.table(
+            [
+                "delivery reports",
+                "requests",
+                "callbacks/s",
+                "vs bare",
+                "p50",
+                "p99",
+                "non-2xx",
+                "durable",
+            ],
+            table,
+        )
+    )
+
+
+async def _main(args: argparse.Namespace) -> None:
+    backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    only = set(args.only.split(","))
+    knobs = outbox.Knobs(
+        claim_batch=args.claim_batch,
+        workers_per_channel=args.workers,
+        executor_workers=args.executor_workers,
+    )
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="warta-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    secrets = common.keys()
+    command = ".venv/bin/python -m bench " + shlex.join(sys.argv[1:])
+    for line in common.machine_lines(command):
+        common.say(line)
+    if "postgres" in backends:
+        version = await common.postgres_version(common.postgres_base_url())
+        common.say(f"PostgreSQL {version} (same machine, loopback)")
+    common.say()
+    try:
+        if "fanout" in only:
+            common.say(f"## 1. Fan-out of {args.fanout_recipients:,} recipients\n")
+            rows = [
+                await outbox.bench_fanout(b, args.fanout_recipients, secrets, workdir)
+                for b in backends
+            ]
+            common.say(
+                common.table(
+                    [
+                        "backend",
+                        "recipients",
+                        "floor s (plain table)",
+                        "same indexes, no ON CONFLICT s",
+                        "Warta fan_out s",
+                        "Warta / floor (target <= 1.3x)",
+                        "Warta / indexed",
+                    ],
+                    rows,
+                )
+            )
+            common.say()
+        if "dispatch" in only:
+            common.say(f"## 2. End-to-end SMS dispatch of {args.recipients:,} recipients\n")
+            result = await outbox.bench_dispatch(
+                backends,
+                args.recipients,
+                knobs=knobs,
+                secrets=secrets,
+                workdir=workdir,
+                loop_n=args.loop_recipients,
+                latency_n=args.latency_recipients,
+                rss_n=args.rss_recipients,
+            )
+            result["latency"]["backend"] = backends[0]
+            common.say()
+            _print_dispatch(result, knobs)
+            common.say("\n## 4. Peak RSS of the gateway process (target <= 300 MB)\n")
+            _print_rss(result)
+            common.say()
+        if "reports" in only:
+            common.say(
+                f"## 3. Delivery-report ingestion ({args.report_seconds} s of wrk, "
+                f"{args.report_connections} connections, one thread)\n"
+            )
+            rows2 = await outbox.bench_reports(
+                backends,
+                seconds=args.report_seconds,
+                connections=args.report_connections,
+                secrets=secrets,
+                workdir=workdir,
+                knobs=knobs,
+            )
+            _print_reports(rows2)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    if shutil.which("wrk") is None and "reports" in args.only:
+        raise SystemExit("wrk is not installed: apt-get install wrk (or --only fanout,dispatch)")
+    asyncio.run(_main(args))
+
+
+if __name__ == "__main__":
+    main()

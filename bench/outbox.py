@@ -1,0 +1,441 @@
+"""The durable outbox, measured against its floors in one run (``python -m bench outbox``).
+
+Processes: the provider simulator always runs in its own process, and so does the side being
+measured (Warta's dispatcher, the bare aiohttp client, the gateway serving callbacks), so on a
+2-core machine each gets a core. The parent only seeds, orchestrates and prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from multiprocessing.connection import Connection
+from typing import Any
+
+import aiohttp
+import sqlalchemy as sa
+
+from bench import common
+from channels.africastalking.simconfig import SimulatorConfig
+from gateway.db.engine import reading
+from gateway.db.schema import deliveries
+from gateway.outbox.fanout import fan_out
+
+TEXT = "Warta: listrik padam pukul 10.00-14.00. Info: https://warta.example/a/ABC"
+
+
+@dataclass(frozen=True)
+class Knobs:
+    claim_batch: int = 2000
+    workers_per_channel: int = 4
+    executor_workers: int = 16
+    rate_per_second: float = 1e9
+    batch_size: int = 100
+    pool_size: int = 10
+
+    def describe(self) -> str:
+        return (
+            f"dispatch.claim_batch={self.claim_batch}, dispatch.workers_per_channel="
+            f"{self.workers_per_channel}, africastalking.executor_workers={self.executor_workers}"
+            f", africastalking.batch_size={self.batch_size}, africastalking.rate_per_second="
+            f"{self.rate_per_second:g}, database.pool_size={self.pool_size}"
+        )
+
+
+# -- 1. fan-out -----------------------------------------------------------------------------
+
+
+async def bench_fanout(backend: str, n: int, secrets: dict[str, str], workdir: Any) -> list[Any]:
+    url = await common.fresh_database(backend, "fanout", workdir)
+    engine = common.engine_for(url)
+    try:
+        agency_id = await common.seed_agency(engine)
+        await common.seed_subscribers(url, agency_id, n, common.vault_of(secrets), prefix="2547")
+        floor, indexed = (
+            common.copy_table("deliveries_floor", indexed=False),
+            common.copy_table("deliveries_indexed", indexed=True),
+        )
+        async with engine.begin() as conn:
+            await conn.run_sync(floor.metadata.create_all)
+            await conn.run_sync(indexed.metadata.create_all)
+        async with common.engine_for(url).connect() as conn:  # warm the page cache
+            await conn.execute(sa.text("SELECT count(*), sum(length(phone_ciphertext)) "
+                                       "FROM subscribers"))  # fmt: skip
+        ann = await common.add_announcement(engine, agency_id, status="sending")
+        times: dict[str, float] = {}
+        rows: dict[str, int] = {}
+        for label, table in (("floor", floor), ("indexed", indexed), ("warta", None)):
+            if backend == "postgres":
+                async with engine.connect() as conn:
+                    await conn.execute(sa.text("CHECKPOINT"))
+            start = time.perf_counter()
+            async with engine.begin() as conn:
+                if table is None:
+                    added = await fan_out(
+                        conn, announcement=ann, now=common.now(),
+                        segments_by_channel={"sms": {"id": 1}},
+                        price_per_segment={"KE": Decimal(12)}, default_price=Decimal(350),
+                    )  # fmt: skip
+                    rows[label] = added["sms"]
+                else:
+                    result = await conn.execute(
+                        common.plain_select(table),
+                        {"announcement": ann["id"], "now": common.now(), "agency": agency_id},
+                    )
+                    rows[label] = int(result.rowcount or 0)
+            times[label] = time.perf_counter() - start
+        async with engine.connect() as conn:
+            check = await conn.scalar(
+                sa.select(sa.func.count())
+                .select_from(deliveries)
+                .where(deliveries.c.announcement_id == ann["id"], deliveries.c.cost == 12)
+            )
+        assert rows["warta"] == rows["floor"] == rows["indexed"] == check == n, (rows, check)
+    finally:
+        await engine.dispose()
+        await common.drop_database(url)
+    return [
+        backend, f"{n:,}", f"{times['floor']:.2f}", f"{times['indexed']:.2f}",
+        f"{times['warta']:.2f}", f"{times['warta'] / times['floor']:.2f}x",
+        f"{times['warta'] / times['indexed']:.2f}x",
+    ]  # fmt: skip
+
+
+# -- children -------------------------------------------------------------------------------
+
+
+def simulator_child(pipe: Connection, latency: float, api_key: str) -> None:
+    asyncio.run(_simulator_main(pipe, latency, api_key))
+
+
+async def _simulator_main(pipe: Connection, latency: float, api_key: str) -> None:
+    from channels.africastalking.simulator import AfricasTalkingSimulator
+
+    sim = AfricasTalkingSimulator(
+        SimulatorConfig(api_key=api_key, latency=latency, suffix_outcomes={}, max_records=10)
+    )
+    pipe.send(await sim.start())
+
+    def stats() -> dict[str, int]:
+        return {"requests": sim.requests_total, "recipients": sim.recipients_total,
+                "accepted": sim.sent_count.total()}  # fmt: skip
+
+    while await common.wait_for_command(pipe) != "stop":
+        pipe.send(stats())
+    final = {**stats(), "duplicates": len(sim.sent_count.duplicates())}
+    await sim.stop()
+    pipe.send(final)
+
+
+def floor_client_child(
+    pipe: Connection, base_url: str, api_key: str, n: int, concurrency: int
+) -> None:
+    pipe.send("ready")
+    pipe.send(asyncio.run(_floor_client(base_url, api_key, n, concurrency)))
+
+
+async def _floor_client(base_url: str, api_key: str, n: int, concurrency: int) -> dict[str, Any]:
+    """Bulk form posts, 100 recipients each, straight to the simulator: no database at all."""
+    url = base_url + "/version1/messaging"
+    headers = {"apiKey": api_key, "Accept": "application/json"}
+    next_start, accepted = 1, 0
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+
+        async def worker() -> None:
+            nonlocal next_start, accepted
+            while next_start <= n:
+                start = next_start
+                next_start += 100
+                numbers = range(start, min(start + 100, n + 1))
+                to = ",".join(common.phone("2549", i) for i in numbers)
+                form = {"username": "sandbox", "to": to, "message": TEXT, "bulkSMSMode": "1",
+                        "enqueue": "1"}  # fmt: skip
+                async with session.post(url, data=form, headers=headers) as response:
+                    answer = await response.json(content_type=None)
+                recipients = answer["SMSMessageData"]["Recipients"]
+                accepted += sum(1 for r in recipients if r["statusCode"] == 101)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        seconds = time.perf_counter() - began
+    return {"accepted": accepted, "seconds": seconds, "peak_rss_mib": common.vm_hwm_mib()}
+
+
+def dispatch_child(pipe: Connection, params: dict[str, Any]) -> None:
+    pipe.send("ready")
+    pipe.send(asyncio.run(_dispatch(params)))
+
+
+def gateway_config(params: dict[str, Any]) -> Any:
+    from gateway.config import load_config
+
+    knobs: Knobs = params["knobs"]
+    return load_config(
+        None,
+        environ={},
+        overrides={
+            "database": {"url": params["url"], "pool_size": knobs.pool_size},
+            "secrets": params["secrets"],
+            "africastalking": {
+                "base_url": params.get("sim_url", "http://127.0.0.1:9"),
+                "executor_workers": knobs.executor_workers,
+                "rate_per_second": knobs.rate_per_second,
+                "batch_size": knobs.batch_size,
+                "request_timeout_s": 10.0,
+            },
+            "dispatch": {
+                "claim_batch": knobs.claim_batch,
+                "workers_per_channel": knobs.workers_per_channel,
+                "idle_poll_s": 0.05,
+                "enabled": params.get("dispatch_enabled", True),
+            },
+            "log_level": "WARNING",
+        },
+    )
+
+
+async def _dispatch(params: dict[str, Any]) -> dict[str, Any]:
+    """Real Dispatcher + real SmsChannel + real database: fan out, then drain the outbox."""
+    from channels.registry import build_channels
+    from gateway.app import vault_from_config
+    from gateway.clock import SystemClock
+    from gateway.db.engine import create_engine
+    from gateway.outbox.dispatcher import Dispatcher
+    from gateway.renditions import Renderer
+
+    config = gateway_config(params)
+    engine = create_engine(config.database)
+    dispatcher = Dispatcher(
+        engine=engine, clock=SystemClock(), config=config, vault=vault_from_config(config),
+        renderer=Renderer(), channels=build_channels(config),
+    )  # fmt: skip
+    announcement_id = params["announcement_id"]
+    began = time.perf_counter()
+    started = await dispatcher.start_due()  # the real start: approved -> sending + fan-out
+    fanned = time.perf_counter()
+    assert started == 1
+    pending = [
+        sa.exists().where(deliveries.c.announcement_id == announcement_id,
+                          deliveries.c.channel == "sms", deliveries.c.state == state)
+        for state in ("queued", "sending")
+    ]  # fmt: skip
+    await dispatcher.start()
+    deadline = fanned + params["timeout_s"]
+    drained = False
+    try:
+        while time.perf_counter() < deadline:
+            async with reading(engine) as conn:
+                busy = await conn.scalar(sa.select(sa.or_(*pending)))
+            if not busy:
+                drained = True
+                break
+            await asyncio.sleep(0.05)
+        done = time.perf_counter()
+    finally:
+        await dispatcher.stop()
+    async with engine.connect() as conn:
+        states: dict[str, int] = dict(
+            (await conn.execute(
+                sa.select(deliveries.c.state, sa.func.count())
+                .where(deliveries.c.announcement_id == announcement_id)
+                .group_by(deliveries.c.state)
+            )).all()
+        )  # fmt: skip
+    await engine.dispose()
+    return {
+        "fanout_s": fanned - began, "seconds": done - fanned, "drained": drained,
+        "states": {k: int(v) for k, v in states.items()}, "peak_rss_mib": common.vm_hwm_mib(),
+    }  # fmt: skip
+
+
+def callbacks_child(pipe: Connection, params: dict[str, Any]) -> None:
+    asyncio.run(_serve_callbacks(pipe, params))
+
+
+async def _bare_report(request: Any) -> Any:
+    from aiohttp import web
+
+    form = await request.post()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    if not fields.get("id"):
+        return web.Response(status=400)
+    return web.Response(text="OK")
+
+
+async def _serve_callbacks(pipe: Connection, params: dict[str, Any]) -> None:
+    """The real gateway app (``bare=False``) or a bare form-parsing handler, until told to stop."""
+    from aiohttp import web
+
+    from gateway.app import create_app
+
+    if params["bare"]:
+        app = web.Application()
+        app.router.add_post("/callbacks/africastalking/{token}/sms/delivery", _bare_report)
+    else:
+        app = create_app(gateway_config({**params, "dispatch_enabled": False}))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    pipe.send(f"http://{host}:{port}")
+    await common.wait_for_command(pipe)
+    result: dict[str, Any] = {"peak_rss_mib": common.vm_hwm_mib()}
+    if not params["bare"]:
+        from gateway.appkeys import ENGINE
+        from gateway.db.schema import delivery_reports
+
+        async with app[ENGINE].connect() as conn:
+            result["stored"] = await conn.scalar(
+                sa.select(sa.func.count()).select_from(delivery_reports)
+            )
+            result["delivered"] = await conn.scalar(
+                sa.select(sa.func.count()).where(deliveries.c.state == "delivered")
+            )
+    await runner.cleanup()
+    pipe.send(result)
+
+
+# -- 2 and 4. end-to-end dispatch, peak RSS ---------------------------------------------------
+
+
+async def run_warta(
+    backend: str, n: int, *, sim_url: str, secrets: dict[str, str], knobs: Knobs,
+    workdir: Any, prefix: str, name: str,
+) -> dict[str, Any]:  # fmt: skip
+    """Seed ``n`` subscribers and an approved announcement; the child fans out and drains."""
+    url = await common.fresh_database(backend, name, workdir)
+    engine = common.engine_for(url)
+    try:
+        agency_id = await common.seed_agency(engine)
+        await common.seed_subscribers(url, agency_id, n, common.vault_of(secrets), prefix=prefix)
+        ann = await common.add_announcement(engine, agency_id, status="approved")
+        await engine.dispose()
+        params = {"url": url, "secrets": secrets, "knobs": knobs, "sim_url": sim_url,
+                  "announcement_id": ann["id"], "timeout_s": max(120.0, n / 500)}  # fmt: skip
+        child = common.spawn(dispatch_child, params)
+        result: dict[str, Any] = child.finish(timeout=params["timeout_s"] + 120)
+    finally:
+        await engine.dispose()
+        await common.drop_database(url)
+    result["n"] = n
+    result["rate"] = result["states"].get("sent", 0) / result["seconds"]
+    return result
+
+
+def per_recipient_loop(sim_url: str, api_key: str, n: int) -> float:
+    """What an agency writes without Warta: one SDK ``send`` per number, one after another."""
+    from africastalking.SMS import SMSService
+
+    class DirectSMS(SMSService):  # type: ignore[misc]  # the SDK's own requests.post, no pool
+        def __init__(self) -> None:
+            self._bench_url = sim_url
+            super().__init__("sandbox", api_key)
+
+        def _init_service(self) -> None:
+            self._baseUrl = self._bench_url + "/version1"
+            self._contentUrl = self._baseUrl
+
+    sms = DirectSMS()
+    began = time.perf_counter()
+    sent = 0
+    for i in range(1, n + 1):
+        answer = sms.send(TEXT, [common.phone("2546", i)], enqueue=True)
+        sent += answer["SMSMessageData"]["Recipients"][0]["statusCode"] == 101
+    assert sent == n
+    return n / (time.perf_counter() - began)
+
+
+def _delta(after: dict[str, int], before: dict[str, int]) -> int:
+    return after["accepted"] - before["accepted"]
+
+
+async def bench_dispatch(
+    backends: list[str], n: int, *, knobs: Knobs, secrets: dict[str, str], workdir: Any,
+    loop_n: int, latency_n: int, rss_n: int,
+) -> dict[str, Any]:  # fmt: skip
+    api_key = secrets["africastalking_api_key"]
+    out: dict[str, Any] = {"warta": {}}
+    sim = common.spawn(simulator_child, 0.0, api_key)
+    try:
+        before = sim.ask("stats")
+        floor = common.spawn(floor_client_child, sim.ready, api_key, n, 16).finish()
+        out["floor"] = {**floor, "rate": floor["accepted"] / floor["seconds"],
+                        "sim_accepted": _delta(sim.ask("stats"), before)}  # fmt: skip
+        common.say(f"  floor: {out['floor']['rate']:,.0f}/s")
+        for i, backend in enumerate(backends):
+            before = sim.ask("stats")
+            result = await run_warta(backend, n, sim_url=sim.ready, secrets=secrets, knobs=knobs,
+                                     workdir=workdir, prefix=f"254{i + 1}",
+                                     name=f"dispatch_{backend}")  # fmt: skip
+            result["sim_accepted"] = _delta(sim.ask("stats"), before)
+            out["warta"][backend] = result
+            common.say(f"  warta {backend}: {result['rate']:,.0f}/s {result['states']}")
+        if rss_n and rss_n != n:
+            before = sim.ask("stats")
+            result = await run_warta("sqlite", rss_n, sim_url=sim.ready, secrets=secrets,
+                                     knobs=knobs, workdir=workdir, prefix="2543",
+                                     name="dispatch_rss")  # fmt: skip
+            result["sim_accepted"] = _delta(sim.ask("stats"), before)
+            out["rss"] = result
+            common.say(f"  warta sqlite {rss_n:,}: {result['rate']:,.0f}/s, "
+                       f"peak RSS {result['peak_rss_mib']:.0f} MiB")  # fmt: skip
+    finally:
+        out["simulator"] = sim.stop()
+    out["kannel"] = await _kannel(n)
+    slow = common.spawn(simulator_child, 0.1, api_key)
+    try:
+        out["loop_rate"] = await asyncio.to_thread(per_recipient_loop, slow.ready, api_key, loop_n)
+        common.say(f"  per-recipient loop: {out['loop_rate']:.1f}/s")
+        out["latency"] = await run_warta(
+            backends[0], latency_n, sim_url=slow.ready, secrets=secrets,
+            knobs=replace(knobs, executor_workers=max(knobs.executor_workers, 32)),
+            workdir=workdir, prefix="2545", name="dispatch_latency",
+        )  # fmt: skip
+        common.say(f"  warta {backends[0]} at 100 ms: {out['latency']['rate']:,.0f}/s")
+    finally:
+        out["slow_simulator"] = slow.stop()
+    return out
+
+
+async def _kannel(n: int) -> dict[str, Any] | str:
+    try:
+        from bench.kannel import KannelError, measure_kannel
+    except ImportError as exc:
+        return f"bench.kannel unavailable ({exc})"
+    try:
+        result = await measure_kannel(n, 100)
+    except KannelError as exc:
+        return f"not measured: {exc} (install: apt-get install kannel kannel-extras)"
+    common.say(f"  kannel: {result.messages_per_s:,.0f}/s")
+    return {"rate": result.messages_per_s, "messages": result.messages,
+            "seconds": result.seconds, "how": result.counted_by}  # fmt: skip
+
+
+# -- 3. delivery-report ingestion -----------------------------------------------------------
+
+
+async def bench_reports(
+    backends: list[str], *, seconds: int, connections: int, secrets: dict[str, str],
+    workdir: Any, knobs: Knobs,
+) -> list[dict[str, Any]]:  # fmt: skip
+    path = f"/callbacks/africastalking/{secrets['callback_token']}/sms/delivery"
+    rows: list[dict[str, Any]] = []
+    for label in ["bare", *backends]:
+        params: dict[str, Any] = {"bare": label == "bare", "secrets": secrets, "knobs": knobs}
+        if label != "bare":
+            params["url"] = await common.fresh_database(label, f"reports_{label}", workdir)
+            await common.seed_sent(params["url"], 600_000)
+        server = common.spawn(callbacks_child, params)
+        try:
+            load = await common.run_wrk(server.ready + path, seconds, connections, workdir)
+        finally:
+            stats = server.stop()
+        if label != "bare":
+            await common.drop_database(params["url"])
+        rows.append({"label": label, **load, **stats})
+        common.say(f"  reports {label}: {load.get('rate', 0):,.0f}/s {stats}")
+    return rows
