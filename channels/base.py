@@ -78,8 +78,15 @@ class Channel(abc.ABC):
     # Plain attributes: an instance may set its own from configuration.
     batch_size: int = 1
     rate_per_second: float = 10.0
+    # For a social channel: the accounts (pages, usernames) one announcement is posted to.
+    accounts: tuple[str, ...] = ()
     supports_links: ClassVar[bool] = True
     status_map: ClassVar[Mapping[str, DeliveryState]] = {}
+
+    @classmethod
+    def text_length(cls, text: str) -> int:
+        """Length as the provider counts it against ``max_length`` (plain characters here)."""
+        return len(text)
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Open connections; called once before the first send."""

@@ -78,6 +78,9 @@ def create_app(
 ) -> web.Application:
     """Build the gateway. Nothing connects until the app starts (``cleanup_ctx``)."""
     from gateway.callbacks import routes as callback_routes
+    from gateway.citizen import routes as citizen_routes
+    from gateway.citizen.routes import CitizenSettings
+    from gateway.outbox.replies import OutboxReplies
     from gateway.renditions import Renderer
     from gateway.web import public
 
@@ -105,5 +108,14 @@ def create_app(
     app.router.add_get("/healthz", system.healthz)
     app.router.add_get("/readyz", system.readyz)
     callback_routes.install(app)
+    citizen_routes.install(
+        app,
+        settings=CitizenSettings(
+            screen_size=config.citizen.ussd_screen_size,
+            service_codes=config.citizen.ussd_service_codes,
+            short_codes=config.citizen.sms_short_codes,
+        ),
+        replies=OutboxReplies(app),
+    )
     public.install(app)
     return app

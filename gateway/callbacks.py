@@ -45,7 +45,7 @@ def callback_urls(public_url: str, token: str) -> dict[str, str]:
     }
 
 
-def _authentic(request: web.Request) -> bool:
+def authentic(request: web.Request) -> bool:
     config = request.app[CONFIG]
     expected = config.secrets.callback_token
     if expected is None:
@@ -64,7 +64,7 @@ def _authentic(request: web.Request) -> bool:
 
 
 async def _form(request: web.Request) -> dict[str, str] | web.Response:
-    if not _authentic(request):
+    if not authentic(request):
         log.warning("refused a callback on %s: bad token or source", request.path.split("/")[-2:])
         return error_response(403, "forbidden", "callback not authenticated")
     if request.content_length is not None and request.content_length > FORM_LIMIT:

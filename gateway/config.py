@@ -85,6 +85,35 @@ class AfricasTalkingSection(_Section):
     callback_allowlist: list[str] = Field(default_factory=list)
 
 
+class WhatsAppSection(_Section):
+    phone_number_id: str | None = None
+    template_name: str = "warta_announcement"
+    template_languages: dict[str, str] = Field(default_factory=lambda: {"id": "id", "en": "en"})
+    base_url: str = "https://graph.facebook.com"
+    api_version: str = "v23.0"
+    rate_per_second: float = Field(default=80.0, gt=0)
+
+
+class GraphSection(_Section):
+    """Facebook Page posting (Graph API)."""
+
+    base_url: str = "https://graph.facebook.com"
+    api_version: str = "v23.0"
+    public_base_url: str = "https://www.facebook.com"
+
+
+class XSection(_Section):
+    base_url: str = "https://api.x.com"
+    public_base_url: str = "https://x.com"
+
+
+class MastodonSection(_Section):
+    base_url: str = "https://mastodon.social"
+    visibility: str = "public"
+    max_characters: int = Field(default=500, ge=1)
+    discover_limits: bool = True
+
+
 class DispatchConfig(_Section):
     workers_per_channel: int = Field(default=4, ge=1, le=64)
     claim_batch: int = Field(default=500, ge=1, le=10_000)
@@ -109,6 +138,16 @@ class PricingConfig(_Section):
     )
 
 
+class CitizenConfig(_Section):
+    """The citizen side: USSD screens, and which agency answers which code."""
+
+    ussd_screen_size: int = Field(default=160, ge=120, le=182)
+    # "*384*123#" -> agency slug; unmapped codes go to the first agency.
+    ussd_service_codes: dict[str, str] = Field(default_factory=dict)
+    # SMS short code or long number -> agency slug.
+    sms_short_codes: dict[str, str] = Field(default_factory=dict)
+
+
 class SecretsConfig(_Section):
     """Keys for personal data and callbacks; only ever from the environment or files."""
 
@@ -116,6 +155,15 @@ class SecretsConfig(_Section):
     blind_index_key: SecretStr | None = None
     africastalking_api_key: SecretStr | None = None
     callback_token: SecretStr | None = None
+    whatsapp_access_token: SecretStr | None = None
+    meta_app_secret: SecretStr | None = None
+    meta_verify_token: SecretStr | None = None
+    # JSON objects: {"<page id>": "<page token>"}, {"<username>": "<token>"}
+    facebook_page_tokens: SecretStr | None = None
+    x_tokens: SecretStr | None = None
+    mastodon_tokens: SecretStr | None = None
+    telegram_bot_token: SecretStr | None = None
+    telegram_webhook_secret: SecretStr | None = None
 
 
 class WartaConfig(_Section):
@@ -129,6 +177,11 @@ class WartaConfig(_Section):
     africastalking: AfricasTalkingSection = AfricasTalkingSection()
     dispatch: DispatchConfig = DispatchConfig()
     pricing: PricingConfig = PricingConfig()
+    citizen: CitizenConfig = CitizenConfig()
+    whatsapp: WhatsAppSection = WhatsAppSection()
+    facebook: GraphSection = GraphSection()
+    x: XSection = XSection()
+    mastodon: MastodonSection = MastodonSection()
     secrets: SecretsConfig = SecretsConfig()
 
 

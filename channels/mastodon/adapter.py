@@ -12,7 +12,11 @@ from typing import Any, ClassVar
 import aiohttp
 
 from channels.base import Channel, Encoding, OutgoingMessage, Reach, SendResult
-from channels.mastodon.config import DEFAULT_MAX_CHARACTERS, MastodonConfig
+from channels.mastodon.config import (
+    DEFAULT_MAX_CHARACTERS,
+    DEFAULT_URL_RESERVATION,
+    MastodonConfig,
+)
 from channels.mastodon.status import STATUS_MAP, error_kind, validation_reason
 from channels.mastodon.textcount import status_length
 from gateway.domain import DeliveryState
@@ -85,6 +89,11 @@ class MastodonChannel(Channel):
             f"<MastodonChannel channel='mastodon' base_url={self._config.base_url!r} "
             f"accounts={self._config.account_names!r}>"
         )
+
+    @classmethod
+    def text_length(cls, text: str) -> int:
+        """Length under the default server rules (links count 23), for the renderer."""
+        return status_length(text, characters_per_url=DEFAULT_URL_RESERVATION)
 
     def length_of(self, text: str) -> int:
         """``text``'s length on this server (compare with ``max_characters``)."""

@@ -90,6 +90,11 @@ class XChannel(Channel):
     status_map = STATUS_MAP
     length_of: ClassVar[Callable[[str], int]] = staticmethod(weighted_length)
 
+    @classmethod
+    def text_length(cls, text: str) -> int:
+        """X's weighted length (links 23, CJK and emoji 2): what ``max_length`` limits."""
+        return weighted_length(text)
+
     def __init__(
         self,
         config: XConfig,

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from gateway.api.errors import error_response
 from gateway.appkeys import CLOCK, CONFIG, ENGINE, VAULT
-from gateway.callbacks import FORM_LIMIT, _authentic
+from gateway.callbacks import FORM_LIMIT, authentic
 from gateway.citizen import wording
 from gateway.citizen.directory import SqlCitizenDirectory
 from gateway.citizen.keywords import answer_sms
@@ -118,7 +118,7 @@ async def _form(request: web.Request) -> dict[str, str] | None:
 
 
 async def ussd_callback(request: web.Request) -> web.Response:
-    if not _authentic(request):
+    if not authentic(request):
         log.warning("refused a USSD callback: bad token or source")
         return error_response(403, "forbidden", "callback not authenticated")
     settings = request.app[CITIZEN]
@@ -156,7 +156,7 @@ async def ussd_callback(request: web.Request) -> web.Response:
 
 
 async def sms_inbound(request: web.Request) -> web.Response:
-    if not _authentic(request):
+    if not authentic(request):
         log.warning("refused an inbound SMS callback: bad token or source")
         return error_response(403, "forbidden", "callback not authenticated")
     form = await _form(request)

@@ -148,9 +148,17 @@ deliveries = Table(
     "deliveries",
     metadata,
     Column("id", Id, primary_key=True),
-    Column("announcement_id", Id, ForeignKey("announcements.id"), nullable=False),
+    # NULL for a reply to a citizen (kind "reply"), which carries its own text.
+    Column("announcement_id", Id, ForeignKey("announcements.id"), nullable=True),
     Column("agency_id", Id, ForeignKey("agencies.id"), nullable=False),
     Column("subscriber_id", Id, ForeignKey("subscribers.id"), nullable=True),
+    Column("kind", String(16), nullable=False, server_default="announcement"),
+    Column("body", Text, nullable=True),
+    # A reply may go to a number that is not a subscriber: its own ciphertext, never plain.
+    Column("recipient_ciphertext", LargeBinary, nullable=True),
+    # The inbound message a reply answers: a replayed inbound message queues no second reply.
+    Column("reply_key", String(128), nullable=True),
+    Column("url", String(300), nullable=True),
     # Social posts go to an account, not a subscriber.
     Column("account", String(100), nullable=True),
     Column("channel", String(32), nullable=False),
@@ -171,6 +179,7 @@ deliveries = Table(
     Column("finished_at", When, nullable=True),
     UniqueConstraint("announcement_id", "channel", "subscriber_id"),
     UniqueConstraint("announcement_id", "channel", "account"),
+    UniqueConstraint("channel", "reply_key"),
     Index(
         "ix_deliveries_claim",
         "channel",

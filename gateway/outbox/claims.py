@@ -28,12 +28,14 @@ from gateway.domain import DeliveryState
 @dataclass(frozen=True, slots=True)
 class Claimed:
     id: int
-    announcement_id: int
+    announcement_id: int | None
     subscriber_id: int | None
     language: str
     attempts: int
     phone_ciphertext: bytes | None
     telegram_chat_id: int | None
+    account: str | None = None
+    body: str | None = None  # a reply's own text
 
     def __repr__(self) -> str:
         return f"Claimed(id={self.id}, announcement_id={self.announcement_id})"
@@ -50,6 +52,7 @@ class Outcome:
     error_kind: str | None = None
     error_reason: str | None = None
     next_attempt_at: datetime | None = None
+    url: str | None = None
 
 
 async def claim(
@@ -82,6 +85,9 @@ async def claim(
                 deliveries.c.subscriber_id,
                 deliveries.c.language,
                 deliveries.c.attempts,
+                deliveries.c.account,
+                deliveries.c.body,
+                deliveries.c.recipient_ciphertext,
             )
         )
     ).all()
@@ -105,8 +111,11 @@ async def claim(
                 subscriber_id=r.subscriber_id,
                 language=r.language,
                 attempts=r.attempts,
-                phone_ciphertext=None if person is None else person.phone_ciphertext,
+                phone_ciphertext=r.recipient_ciphertext
+                or (None if person is None else person.phone_ciphertext),
                 telegram_chat_id=None if person is None else person.telegram_chat_id,
+                account=r.account,
+                body=r.body,
             )
         )
     claimed.sort(key=lambda c: c.id)
@@ -132,6 +141,7 @@ _RECORD_PG = sa.text(
     UPDATE deliveries AS d SET
         state = v.state,
         provider_message_id = COALESCE(v.pmid, d.provider_message_id),
+        url = COALESCE(v.url, d.url),
         cost = COALESCE(v.cost, d.cost),
         error_kind = v.error_kind,
         error_reason = v.error_reason,
@@ -140,7 +150,7 @@ _RECORD_PG = sa.text(
         finished_at = CASE WHEN v.final THEN CAST(:now AS timestamptz) ELSE d.finished_at END,
         lease_until = NULL
     FROM jsonb_to_recordset(CAST(:payload AS jsonb)) AS v(
-        id bigint, state text, pmid text, cost numeric, error_kind text, error_reason text,
+        id bigint, state text, pmid text, url text, cost numeric, error_kind text, error_reason text,
         next_attempt_at timestamptz, final boolean)
     WHERE d.id = v.id AND d.state = 'sending'
     """
@@ -151,6 +161,7 @@ _RECORD_SQLITE = sa.text(
     UPDATE deliveries SET
         state = json_extract(v.value, '$.state'),
         provider_message_id = COALESCE(json_extract(v.value, '$.pmid'), provider_message_id),
+        url = COALESCE(json_extract(v.value, '$.url'), url),
         cost = COALESCE(json_extract(v.value, '$.cost'), cost),
         error_kind = json_extract(v.value, '$.error_kind'),
         error_reason = json_extract(v.value, '$.error_reason'),
@@ -177,6 +188,7 @@ async def record_outcomes(
                 "id": o.id,
                 "state": o.state.value,
                 "pmid": o.provider_message_id,
+                "url": o.url,
                 "cost": None if o.cost is None else (float(o.cost) if sqlite else str(o.cost)),
                 "error_kind": o.error_kind,
                 "error_reason": None if o.error_reason is None else o.error_reason[:200],

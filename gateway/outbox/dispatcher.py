@@ -118,6 +118,11 @@ class Dispatcher:
     def wake_starter(self) -> None:
         self._wake_starter.set()
 
+    def wake_channel(self, name: str) -> None:
+        event = self._wake_channel.get(name)
+        if event is not None:
+            event.set()
+
     def _wake_workers(self) -> None:
         for event in self._wake_channel.values():
             event.set()
@@ -193,6 +198,7 @@ class Dispatcher:
                     segments_by_channel=segments,
                     price_per_segment=pricing.per_region,
                     default_price=pricing.default_per_segment,
+                    accounts={n: c.accounts for n, c in self.channels.items() if c.accounts},
                 )
                 log.info("announcement %s started: %s", announcement_id, added)
                 started += 1
@@ -269,16 +275,20 @@ class Dispatcher:
         messages: list[OutgoingMessage] = []
         now = self.clock.now()
         for item in batch:
-            announcement = await self._announcement(item.announcement_id)
-            if announcement.expires_at is not None and announcement.expires_at <= now:
-                outcomes.append(
-                    claims.Outcome(
-                        item.id,
-                        DeliveryState.EXPIRED,
-                        error_reason="expired before it could be sent",
+            if item.announcement_id is None:
+                text = item.body or ""
+            else:
+                announcement = await self._announcement(item.announcement_id)
+                if announcement.expires_at is not None and announcement.expires_at <= now:
+                    outcomes.append(
+                        claims.Outcome(
+                            item.id,
+                            DeliveryState.EXPIRED,
+                            error_reason="expired before it could be sent",
+                        )
                     )
-                )
-                continue
+                    continue
+                text = self._text(channel, announcement, item.language)
             recipient = self._recipient(channel, item)
             if recipient is None:
                 outcomes.append(
@@ -291,8 +301,9 @@ class Dispatcher:
                 OutgoingMessage(
                     delivery_id=item.id,
                     recipient=recipient,
-                    text=self._text(channel, announcement, item.language),
+                    text=text,
                     idempotency_key=f"warta-{item.id}",
+                    language=item.language,
                 )
             )
         attempts = {item.id: item.attempts for item in batch}
@@ -339,6 +350,7 @@ class Dispatcher:
             result.state,
             provider_message_id=result.provider_message_id,
             cost=result.cost,
+            url=result.url,
         )
 
     def _failure(self, delivery_id: int, error: ChannelError, attempts: int) -> claims.Outcome:
@@ -361,6 +373,8 @@ class Dispatcher:
         )
 
     def _recipient(self, channel: Channel, item: claims.Claimed) -> str | None:
+        if channel.reach == "social":
+            return item.account
         if channel.name == "telegram":
             return None if item.telegram_chat_id is None else str(item.telegram_chat_id)
         if item.phone_ciphertext is None:

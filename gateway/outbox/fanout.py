@@ -101,6 +101,7 @@ async def fan_out(
     segments_by_channel: Mapping[str, Mapping[str, int]] | None = None,
     price_per_segment: Mapping[str, Decimal] | None = None,
     default_price: Decimal = Decimal(0),
+    accounts: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, int]:
     """Insert the announcement's deliveries; returns how many were added per channel.
 
@@ -110,6 +111,8 @@ async def fan_out(
         segments_by_channel: channel -> language -> SMS segments of that rendition, so each
             delivery knows its segments and estimated cost from the start.
         price_per_segment: region (ISO country) -> price of one segment.
+        accounts: social channel -> the accounts to post to (one delivery each, in the
+            announcement's main language).
     """
     languages = [announcement["language"], *announcement["translations"].keys()]
     language = sa.case(
@@ -130,6 +133,25 @@ async def fan_out(
     added: dict[str, int] = {}
     for channel in announcement["channels"]:
         if channel not in PERSONAL_CHANNELS:
+            posts = [
+                {
+                    "announcement_id": announcement["id"],
+                    "agency_id": announcement["agency_id"],
+                    "account": account,
+                    "channel": channel,
+                    "language": announcement["language"],
+                    "state": DeliveryState.QUEUED.value,
+                    "priority": priority,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                }
+                for account in (accounts or {}).get(channel, ())
+            ]
+            added[channel] = 0
+            if posts:
+                result = await conn.execute(insert_ignoring_conflicts(conn, deliveries), posts)
+                added[channel] = int(result.rowcount or 0)
             continue
         per_language = (segments_by_channel or {}).get(channel, {})
         segments = (
