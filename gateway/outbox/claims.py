@@ -150,8 +150,8 @@ _RECORD_PG = sa.text(
         finished_at = CASE WHEN v.final THEN CAST(:now AS timestamptz) ELSE d.finished_at END,
         lease_until = NULL
     FROM jsonb_to_recordset(CAST(:payload AS jsonb)) AS v(
-        id bigint, state text, pmid text, url text, cost numeric, error_kind text, error_reason text,
-        next_attempt_at timestamptz, final boolean)
+        id bigint, state text, pmid text, url text, cost numeric, error_kind text,
+        error_reason text, next_attempt_at timestamptz, final boolean)
     WHERE d.id = v.id AND d.state = 'sending'
     """
 )
