@@ -42,6 +42,20 @@ def build_channels(config: WartaConfig) -> dict[str, Channel]:
             config.africastalking, secrets.africastalking_api_key.get_secret_value()
         )
         channels["sms"] = SmsChannel(at)
+    if secrets.telegram_bot_token is not None:
+        from channels.telegram import TelegramChannel, TelegramChannelPost, TelegramConfig
+
+        tg = TelegramConfig.from_settings(
+            config.telegram,
+            secrets.telegram_bot_token.get_secret_value(),
+            None
+            if secrets.telegram_webhook_secret is None
+            else _plain(secrets.telegram_webhook_secret),
+        )
+        channels["telegram"] = TelegramChannel(tg)
+        if config.telegram.channels:
+            channels["telegram_channel"] = TelegramChannelPost(tg)
+            channels["telegram_channel"].accounts = tuple(config.telegram.channels)
     wa = config.whatsapp
     if secrets.whatsapp_access_token is not None and wa.phone_number_id is not None:
         from channels.whatsapp import WhatsAppChannel, WhatsAppConfig
@@ -112,11 +126,14 @@ def channel_classes() -> dict[str, type[Channel]]:
     from channels.facebook import FacebookChannel
     from channels.mastodon import MastodonChannel
     from channels.sms.adapter import SmsChannel
+    from channels.telegram import TelegramChannel, TelegramChannelPost
     from channels.whatsapp import WhatsAppChannel
     from channels.x import XChannel
 
     return {
         "sms": SmsChannel,
+        "telegram": TelegramChannel,
+        "telegram_channel": TelegramChannelPost,
         "whatsapp": WhatsAppChannel,
         "facebook": FacebookChannel,
         "x": XChannel,

@@ -102,6 +102,21 @@ class GraphSection(_Section):
     public_base_url: str = "https://www.facebook.com"
 
 
+class TelegramSection(_Section):
+    base_url: str = "https://api.telegram.org"
+    bot_username: str | None = None
+    # The agency channels one announcement is posted to ("@name" or "-100…" ids).
+    channels: list[str] = Field(default_factory=list)
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    connection_pool_size: int = Field(default=64, ge=1)
+    rate_per_second: float = Field(default=30.0, gt=0)
+    per_chat_interval_s: float = Field(default=1.0, ge=0)
+    group_interval_s: float = Field(default=3.0, ge=0)
+    max_chat_wait_s: float = Field(default=2.0, ge=0)
+    # Register the webhook at start; off for polling deployments without a public URL.
+    register_webhook: bool = True
+
+
 class XSection(_Section):
     base_url: str = "https://api.x.com"
     public_base_url: str = "https://x.com"
@@ -178,6 +193,7 @@ class WartaConfig(_Section):
     dispatch: DispatchConfig = DispatchConfig()
     pricing: PricingConfig = PricingConfig()
     citizen: CitizenConfig = CitizenConfig()
+    telegram: TelegramSection = TelegramSection()
     whatsapp: WhatsAppSection = WhatsAppSection()
     facebook: GraphSection = GraphSection()
     x: XSection = XSection()

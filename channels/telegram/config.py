@@ -15,14 +15,22 @@ SECRET_TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 class TelegramSettings(Protocol):
     """What ``TelegramConfig.from_settings`` reads: the lead's ``[telegram]`` config section."""
 
-    base_url: str
-    bot_username: str | None
-    request_timeout_s: float
-    connection_pool_size: int
-    rate_per_second: float
-    per_chat_interval_s: float
-    group_interval_s: float
-    max_chat_wait_s: float
+    @property
+    def base_url(self) -> str: ...
+    @property
+    def bot_username(self) -> str | None: ...
+    @property
+    def request_timeout_s(self) -> float: ...
+    @property
+    def connection_pool_size(self) -> int: ...
+    @property
+    def rate_per_second(self) -> float: ...
+    @property
+    def per_chat_interval_s(self) -> float: ...
+    @property
+    def group_interval_s(self) -> float: ...
+    @property
+    def max_chat_wait_s(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -376,6 +376,9 @@ class Dispatcher:
         if channel.reach == "social":
             return item.account
         if channel.name == "telegram":
+            if item.body is not None and item.phone_ciphertext is not None:
+                # A reply carries its own encrypted chat id: the asker may not be a subscriber.
+                return self.vault.decrypt(item.phone_ciphertext)
             return None if item.telegram_chat_id is None else str(item.telegram_chat_id)
         if item.phone_ciphertext is None:
             return None
