@@ -149,9 +149,13 @@ deliveries = Table(
     metadata,
     Column("id", Id, primary_key=True),
     # NULL for a reply to a citizen (kind "reply"), which carries its own text.
-    Column("announcement_id", Id, ForeignKey("announcements.id"), nullable=True),
-    Column("agency_id", Id, ForeignKey("agencies.id"), nullable=False),
-    Column("subscriber_id", Id, ForeignKey("subscribers.id"), nullable=True),
+    # No foreign keys here, on purpose: fan-out writes a million rows selected from the very
+    # rows they would reference, in one transaction, and announcements and subscribers are
+    # never deleted (erasure blanks a subscriber's data, the row stays). On PostgreSQL each
+    # foreign key is a trigger per row, and the subscriber one locks every subscriber row.
+    Column("announcement_id", Id, nullable=True),
+    Column("agency_id", Id, nullable=False),
+    Column("subscriber_id", Id, nullable=True),
     Column("kind", String(16), nullable=False, server_default="announcement"),
     Column("body", Text, nullable=True),
     # A reply may go to a number that is not a subscriber: its own ciphertext, never plain.
@@ -178,8 +182,25 @@ deliveries = Table(
     Column("sent_at", When, nullable=True),
     Column("finished_at", When, nullable=True),
     UniqueConstraint("announcement_id", "channel", "subscriber_id"),
-    UniqueConstraint("announcement_id", "channel", "account"),
-    UniqueConstraint("channel", "reply_key"),
+    # Partial: only social posts have an account and only replies a reply key, so the other
+    # million rows of a broadcast cost these indexes nothing.
+    Index(
+        "uq_deliveries_announcement_id_channel_account",
+        "announcement_id",
+        "channel",
+        "account",
+        unique=True,
+        sqlite_where=text("account IS NOT NULL"),
+        postgresql_where=text("account IS NOT NULL"),
+    ),
+    Index(
+        "uq_deliveries_channel_reply_key",
+        "channel",
+        "reply_key",
+        unique=True,
+        sqlite_where=text("reply_key IS NOT NULL"),
+        postgresql_where=text("reply_key IS NOT NULL"),
+    ),
     Index(
         "ix_deliveries_claim",
         "channel",
@@ -196,8 +217,20 @@ deliveries = Table(
         postgresql_where=text("state = 'sending'"),
     ),
     Index("ix_deliveries_announcement_id_channel_state", "announcement_id", "channel", "state"),
-    Index("ix_deliveries_channel_provider_message_id", "channel", "provider_message_id"),
-    Index("ix_deliveries_subscriber_id_state", "subscriber_id", "state"),
+    Index(
+        "ix_deliveries_channel_provider_message_id",
+        "channel",
+        "provider_message_id",
+        sqlite_where=text("provider_message_id IS NOT NULL"),
+        postgresql_where=text("provider_message_id IS NOT NULL"),
+    ),
+    # Opt-outs and erasure cancel a subscriber's queued deliveries.
+    Index(
+        "ix_deliveries_subscriber_id_queued",
+        "subscriber_id",
+        sqlite_where=text("state = 'queued'"),
+        postgresql_where=text("state = 'queued'"),
+    ),
 )
 
 delivery_reports = Table(

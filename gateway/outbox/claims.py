@@ -13,6 +13,7 @@ and joined to ``deliveries`` by id.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -205,6 +206,22 @@ async def record_outcomes(
         statement, {"payload": payload, "now": _stamp(now) if sqlite else now}
     )
     return int(result.rowcount or 0)
+
+
+async def lock_reports(conn: AsyncConnection, channels: Sequence[str]) -> None:
+    """Serialise "record a send" with "store a report" per channel, on PostgreSQL.
+
+    Under READ COMMITTED, a report stored while the send's outcome is being recorded would
+    see no provider message id yet, and the outcome's look for early reports would not see
+    the uncommitted report: both would miss and the delivery would stay ``sent``. A
+    transaction-scoped advisory lock per channel makes one wait for the other. SQLite has a
+    single writer already.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    for channel in sorted(set(channels)):
+        key = 7_100_000_000 + zlib.crc32(channel.encode())
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
 
 async def apply_early_reports(conn: AsyncConnection, *, channel: str, ids: Sequence[int]) -> None:

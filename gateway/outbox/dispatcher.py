@@ -261,6 +261,8 @@ class Dispatcher:
         stopped = [o.id for o in outcomes if o.error_kind == RecipientStopped.kind]
         sent = [o.id for o in outcomes if o.state is DeliveryState.SENT]
         async with self.engine.begin() as conn:
+            if sent:
+                await claims.lock_reports(conn, [channel_name])
             await claims.record_outcomes(conn, outcomes, now=self.clock.now())
             await claims.apply_early_reports(conn, channel=channel_name, ids=sent)
             await claims.stop_recipients(

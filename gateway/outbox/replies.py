@@ -41,7 +41,8 @@ class OutboxReplies:
                     subscribers.c.phone_index == vault.blind_index(reply.phone),
                 )
             )
-            statement = insert_ignoring_conflicts(conn, deliveries, ["channel", "reply_key"])
+            # Any conflict is the reply_key one: a replayed inbound message.
+            statement = insert_ignoring_conflicts(conn, deliveries)
             await conn.execute(
                 statement.values(
                     announcement_id=None,

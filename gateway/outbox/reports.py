@@ -23,7 +23,7 @@ from gateway.clock import Clock
 from gateway.db.dialect import insert_ignoring_conflicts
 from gateway.db.schema import delivery_reports
 from gateway.domain import DeliveryState
-from gateway.outbox.claims import _stamp
+from gateway.outbox.claims import _stamp, lock_reports
 
 log = logging.getLogger("warta.reports")
 
@@ -148,6 +148,7 @@ class ReportWriter:
                     break
             try:
                 async with self.engine.begin() as conn:
+                    await lock_reports(conn, [p.channel for p in batch])
                     await write_reports(
                         conn, [(p.channel, p.report) for p in batch], now=self.clock.now()
                     )

@@ -1,0 +1,307 @@
+"""Quiet hours: personal announcement deliveries wait for the morning in the citizen's zone.
+
+Each agency has quiet hours (default 21:00-06:00), read in each subscriber's local time. The
+zone comes from the delivery's area code: its first two digits are the Indonesian province,
+and every province lies in one of three zones (``PROVINCE_ZONES``): WIB (UTC+7), WITA
+(UTC+8), WIT (UTC+9). A delivery without an Indonesian area code uses the agency's zone.
+
+Deferral is set-based: for each zone where it is quiet *now*, one UPDATE moves the
+``next_attempt_at`` of queued, normal-priority, personal deliveries to the end of that zone's
+quiet hours. The claim only takes deliveries with ``next_attempt_at <= now``, so nothing else
+has to know. Emergencies (priority 0) are never deferred; neither are social posts (one per
+account, not per person) nor replies (the citizen just wrote to us).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.db.schema import agencies, announcements, deliveries
+from gateway.domain import PERSONAL_CHANNELS, DeliveryState, Priority, Urgency
+from scheduler.tables import agency_quiet_hours
+from scheduler.validation import FieldError
+
+WIB, WITA, WIT = "Asia/Jakarta", "Asia/Makassar", "Asia/Jayapura"
+
+# Province code (Kemendagri) -> (name, zone). Kalimantan Barat and Tengah keep WIB (IANA's
+# Asia/Pontianak, the same UTC+7 without daylight saving), so they share Asia/Jakarta here.
+PROVINCES: Mapping[str, tuple[str, str]] = {
+    "11": ("Aceh", WIB),
+    "12": ("Sumatera Utara", WIB),
+    "13": ("Sumatera Barat", WIB),
+    "14": ("Riau", WIB),
+    "15": ("Jambi", WIB),
+    "16": ("Sumatera Selatan", WIB),
+    "17": ("Bengkulu", WIB),
+    "18": ("Lampung", WIB),
+    "19": ("Kepulauan Bangka Belitung", WIB),
+    "21": ("Kepulauan Riau", WIB),
+    "31": ("DKI Jakarta", WIB),
+    "32": ("Jawa Barat", WIB),
+    "33": ("Jawa Tengah", WIB),
+    "34": ("DI Yogyakarta", WIB),
+    "35": ("Jawa Timur", WIB),
+    "36": ("Banten", WIB),
+    "51": ("Bali", WITA),
+    "52": ("Nusa Tenggara Barat", WITA),
+    "53": ("Nusa Tenggara Timur", WITA),
+    "61": ("Kalimantan Barat", WIB),
+    "62": ("Kalimantan Tengah", WIB),
+    "63": ("Kalimantan Selatan", WITA),
+    "64": ("Kalimantan Timur", WITA),
+    "65": ("Kalimantan Utara", WITA),
+    "71": ("Sulawesi Utara", WITA),
+    "72": ("Sulawesi Tengah", WITA),
+    "73": ("Sulawesi Selatan", WITA),
+    "74": ("Sulawesi Tenggara", WITA),
+    "75": ("Gorontalo", WITA),
+    "76": ("Sulawesi Barat", WITA),
+    "81": ("Maluku", WIT),
+    "82": ("Maluku Utara", WIT),
+    "91": ("Papua", WIT),
+    "92": ("Papua Barat", WIT),
+    "93": ("Papua Selatan", WIT),
+    "94": ("Papua Tengah", WIT),
+    "95": ("Papua Pegunungan", WIT),
+    "96": ("Papua Barat Daya", WIT),
+}
+PROVINCE_ZONES: Mapping[str, str] = {code: zone for code, (_, zone) in PROVINCES.items()}
+
+_HHMM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+
+
+@dataclass(frozen=True, slots=True)
+class QuietHours:
+    """Local times between which normal announcements wait; ``starts == ends`` means never.
+
+    The window may wrap midnight (21:00-06:00) or not (13:00-14:00); ``ends`` is exclusive.
+    """
+
+    starts: time
+    ends: time
+
+    @property
+    def enabled(self) -> bool:
+        return self.starts != self.ends
+
+    @classmethod
+    def parse(cls, text: str, *, field: str = "quiet_hours") -> QuietHours:
+        """``"21:00-06:00"``, or ``"off"`` for none.
+
+        Raises:
+            FieldError: naming ``field``.
+        """
+        cleaned = text.strip().lower()
+        if cleaned in ("off", "none", ""):
+            return cls(time(0), time(0))
+        starts, sep, ends = cleaned.partition("-")
+        first, second = _HHMM.match(starts.strip()), _HHMM.match(ends.strip())
+        if not sep or first is None or second is None:
+            raise FieldError(field, "expected HH:MM-HH:MM (e.g. 21:00-06:00) or 'off'")
+        return cls(
+            time(int(first.group(1)), int(first.group(2))),
+            time(int(second.group(1)), int(second.group(2))),
+        )
+
+    def __str__(self) -> str:
+        if not self.enabled:
+            return "off"
+        return f"{self.starts:%H:%M}-{self.ends:%H:%M}"
+
+
+DEFAULT_QUIET_HOURS = QuietHours(time(21, 0), time(6, 0))
+
+
+def quiet_until(hours: QuietHours, now: datetime, zone: ZoneInfo) -> datetime | None:
+    """When quiet hours end (aware, UTC) if ``now`` falls inside them in ``zone``, else None."""
+    if not hours.enabled:
+        return None
+    local = now.astimezone(zone)
+    clock_time = local.time().replace(tzinfo=None)
+    today = local.date()
+    if hours.starts < hours.ends:
+        inside = hours.starts <= clock_time < hours.ends
+        end_day = today
+    elif clock_time >= hours.starts:
+        inside, end_day = True, today + timedelta(days=1)
+    else:
+        inside, end_day = clock_time < hours.ends, today
+    if not inside:
+        return None
+    return datetime.combine(end_day, hours.ends, tzinfo=zone).astimezone(UTC)
+
+
+def zone_for_area(area_code: str | None, fallback: str) -> str:
+    """The IANA zone of an Indonesian area code (by its province), else ``fallback``."""
+    if area_code is None:
+        return fallback
+    return PROVINCE_ZONES.get(area_code[:2], fallback)
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo(WIB)
+
+
+async def quiet_hours_of(
+    conn: AsyncConnection, agency_id: int, *, default: QuietHours = DEFAULT_QUIET_HOURS
+) -> QuietHours:
+    row = (
+        await conn.execute(
+            sa.select(agency_quiet_hours.c.starts_minute, agency_quiet_hours.c.ends_minute).where(
+                agency_quiet_hours.c.agency_id == agency_id
+            )
+        )
+    ).first()
+    if row is None:
+        return default
+    return QuietHours(time(*divmod(row.starts_minute, 60)), time(*divmod(row.ends_minute, 60)))
+
+
+async def set_quiet_hours(
+    conn: AsyncConnection, agency_id: int, hours: QuietHours, *, now: datetime
+) -> None:
+    """Store the agency's quiet hours (``QuietHours.parse("off")`` turns them off)."""
+    values = {
+        "starts_minute": hours.starts.hour * 60 + hours.starts.minute,
+        "ends_minute": hours.ends.hour * 60 + hours.ends.minute,
+        "updated_at": now,
+    }
+    updated = await conn.execute(
+        sa.update(agency_quiet_hours)
+        .where(agency_quiet_hours.c.agency_id == agency_id)
+        .values(**values)
+    )
+    if not updated.rowcount:
+        await conn.execute(sa.insert(agency_quiet_hours).values(agency_id=agency_id, **values))
+
+
+def _zone_terms(agency_zone: str) -> dict[str, sa.ColumnElement[bool]]:
+    """Zone -> WHERE term selecting deliveries whose area code lies in it."""
+    province = sa.func.substr(deliveries.c.area_code, 1, 2)
+    by_zone: dict[str, list[str]] = {}
+    for code, zone in PROVINCE_ZONES.items():
+        by_zone.setdefault(zone, []).append(code)
+    terms: dict[str, sa.ColumnElement[bool]] = {
+        zone: province.in_(codes) for zone, codes in by_zone.items()
+    }
+    elsewhere = sa.or_(deliveries.c.area_code.is_(None), province.not_in(list(PROVINCE_ZONES)))
+    terms[agency_zone] = (
+        sa.or_(terms[agency_zone], elsewhere) if agency_zone in terms else elsewhere
+    )
+    return terms
+
+
+async def _defer(
+    conn: AsyncConnection,
+    *,
+    hours: QuietHours,
+    agency_zone: str,
+    now: datetime,
+    scope: Sequence[sa.ColumnElement[bool]],
+) -> int:
+    moved = 0
+    for zone, in_zone in _zone_terms(agency_zone).items():
+        resume = quiet_until(hours, now, _zone(zone))
+        if resume is None:
+            continue
+        result = await conn.execute(
+            sa.update(deliveries)
+            .where(
+                *scope,
+                in_zone,
+                deliveries.c.state == DeliveryState.QUEUED.value,
+                deliveries.c.priority > Priority.EMERGENCY,
+                deliveries.c.kind == "announcement",
+                deliveries.c.channel.in_(PERSONAL_CHANNELS),
+                deliveries.c.next_attempt_at < resume,
+            )
+            .values(next_attempt_at=resume)
+        )
+        moved += int(result.rowcount or 0)
+    return moved
+
+
+async def defer_announcement(
+    conn: AsyncConnection,
+    *,
+    announcement_id: int,
+    now: datetime,
+    default: QuietHours = DEFAULT_QUIET_HOURS,
+) -> int:
+    """Move the announcement's queued personal deliveries out of quiet hours; returns how many.
+
+    Call it in the fan-out's transaction, right after ``fan_out``: at most one UPDATE per zone
+    where it is quiet now, none for an emergency.
+    """
+    row = (
+        await conn.execute(
+            sa.select(announcements.c.urgency, announcements.c.agency_id, agencies.c.timezone)
+            .join(agencies, agencies.c.id == announcements.c.agency_id)
+            .where(announcements.c.id == announcement_id)
+        )
+    ).first()
+    if row is None or row.urgency == Urgency.EMERGENCY.value:
+        return 0
+    hours = await quiet_hours_of(conn, row.agency_id, default=default)
+    return await _defer(
+        conn,
+        hours=hours,
+        agency_zone=row.timezone,
+        now=now,
+        scope=[deliveries.c.announcement_id == announcement_id],
+    )
+
+
+async def defer_queued(
+    conn: AsyncConnection,
+    *,
+    now: datetime,
+    default: QuietHours = DEFAULT_QUIET_HOURS,
+    max_agencies: int = 10_000,
+) -> int:
+    """The same for every agency's queued deliveries: a long broadcast (or a retry) that runs
+    into the evening stops at quiet hours instead of going on all night. Returns rows moved.
+
+    One SELECT for the agencies and their quiet hours, then at most one UPDATE per agency and
+    zone where it is quiet now (none at all in the daytime)."""
+    rows: list[Any] = list(
+        await conn.execute(
+            sa.select(
+                agencies.c.id,
+                agencies.c.timezone,
+                agency_quiet_hours.c.starts_minute,
+                agency_quiet_hours.c.ends_minute,
+            )
+            .select_from(agencies.outerjoin(agency_quiet_hours))
+            .order_by(agencies.c.id)
+            .limit(max_agencies)
+        )
+    )
+    moved = 0
+    for agency in rows:
+        hours = default
+        if agency.starts_minute is not None:
+            hours = QuietHours(
+                time(*divmod(agency.starts_minute, 60)), time(*divmod(agency.ends_minute, 60))
+            )
+        if not hours.enabled:
+            continue
+        moved += await _defer(
+            conn,
+            hours=hours,
+            agency_zone=agency.timezone,
+            now=now,
+            scope=[deliveries.c.agency_id == agency.id],
+        )
+    return moved
