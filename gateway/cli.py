@@ -18,6 +18,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from gateway.config import ConfigProblem, WartaConfig, load_config
 
@@ -45,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     upgrade.add_argument("--config", type=Path, default=None)
 
     simulate = commands.add_parser("simulate", help="run one provider simulator standalone")
-    simulate.add_argument("provider", choices=["africastalking"])
+    simulate.add_argument("provider", choices=sorted(SIMULATORS))
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, default=9090)
     simulate.add_argument("--report-url", default=None, help="where to POST delivery reports")
@@ -88,21 +89,46 @@ def stop_signal() -> asyncio.Event:
     return stop
 
 
-async def _simulate(args: argparse.Namespace) -> None:
-    from channels.africastalking.simconfig import SimulatorConfig
-    from channels.africastalking.simulator import AfricasTalkingSimulator
+SIMULATORS = ("africastalking", "telegram", "meta", "x", "mastodon")
 
-    simulator = AfricasTalkingSimulator(
-        SimulatorConfig(
-            latency=args.latency,
-            delivery_report_url=args.report_url,
-            delivery_report_delay=args.report_delay,
-            seed=None,
-        )
-    )
+
+async def _simulate(args: argparse.Namespace) -> None:
+    """Run one provider simulator until Ctrl-C, with its default (test) credentials."""
     stop = stop_signal()
+    if args.provider == "africastalking":
+        from channels.africastalking.simconfig import SimulatorConfig as AtConfig
+        from channels.africastalking.simulator import AfricasTalkingSimulator
+
+        simulator: Any = AfricasTalkingSimulator(
+            AtConfig(
+                latency=args.latency,
+                delivery_report_url=args.report_url,
+                delivery_report_delay=args.report_delay,
+                seed=None,
+            )
+        )
+    elif args.provider == "telegram":
+        from channels.telegram.simconfig import SimulatorConfig as TgConfig
+        from channels.telegram.simulator import TelegramSimulator
+
+        simulator = TelegramSimulator(TgConfig(latency=args.latency, seed=None))
+    elif args.provider == "meta":
+        from channels.meta.simconfig import SimulatorConfig as MetaConfig
+        from channels.meta.simulator import MetaSimulator
+
+        simulator = MetaSimulator(
+            MetaConfig(latency=args.latency, status_webhook_url=args.report_url, seed=None)
+        )
+    elif args.provider == "x":
+        from channels.x.simulator import XSimulator, XSimulatorConfig
+
+        simulator = XSimulator(XSimulatorConfig(latency=args.latency, seed=None))
+    else:
+        from channels.mastodon.simulator import MastodonSimulator, MastodonSimulatorConfig
+
+        simulator = MastodonSimulator(MastodonSimulatorConfig(latency=args.latency, seed=None))
     url = await simulator.start(args.host, args.port)
-    print(f"Africa's Talking simulator on {url} (username 'sandbox', apiKey 'warta-simulator-key')")
+    print(f"{args.provider} simulator on {url} (default test credentials; see its simconfig)")
     try:
         await stop.wait()
     finally:
