@@ -8,6 +8,7 @@ changes nothing. Every callback is idempotent: a replay stores nothing new.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
@@ -31,6 +32,8 @@ class _Routes:
         base = "/callbacks/africastalking/{token}"
         app.router.add_post(base + "/sms/delivery", sms_delivery_report)
         app.router.add_post(base + "/sms/optout", sms_opt_out)
+        app.router.add_get("/callbacks/meta/whatsapp", whatsapp_verify)
+        app.router.add_post("/callbacks/meta/whatsapp", whatsapp_statuses)
 
 
 routes = _Routes()
@@ -42,6 +45,7 @@ def callback_urls(public_url: str, token: str) -> dict[str, str]:
     return {
         "africastalking_sms_delivery": f"{base}/sms/delivery",
         "africastalking_sms_optout": f"{base}/sms/optout",
+        "meta_whatsapp_webhook": f"{public_url.rstrip('/')}/callbacks/meta/whatsapp",
     }
 
 
@@ -111,4 +115,40 @@ async def sms_opt_out(request: web.Request) -> web.Response:
             .all()
         )
         await opt_out(conn, subscriber_ids=list(ids), channels=["sms"], now=app[CLOCK].now())
+    return web.Response(text="OK")
+
+
+async def whatsapp_verify(request: web.Request) -> web.Response:
+    """Meta's subscription handshake: echo the challenge only for our verify token."""
+    from channels.meta.signature import verify_subscription
+
+    token = request.app[CONFIG].secrets.meta_verify_token
+    challenge = None
+    if token is not None:
+        challenge = verify_subscription(request.query, token.get_secret_value())
+    if challenge is None:
+        return error_response(403, "forbidden", "verification refused")
+    return web.Response(text=challenge)
+
+
+async def whatsapp_statuses(request: web.Request) -> web.Response:
+    """Status webhooks, signed with ``X-Hub-Signature-256`` over the raw body."""
+    from channels.meta.signature import SIGNATURE_HEADER, verify_signature
+    from channels.whatsapp import WebhookFieldError, parse_status_webhook_body
+
+    secret = request.app[CONFIG].secrets.meta_app_secret
+    if request.content_length is not None and request.content_length > 1024 * 1024:
+        return error_response(413, "too_large", "webhook body too large")
+    raw = await request.read()
+    if secret is None or not verify_signature(
+        raw, request.headers.get(SIGNATURE_HEADER), secret.get_secret_value()
+    ):
+        log.warning("refused a WhatsApp webhook: bad signature")
+        return error_response(401, "unauthenticated", "webhook signature does not match")
+    try:
+        reports = parse_status_webhook_body(raw)
+    except WebhookFieldError as exc:
+        return error_response(400, "invalid", f"malformed webhook field {exc.field}", exc.field)
+    writer = request.app[REPORTS]
+    await asyncio.gather(*(writer.submit("whatsapp", report) for report in reports))
     return web.Response(text="OK")

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
 from gateway.callbacks import callback_urls
+from gateway.citizen.routes import callback_urls as citizen_callback_urls
 from gateway.config import WartaConfig, load_config
 from gateway.personal import PhoneVault
 
@@ -36,6 +37,7 @@ AGENCIES = (
     ),
 )
 ROLES = ("author", "approver", "operator", "admin")
+DEMO_CHANNELS = ("sms", "whatsapp", "telegram", "telegram_channel", "facebook", "x", "mastodon")
 # Indonesian mobile prefixes (Telkomsel, Indosat, XL, Tri, Smartfren).
 PREFIXES = ("812", "813", "821", "852", "856", "857", "817", "818", "895", "896", "881")
 
@@ -45,20 +47,33 @@ def _secrets(data_dir: Path) -> dict[str, str]:
     path = data_dir / "demo-secrets.json"
     if path.exists():
         loaded: dict[str, str] = json.loads(path.read_text())
-        return loaded
+        if "meta_app_secret" in loaded:
+            return loaded
     values = {
         "phone_keys": PhoneVault.generate_key(),
         "blind_index_key": PhoneVault.generate_key(),
         "africastalking_api_key": secrets.token_urlsafe(24),
         "callback_token": secrets.token_urlsafe(24),
+        "meta_app_secret": secrets.token_urlsafe(24),
+        "meta_verify_token": secrets.token_urlsafe(16),
+        "telegram_webhook_secret": secrets.token_urlsafe(24),
     }
     path.touch(mode=0o600)
     path.write_text(json.dumps(values, indent=2))
     return values
 
 
+def all_callback_urls(base_url: str, token: str) -> dict[str, str]:
+    """Every provider callback URL, as ``<provider>_<purpose>``."""
+    return {
+        **callback_urls(base_url, token),
+        **citizen_callback_urls(base_url, token),
+        "telegram_webhook": f"{base_url}/callbacks/telegram/webhook",
+    }
+
+
 def demo_config(
-    data_dir: Path, *, host: str, port: int, simulator_url: str, keys: dict[str, str]
+    data_dir: Path, *, host: str, port: int, settings: dict[str, Any], keys: dict[str, str]
 ) -> WartaConfig:
     return load_config(
         None,
@@ -67,7 +82,7 @@ def demo_config(
             "data_dir": str(data_dir),
             "database": {"url": f"sqlite+aiosqlite:///{(data_dir / 'warta.db').resolve()}"},
             "http": {"host": host, "port": port, "public_url": f"http://{host}:{port}"},
-            "africastalking": {"base_url": simulator_url, "username": "sandbox"},
+            **settings,
             "secrets": keys,
         },
     )
@@ -82,6 +97,15 @@ def demo_numbers(count: int, seed: int) -> list[str]:
         tail = "0000" if i % 500 == 499 else f"{rng.randrange(10_000):04d}"
         numbers.append(f"+62{rng.choice(PREFIXES)}{rng.randrange(1000, 10_000)}{tail}")
     return numbers
+
+
+def _demo_channels(rng: random.Random) -> list[str]:
+    draw = rng.random()
+    if draw < 0.1:
+        return ["whatsapp", "sms"]
+    if draw < 0.2:
+        return ["telegram", "sms"]
+    return ["sms"]
 
 
 async def seed(app: web.Application, *, subscribers_per_agency: int) -> list[dict[str, Any]]:
@@ -118,19 +142,26 @@ async def seed(app: web.Application, *, subscribers_per_agency: int) -> list[dic
                     language="en" if rng.random() < 0.2 else "id",
                     area_code=rng.choice(areas),
                     topics=[],
-                    channels=["sms"],
-                    telegram_chat_id=None,
+                    # Most citizens get SMS; some also chose WhatsApp or Telegram.
+                    channels=_demo_channels(rng),
+                    telegram_chat_id=700_000_000 + n * 100_000 + i,
                     consent_channel="import",
                     consent_text="demo data",
                     consent_at=now,
                 )
-                for number in demo_numbers(subscribers_per_agency, seed=n)
+                for i, number in enumerate(demo_numbers(subscribers_per_agency, seed=n))
             ]
             await insert_subscribers(
                 conn, agency_id=agency_id, people=people, vault=app[VAULT], now=now
             )
             credentials.append({"slug": slug, "name": name, "tokens": tokens})
     return credentials
+
+
+async def _ok(response: aiohttp.ClientResponse) -> None:
+    if response.status >= 400:
+        body = await response.json()
+        raise RuntimeError(f"{response.url.path}: {body['error']['message']}")
 
 
 async def _first_broadcast(base_url: str, tokens: dict[str, str], console: Console) -> None:
@@ -157,16 +188,17 @@ async def _first_broadcast(base_url: str, tokens: dict[str, str], console: Conso
                     },
                 }
             },
-            "channels": ["sms"],
+            "channels": list(DEMO_CHANNELS),
         }
         headers = {"Authorization": f"Bearer {tokens['author']}"}
         async with http.post("/api/v1/announcements", json=body, headers=headers) as r:
+            await _ok(r)
             created = await r.json()
         announcement_id = created["id"]
         async with http.post(
             f"/api/v1/announcements/{announcement_id}/submit", headers=headers
         ) as r:
-            r.raise_for_status()
+            await _ok(r)
         async with http.get(
             f"/api/v1/announcements/{announcement_id}/preview", headers=headers
         ) as r:
@@ -179,7 +211,7 @@ async def _first_broadcast(base_url: str, tokens: dict[str, str], console: Conso
         async with http.post(
             f"/api/v1/announcements/{announcement_id}/approve", headers=approver
         ) as r:
-            r.raise_for_status()
+            await _ok(r)
         await watch_progress(http, announcement_id, headers, console, total=preview["recipients"])
 
 
@@ -201,6 +233,7 @@ async def watch_progress(
             state: progress.add_task(state, total=max(total, 1))
             for state in ("queued", "sent", "delivered", "failed")
         }
+        done_polls = 0
         for _ in range(600):
             async with http.get(f"/api/v1/announcements/{announcement_id}", headers=headers) as r:
                 data = await r.json()
@@ -217,8 +250,12 @@ async def watch_progress(
             settled = (
                 counts.get("delivered", 0) + counts.get("failed", 0) + counts.get("cancelled", 0)
             )
-            if data["status"] == "done" and settled >= total:
-                break
+            # "sent" is final where a provider sends no delivery reports (Telegram); allow
+            # the others a few seconds after the last send for their reports.
+            if data["status"] == "done":
+                done_polls += 1
+                if settled >= total or done_polls > 20:
+                    break
             await asyncio.sleep(0.5)
     console.print(
         f"Broadcast {announcement_id}: {data['status']} — see /a/{data['verification_code']}"
@@ -228,11 +265,10 @@ async def watch_progress(
 async def run_demo(
     *, host: str, port: int, data_dir: Path, subscribers_per_agency: int, broadcast: bool
 ) -> None:
-    from channels.africastalking.simconfig import SimulatorConfig
-    from channels.africastalking.simulator import AfricasTalkingSimulator
     from gateway.app import create_app
     from gateway.cli import stop_signal
     from gateway.db.migrate import upgrade_async
+    from gateway.demo_sims import DemoSimulators
 
     console = Console()
     stop = stop_signal()
@@ -240,22 +276,15 @@ async def run_demo(
     os.chmod(data_dir, 0o700)
     keys = _secrets(data_dir)
     base_url = f"http://{host}:{port}"
-    report_url = callback_urls(base_url, keys["callback_token"])["africastalking_sms_delivery"]
-    simulator = AfricasTalkingSimulator(
-        SimulatorConfig(
-            api_key=keys["africastalking_api_key"],
-            latency=(0.02, 0.08),
-            delivery_report_url=report_url,
-            delivery_report_delay=(0.5, 3.0),
-            delivery_report_shares={
-                "Failed:DeliveryFailure": 0.01,
-                "AbsentSubscriber": 0.01,
-            },
-            seed=None,
-        )
+    simulators = DemoSimulators()
+    await simulators.start(base_url, keys)
+    config = demo_config(
+        data_dir,
+        host=host,
+        port=port,
+        settings=simulators.settings,
+        keys={**keys, **simulators.secrets},
     )
-    simulator_url = await simulator.start()
-    config = demo_config(data_dir, host=host, port=port, simulator_url=simulator_url, keys=keys)
     await upgrade_async(config.database.url)
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None)
@@ -275,14 +304,14 @@ async def run_demo(
                     {
                         "base_url": base_url,
                         "agencies": agencies,
-                        "callbacks": callback_urls(base_url, keys["callback_token"]),
-                        "simulators": {"africastalking": simulator_url},
+                        "callbacks": all_callback_urls(base_url, keys["callback_token"]),
+                        "simulators": simulators.urls,
                     },
                     indent=2,
                 )
             )
         credentials = json.loads(creds_path.read_text())
-        credentials["simulators"] = {"africastalking": simulator_url}
+        credentials["simulators"] = simulators.urls
         creds_path.write_text(json.dumps(credentials, indent=2))
         author = credentials["agencies"][0]["tokens"]["author"]
         console.print(f"[bold]Warta demo[/bold] on {base_url}")
@@ -304,9 +333,11 @@ async def run_demo(
             await asyncio.wait({sending, stopping}, return_when=asyncio.FIRST_COMPLETED)
             for task in (sending, stopping):
                 task.cancel()
+            if sending.done() and not sending.cancelled() and sending.exception() is not None:
+                console.print(f"[red]The first broadcast failed: {sending.exception()}[/red]")
         console.print("Press Ctrl-C to stop.")
         await stop.wait()
     finally:
         await runner.cleanup()
-        await simulator.stop()
+        await simulators.stop()
         console.print("Warta demo stopped; run it again to resume.")

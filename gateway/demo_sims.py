@@ -1,0 +1,96 @@
+"""Every built-in provider simulator, started together for ``warta demo``.
+
+Each simulator is the same real HTTP server the tests and benchmarks use; the demo points the
+gateway's channels at them and their callbacks back at the gateway.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+DEMO_TELEGRAM_CHANNEL = "@warta_demo"
+
+
+@dataclass
+class DemoSimulators:
+    """Start with ``start(base_url, keys)``; ``settings``/``secrets`` configure the gateway."""
+
+    running: list[Any] = field(default_factory=list)
+    urls: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+
+    async def start(self, base_url: str, keys: dict[str, str]) -> None:
+        from channels.africastalking.simconfig import SimulatorConfig as AtConfig
+        from channels.africastalking.simulator import AfricasTalkingSimulator
+        from channels.mastodon.simulator import MastodonSimulator, MastodonSimulatorConfig
+        from channels.meta.simconfig import SimulatorConfig as MetaConfig
+        from channels.meta.simulator import MetaSimulator
+        from channels.telegram.simconfig import DEFAULT_TOKEN
+        from channels.telegram.simconfig import SimulatorConfig as TgConfig
+        from channels.telegram.simulator import TelegramSimulator
+        from channels.x.simulator import XSimulator, XSimulatorConfig
+        from gateway.callbacks import callback_urls
+
+        callbacks = callback_urls(base_url, keys["callback_token"])
+        at = AfricasTalkingSimulator(
+            AtConfig(
+                api_key=keys["africastalking_api_key"],
+                latency=(0.02, 0.08),
+                delivery_report_url=callbacks["africastalking_sms_delivery"],
+                delivery_report_delay=(0.5, 3.0),
+                delivery_report_shares={"Failed:DeliveryFailure": 0.01, "AbsentSubscriber": 0.01},
+                currency="IDR",
+                seed=None,
+            )
+        )
+        meta_config = MetaConfig(
+            app_secret=keys["meta_app_secret"],
+            latency=(0.02, 0.1),
+            status_webhook_url=callbacks["meta_whatsapp_webhook"],
+            status_webhook_delay=(0.5, 2.0),
+            seed=None,
+        )
+        meta = MetaSimulator(meta_config)
+        telegram = TelegramSimulator(TgConfig(latency=(0.01, 0.05), seed=None))
+        x = XSimulator(XSimulatorConfig(latency=(0.05, 0.2), seed=None))
+        mastodon = MastodonSimulator(MastodonSimulatorConfig(latency=(0.05, 0.2), seed=None))
+        for name, simulator in (
+            ("africastalking", at),
+            ("meta", meta),
+            ("telegram", telegram),
+            ("x", x),
+            ("mastodon", mastodon),
+        ):
+            self.urls[name] = await simulator.start()
+            self.running.append(simulator)
+        self.settings = {
+            "africastalking": {"base_url": self.urls["africastalking"], "username": "sandbox"},
+            "telegram": {
+                "base_url": self.urls["telegram"],
+                "bot_username": "warta_sim_bot",
+                "channels": [DEMO_TELEGRAM_CHANNEL],
+                "register_webhook": False,
+            },
+            "whatsapp": {
+                "phone_number_id": meta_config.phone_number_id,
+                "base_url": self.urls["meta"],
+            },
+            "facebook": {"base_url": self.urls["meta"]},
+            "x": {"base_url": self.urls["x"]},
+            "mastodon": {"base_url": self.urls["mastodon"], "discover_limits": False},
+        }
+        self.secrets = {
+            "telegram_bot_token": DEFAULT_TOKEN,
+            "whatsapp_access_token": meta_config.whatsapp_token,
+            "facebook_page_tokens": json.dumps(dict(meta_config.page_tokens)),
+            "x_tokens": json.dumps({"warta_demo": "warta-x-simulator-token"}),
+            "mastodon_tokens": json.dumps({"warta_demo": "warta-mastodon-simulator-token"}),
+        }
+
+    async def stop(self) -> None:
+        for simulator in reversed(self.running):
+            await simulator.stop()
+        self.running.clear()
