@@ -257,6 +257,9 @@ async def watch_progress(
                 if settled >= total or done_polls > 20:
                     break
             await asyncio.sleep(0.5)
+    for per_channel in data.get("stats") or []:
+        shown = ", ".join(f"{state} {n}" for state, n in per_channel["counts"].items() if n)
+        console.print(f"  {per_channel['channel']:<17} {shown}")
     console.print(
         f"Broadcast {announcement_id}: {data['status']} — see /a/{data['verification_code']}"
     )

@@ -2,9 +2,10 @@
 
 Telegram POSTs one update per request with our secret in ``X-Telegram-Bot-Api-Secret-Token``
 (``channels.telegram.webhook``). A missing or wrong secret gets 401 and changes nothing. Every
-authentic update gets 200, even one we ignore or cannot parse, because Telegram re-sends
-anything else; the one exception is a database that cannot be reached or is locked (503), so
-that Telegram delivers the update again later instead of it being lost.
+authentic update gets 200, even one we ignore, cannot parse or fail on, because Telegram
+re-sends anything else (and holds back later updates meanwhile); the one exception is a
+database that is unreachable or locked (``worth_retrying``): 503, so that Telegram delivers
+the update again later instead of it being lost. Replays are harmless (see below).
 
 Commands, in a private chat::
 
@@ -16,9 +17,10 @@ Commands, in a private chat::
     /bahasa [id|en]      the language of replies and announcements
     /help, /bantuan      the commands (also the answer to an unknown command)
 
-Free text waits in the operator inbox (``inbound_messages``, ``handled='inbox'``) and gets a
-short acknowledgement. A citizen blocking the bot (``my_chat_member`` ``kicked``) is opted out
-of Telegram at once. Replies go through the outbox as ``kind='reply'`` deliveries on channel
+What each update does is decided in ``gateway.citizen.telegram_commands``. Free text waits
+in the operator inbox (``inbound_messages``, ``handled='inbox'``) and gets a short
+acknowledgement. A citizen blocking the bot (``my_chat_member`` ``kicked``) is opted out of
+Telegram at once. Replies go through the outbox as ``kind='reply'`` deliveries on channel
 ``telegram``, in the subscriber's language (else the Telegram app's, else the agency's).
 
 Each update is handled once: it is recorded as ``tg-update-<update_id>`` in the same
@@ -29,8 +31,7 @@ does nothing. Chat ids and texts never reach a log line.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import sqlalchemy as sa
@@ -45,29 +46,24 @@ from channels.telegram.webhook import (
 from gateway.api.errors import error_response
 from gateway.appkeys import CLOCK, CONFIG, DISPATCHER, ENGINE, VAULT
 from gateway.citizen import telegram_chats as chats
-from gateway.citizen import telegram_wording as words
-from gateway.citizen import wording
-from gateway.citizen.areas import parse_area
 from gateway.citizen.directory import SqlCitizenDirectory
-from gateway.citizen.telegram_chats import ChatReply, ChatSubscriber
-from gateway.codes import normalise_code
+from gateway.citizen.telegram_chats import ChatReply
+from gateway.citizen.telegram_commands import (
+    BotContext,
+    SetLanguage,
+    StopTelegram,
+    Subscribe,
+    decide,
+    reply_language,
+)
 from gateway.db.engine import reading
 
 log = logging.getLogger("warta.citizen.telegram")
 
 WEBHOOK_PATH = "/callbacks/telegram/webhook"
-LATEST_COUNT = 3
-_LANGUAGE_WORDS = {
-    "id": "id",
-    "ind": "id",
-    "indonesia": "id",
-    "en": "en",
-    "eng": "en",
-    "english": "en",
-    "inggris": "en",
-}
-# Failures worth a retry by Telegram: the database is down, unreachable or locked.
-_TRANSIENT = (sa.exc.OperationalError, sa.exc.InterfaceError, ConnectionError, TimeoutError)
+# SQLSTATE classes worth a retry: connection exceptions, insufficient resources, operator
+# intervention (shutting down, cannot connect now), serialization failure and deadlock.
+_RETRY_SQLSTATES = ("08", "53", "57P", "40001", "40P01")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,157 +79,6 @@ TELEGRAM_BOT = web.AppKey("telegram_bot", TelegramBotSettings)
 @runtime_checkable
 class WebhookChannel(Protocol):
     async def register_webhook(self, url: str) -> None: ...
-
-
-# -- what an update does --------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Subscribe:
-    language: str
-    area_code: str | None
-    area_given: bool
-    consent_text: str = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class SetLanguage:
-    language: str
-
-
-@dataclass(frozen=True, slots=True)
-class StopTelegram:
-    pass
-
-
-Change = Subscribe | SetLanguage | StopTelegram
-
-
-@dataclass(frozen=True, slots=True)
-class Turn:
-    """One update's effect: recorded as ``handled``, then ``change``, then ``reply`` queued."""
-
-    handled: str
-    reply: str | None = field(repr=False)
-    language: str
-    change: Change | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BotContext:
-    """What a command reads: the update, its subscriber (if any), the agency, the language."""
-
-    inbound: TelegramInbound
-    person: ChatSubscriber | None
-    directory: SqlCitizenDirectory
-    language: str
-    public_url: str
-
-    def link(self, code: str) -> str:
-        return f"{self.public_url.rstrip('/')}/a/{code}"
-
-    def turn(
-        self, reply: str | None, change: Change | None = None, *, language: str | None = None
-    ) -> Turn:
-        return Turn("command", reply, language or self.language, change)
-
-
-def _reply_language(inbound: TelegramInbound, person: ChatSubscriber | None, default: str) -> str:
-    if person is not None:
-        return wording.supported(person.language, default)
-    primary = (inbound.language_code or "").split("-", 1)[0].lower()
-    return wording.supported(primary, wording.supported(default))
-
-
-async def _start(ctx: BotContext) -> Turn:
-    payload = ctx.inbound.start_payload
-    area = parse_area(payload) if payload else None
-    given = area is not None
-    if not given and ctx.person is not None:
-        area = ctx.person.area_code
-    text = words.welcome(ctx.language, agency=ctx.directory.agency_name, area=area)
-    return ctx.turn(text, Subscribe(ctx.language, area, given, consent_text=text))
-
-
-async def _stop(ctx: BotContext) -> Turn:
-    if ctx.person is None:
-        return ctx.turn(words.tg_say(ctx.language, "not_subscribed"))
-    text = words.tg_say(ctx.language, "stopped", agency=ctx.directory.agency_name)
-    return ctx.turn(text, StopTelegram())
-
-
-async def _check(ctx: BotContext) -> Turn:
-    code = normalise_code("".join(ctx.inbound.args))
-    if code is None:
-        return ctx.turn(words.tg_say(ctx.language, "check_usage"))
-    result = await ctx.directory.verify(code)
-    if not result.genuine:
-        return ctx.turn(wording.say(ctx.language, "fake", code=code))
-    text = words.genuine(
-        ctx.language,
-        code=code,
-        agency=result.agency or "",
-        title=result.title or "",
-        issued_at=result.issued_at,
-        url=ctx.link(code),
-    )
-    return ctx.turn(text)
-
-
-async def _latest(ctx: BotContext) -> Turn:
-    area = ctx.person.area_code if ctx.person is not None else None
-    found = await ctx.directory.latest(area_code=area, language=ctx.language, limit=LATEST_COUNT)
-    if not found:
-        return ctx.turn(wording.say(ctx.language, "no_news"))
-    heading = words.tg_say(ctx.language, "latest", agency=ctx.directory.agency_name)
-    lines = [words.bulletin_line(b.title, b.date, ctx.link(b.code)) for b in found]
-    return ctx.turn("\n\n".join([heading, *lines]))
-
-
-async def _language(ctx: BotContext) -> Turn:
-    args = ctx.inbound.args
-    chosen = _LANGUAGE_WORDS.get(args[0].lower()) if args else None
-    if chosen is None:
-        return ctx.turn(words.LANGUAGE_ASK)
-    if ctx.person is None:
-        return ctx.turn(words.tg_say(chosen, "not_subscribed"), language=chosen)
-    text = words.tg_say(chosen, "language_set")
-    return ctx.turn(text, SetLanguage(chosen), language=chosen)
-
-
-async def _help(ctx: BotContext) -> Turn:
-    subscribed = ctx.person is not None and ctx.person.active
-    return ctx.turn(words.help_text(ctx.language, subscribed=subscribed))
-
-
-COMMANDS: dict[str, Callable[[BotContext], Awaitable[Turn]]] = {
-    "start": _start,
-    "stop": _stop,
-    "berhenti": _stop,
-    "cek": _check,
-    "check": _check,
-    "terbaru": _latest,
-    "latest": _latest,
-    "bahasa": _language,
-    "language": _language,
-    "help": _help,
-    "bantuan": _help,
-}
-
-
-async def decide(ctx: BotContext) -> Turn:
-    """What ``ctx.inbound`` does, from what was read before the write transaction."""
-    inbound, language = ctx.inbound, ctx.language
-    if inbound.kind == "blocked":
-        return Turn("blocked", None, language, StopTelegram() if ctx.person else None)
-    if inbound.kind == "unblocked":
-        # Consent comes with /start, which Telegram's "Restart" button sends next.
-        return Turn("unblocked", None, language)
-    if inbound.command is not None:
-        return await COMMANDS.get(inbound.command, _help)(ctx)
-    if not inbound.text:
-        return Turn("ignored", words.tg_say(language, "text_only"), language)
-    return Turn("inbox", words.tg_say(language, "received"), language)
 
 
 # -- applying it ----------------------------------------------------------------------------
@@ -259,7 +104,7 @@ async def handle_update(app: web.Application, inbound: TelegramInbound) -> bool:
     agency_id = directory.agency_id
     async with reading(engine) as conn:
         person = await chats.find_chat(conn, agency_id=agency_id, chat_id=chat_id)
-    language = _reply_language(inbound, person, directory.default_language)
+    language = reply_language(inbound, person, directory.default_language)
     context = BotContext(inbound, person, directory, language, app[CONFIG].http.public_url)
     turn = await decide(context)
 
@@ -321,6 +166,24 @@ async def handle_update(app: web.Application, inbound: TelegramInbound) -> bool:
 # -- HTTP -----------------------------------------------------------------------------------
 
 
+def worth_retrying(exc: BaseException) -> bool:
+    """Whether a failure is the database's passing trouble, so Telegram should re-send.
+
+    Anything else (a bug, a constraint we did not expect) would fail the same way again, and
+    Telegram holds back later updates while it retries one.
+    """
+    if isinstance(exc, OSError | sa.exc.TimeoutError):  # OSError covers connection refusals
+        return True
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated or isinstance(exc.orig, OSError):
+        return True
+    state = getattr(exc.orig, "sqlstate", None)
+    if isinstance(state, str) and state.startswith(_RETRY_SQLSTATES):
+        return True
+    return "database is locked" in str(exc.orig)  # SQLite's busy timeout ran out
+
+
 def _accepted() -> web.Response:
     return web.Response(status=200)
 
@@ -349,12 +212,12 @@ async def telegram_webhook(request: web.Request) -> web.Response:
     except LookupError:
         log.warning("Telegram update %s not handled: no agency yet", inbound.update_id)
         return error_response(503, "unavailable", "no agency is configured")
-    except _TRANSIENT as exc:
+    except Exception as exc:
         # Only the class: SQL errors quote their parameters, and those hold chat ids.
-        log.warning("Telegram update %s deferred: %s", inbound.update_id, type(exc).__name__)
-        return error_response(503, "unavailable", "try again later")
-    except Exception as exc:  # a re-sent update would fail the same way: drop it, loudly
-        log.error("Telegram update %s failed: %s", inbound.update_id, type(exc).__name__)
+        if worth_retrying(exc):
+            log.warning("Telegram update %s deferred: %s", inbound.update_id, type(exc).__name__)
+            return error_response(503, "unavailable", "try again later")
+        log.error("Telegram update %s dropped: %s", inbound.update_id, type(exc).__name__)
     return _accepted()
 
 
