@@ -341,7 +341,12 @@ def copy_table(name: str, *, indexed: bool) -> sa.Table:
                 for d in ("sqlite", "postgresql")
                 if ix.dialect_options[d]["where"] is not None
             }
-            sa.Index(f"{name}_{ix.name}", *[table.c[c.name] for c in ix.columns], **where)
+            sa.Index(
+                f"{name}_{ix.name}"[:63],
+                *[table.c[c.name] for c in ix.columns],
+                unique=ix.unique,
+                **where,
+            )
     return table
 
 
