@@ -81,7 +81,7 @@ def create_app(
     from gateway.citizen import routes as citizen_routes
     from gateway.citizen.routes import CitizenSettings
     from gateway.outbox.replies import OutboxReplies
-    from gateway.renditions import Renderer
+    from gateway.renditions import Renderer, TemplateProblem
     from gateway.web import public
 
     app = web.Application(
@@ -92,6 +92,12 @@ def create_app(
     app[CLOCK] = clock or SystemClock()
     app[VAULT] = vault or vault_from_config(config)
     app[RENDERER] = Renderer(config.templates_dir)
+    try:
+        # Syntax errors, undefined variables and sandbox violations stop the start here,
+        # naming the template and line; a missing fact is refused per announcement at submit.
+        app[RENDERER].check_all()
+    except TemplateProblem as exc:
+        raise ConfigProblem(f"templates: {exc}") from None
     app[system.VERIFY_LIMITER] = KeyedLimiter(rate=1.0, burst=20)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_outbox)

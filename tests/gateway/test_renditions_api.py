@@ -139,3 +139,18 @@ async def test_verification_is_rate_limited_per_address(world: World) -> None:
     ]
     assert statuses[:20] == [200] * 20
     assert 429 in statuses[20:]
+
+
+async def test_a_broken_template_stops_the_start_naming_it(config, tmp_path) -> None:
+    import pytest
+
+    from gateway.app import create_app
+    from gateway.config import ConfigProblem
+
+    templates = tmp_path / "templates"
+    shutil.copytree(REPO_TEMPLATES, templates)
+    (templates / "en" / "x.txt.j2").write_text("{{ title }}\n{% if %}\n")
+    with pytest.raises(ConfigProblem) as caught:
+        create_app(config.model_copy(update={"templates_dir": templates}))
+    assert "en/x.txt.j2" in str(caught.value)
+    assert "line 2" in str(caught.value)
