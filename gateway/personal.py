@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import phonenumbers
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from phonenumbers import carrier
 
 
 class InvalidPhoneNumber(ValueError):
@@ -43,6 +44,8 @@ class PhoneNumber:
     # Filled in by ``normalise``, which has the number parsed already; parsing again to mask
     # costs as much as validating, which shows on a 100,000-row import.
     masked: str = field(default="", repr=False, compare=False)
+    # The mobile network the number was issued to (prices may differ per network); "" unknown.
+    network: str = field(default="", compare=False)
 
     def __str__(self) -> str:
         return self.masked or mask(self.e164)
@@ -67,7 +70,8 @@ def normalise(raw: str, default_region: str) -> PhoneNumber:
     region = phonenumbers.region_code_for_number(parsed) or default_region
     e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
     masked = _mask_parts(str(parsed.country_code), str(parsed.national_number))
-    return PhoneNumber(e164=e164, region=region, masked=masked)
+    network = carrier.name_for_number(parsed, "en") or ""
+    return PhoneNumber(e164=e164, region=region, masked=masked, network=network)
 
 
 def mask(e164: str) -> str:

@@ -11,6 +11,7 @@ import pytest
 
 from channels.base import Channel, OutgoingMessage, SendResult
 from gateway.renditions import (
+    DEFAULT_TEMPLATES_DIR,
     SHORTENING_STEPS,
     WEB_PAGE,
     AnnouncementContent,
@@ -119,7 +120,11 @@ def write(root: Path, files: dict[str, str]) -> Renderer:
 def test_every_builtin_template_loads(renderer: Renderer) -> None:
     checked = renderer.check_all(CHANNELS)
     assert renderer.languages() == ["en", "id"]
-    assert len(checked) == 16
+    template_files = {
+        f"{path.parent.name}/{path.name}" for path in DEFAULT_TEMPLATES_DIR.glob("*/*.j2")
+    }
+    assert set(checked) == template_files
+    assert len(checked) == 2 * 9  # two languages: eight channels and the web page each
 
 
 @pytest.mark.parametrize("language", ["id", "en"])

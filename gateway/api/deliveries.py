@@ -19,6 +19,7 @@ from gateway.db.engine import reading
 from gateway.db.schema import deliveries, subscribers
 from gateway.outbox.content import content_for, languages_of
 from gateway.outbox.fanout import count_audience
+from gateway.pricing import Tariff
 from gateway.renditions import TemplateProblem
 from gateway.store.announcements import AnnouncementRow, get_announcement
 
@@ -71,10 +72,13 @@ async def build_preview(request: web.Request, row: AnnouncementRow) -> Preview:
         )
     langs = languages_of(v)
     # Subscribers whose language the announcement lacks get the main language.
-    recipients: dict[tuple[str, str], dict[str | None, int]] = defaultdict(lambda: defaultdict(int))
-    for (channel, lang, country), n in audience.items():
-        recipients[(channel, lang if lang in langs else v["language"])][country] += n
+    recipients: dict[tuple[str, str], dict[tuple[str | None, str | None], int]] = defaultdict(
+        lambda: defaultdict(int)
+    )
+    for (channel, lang, country, network), n in audience.items():
+        recipients[(channel, lang if lang in langs else v["language"])][(country, network)] += n
     pricing = config.pricing
+    tariff = Tariff.from_config(pricing)
     out: list[RenditionPreview] = []
     problems: list[str] = []
     for channel in v["channels"]:
@@ -130,9 +134,8 @@ async def build_preview(request: web.Request, row: AnnouncementRow) -> Preview:
                 continue
             cost = Decimal(0)
             if channel == "sms":
-                for country, n in per_country.items():
-                    price = pricing.per_region.get(country or "", pricing.default_per_segment)
-                    cost += price * rendition.segments * n
+                for (country, network), n in per_country.items():
+                    cost += tariff.price(country, network) * rendition.segments * n
             out.append(
                 RenditionPreview(
                     channel=channel,

@@ -35,6 +35,7 @@ from gateway.outbox import claims
 from gateway.outbox.content import content_for
 from gateway.outbox.fanout import fan_out
 from gateway.personal import PhoneVault
+from gateway.pricing import Tariff
 from gateway.ratelimit import TokenBucket
 from gateway.renditions import Renderer
 
@@ -190,14 +191,12 @@ class Dispatcher:
                     .one()
                 )
                 segments = await self._segments(conn, row)
-                pricing = self.config.pricing
                 added = await fan_out(
                     conn,
                     announcement=row,
                     now=now,
                     segments_by_channel=segments,
-                    price_per_segment=pricing.per_region,
-                    default_price=pricing.default_per_segment,
+                    tariff=Tariff.from_config(self.config.pricing),
                     accounts={n: c.accounts for n, c in self.channels.items() if c.accounts},
                 )
                 log.info("announcement %s started: %s", announcement_id, added)

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.db.dialect import insert_ignoring_conflicts
 from gateway.db.schema import deliveries, subscriber_channels, subscribers
 from gateway.domain import PERSONAL_CHANNELS, DeliveryState, Priority, Urgency
+from gateway.pricing import Tariff
 
 DELIVERY_COLUMNS = (
     "announcement_id",
@@ -83,24 +84,13 @@ def _topics_match(conn: AsyncConnection, topics: list[str]) -> sa.ColumnElement[
     )
 
 
-def _case(column: Any, mapping: Mapping[str, Any], default: Any) -> Any:
-    if not mapping:
-        return sa.literal(default)
-    return sa.case(
-        {key: sa.literal(value) for key, value in mapping.items()},
-        value=column,
-        else_=sa.literal(default),
-    )
-
-
 async def fan_out(
     conn: AsyncConnection,
     *,
     announcement: Mapping[str, Any],
     now: datetime,
     segments_by_channel: Mapping[str, Mapping[str, int]] | None = None,
-    price_per_segment: Mapping[str, Decimal] | None = None,
-    default_price: Decimal = Decimal(0),
+    tariff: Tariff | None = None,
     accounts: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, int]:
     """Insert the announcement's deliveries; returns how many were added per channel.
@@ -110,7 +100,7 @@ async def fan_out(
             translations, urgency).
         segments_by_channel: channel -> language -> SMS segments of that rendition, so each
             delivery knows its segments and estimated cost from the start.
-        price_per_segment: region (ISO country) -> price of one segment.
+        tariff: the price of one SMS segment by country and network.
         accounts: social channel -> the accounts to post to (one delivery each, in the
             announcement's main language).
     """
@@ -162,7 +152,11 @@ async def fan_out(
             if per_language
             else sa.literal(1)
         )
-        price = _case(subscribers.c.country, price_per_segment or {}, default_price)
+        price = (
+            sa.literal(Decimal(0))
+            if tariff is None
+            else tariff.sql_price(subscribers.c.country, subscribers.c.network)
+        )
         cost = (segments * price) if channel == "sms" else sa.null()
         source = (
             sa.select(
@@ -206,13 +200,14 @@ async def count_audience(
     channels: Sequence[str],
     areas: Sequence[str],
     topics: Sequence[str],
-) -> dict[tuple[str, str, str | None], int]:
-    """Recipients per (channel, subscriber language, country), from one grouped query."""
+) -> dict[tuple[str, str, str | None, str | None], int]:
+    """Recipients per (channel, language, country, network), from one grouped query."""
     rows = await conn.execute(
         sa.select(
             subscriber_channels.c.channel,
             subscribers.c.language,
             subscribers.c.country,
+            subscribers.c.network,
             sa.func.count(),
         )
         .select_from(
@@ -225,9 +220,16 @@ async def count_audience(
             subscriber_channels.c.opted_out_at.is_(None),
             *audience_filter(conn, agency_id=agency_id, areas=areas, topics=topics),
         )
-        .group_by(subscriber_channels.c.channel, subscribers.c.language, subscribers.c.country)
+        .group_by(
+            subscriber_channels.c.channel,
+            subscribers.c.language,
+            subscribers.c.country,
+            subscribers.c.network,
+        )
     )
-    return {(channel, lang, country): int(n) for channel, lang, country, n in rows}
+    return {
+        (channel, lang, country, network): int(n) for channel, lang, country, network, n in rows
+    }
 
 
 async def cancel_pending(conn: AsyncConnection, *, announcement_id: int, now: datetime) -> int:

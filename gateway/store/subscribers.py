@@ -67,6 +67,7 @@ async def insert_subscribers(
                     "phone_index": index,
                     "phone_masked": str(person.phone),
                     "country": person.phone.region,
+                    "network": person.phone.network or None,
                     "telegram_chat_id": person.telegram_chat_id,
                     "language": person.language,
                     "area_code": person.area_code,

@@ -154,3 +154,35 @@ async def test_a_broken_template_stops_the_start_naming_it(config, tmp_path) -> 
         create_app(config.model_copy(update={"templates_dir": templates}))
     assert "en/x.txt.j2" in str(caught.value)
     assert "line 2" in str(caught.value)
+
+
+async def test_prices_follow_the_network_where_the_tariff_names_it(aiohttp_client, config) -> None:
+    from gateway.config import PricingConfig
+
+    priced = config.model_copy(
+        update={
+            "pricing": PricingConfig(
+                per_region={"ID": Decimal(350)},
+                per_network={"ID": {"Telkomsel": Decimal(400)}},
+            )
+        }
+    )
+    world = await World.start(aiohttp_client, priced)
+    lines = ["phone,language,area_code"]
+    lines += [f"+62812{i:08d},id,31.71" for i in range(1, 4)]  # Telkomsel
+    lines += [f"+62857{i:08d},id,31.71" for i in range(1, 3)]  # Indosat
+    imported = await world.call(
+        "POST",
+        "/api/v1/subscribers/import",
+        role=Role.OPERATOR,
+        data="\n".join(lines),
+        headers={"Content-Type": "text/csv"},
+    )
+    assert imported.body["imported"] == 5
+    created = await world.announce(facts=FACTS)
+    answer = await world.call(
+        "GET", f"/api/v1/announcements/{created['id']}/preview", role=Role.AUTHOR
+    )
+    (sms,) = answer.body["renditions"]
+    segments = sms["segments"]
+    assert Decimal(answer.body["estimated_cost"]) == segments * (3 * 400 + 2 * 350)

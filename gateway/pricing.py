@@ -1,0 +1,55 @@
+"""What one SMS segment costs, by country and, where the contract says so, by network.
+
+The same tariff prices the preview (in Python, per group of recipients) and each delivery at
+fan-out (as a SQL CASE over the subscriber's country and network), so the estimate before
+approval and the deliveries' own estimates agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from gateway.config import PricingConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Tariff:
+    currency: str
+    default: Decimal
+    per_region: Mapping[str, Decimal] = field(default_factory=dict)
+    per_network: Mapping[str, Mapping[str, Decimal]] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, pricing: PricingConfig) -> Tariff:
+        return cls(
+            currency=pricing.currency,
+            default=pricing.default_per_segment,
+            per_region=pricing.per_region,
+            per_network=pricing.per_network,
+        )
+
+    def price(self, country: str | None, network: str | None) -> Decimal:
+        """Price of one segment to a number of ``country`` on ``network``."""
+        by_network = self.per_network.get(country or "", {})
+        if network and network in by_network:
+            return by_network[network]
+        return self.per_region.get(country or "", self.default)
+
+    def sql_price(self, country: Any, network: Any) -> Any:
+        """The same rule as a SQL expression over the subscriber's columns."""
+        whens: list[tuple[Any, Any]] = [
+            (sa.and_(country == region, network == name), sa.literal(price))
+            for region, networks in self.per_network.items()
+            for name, price in networks.items()
+        ]
+        whens += [
+            (country == region, sa.literal(price)) for region, price in self.per_region.items()
+        ]
+        if not whens:
+            return sa.literal(self.default)
+        return sa.case(*whens, else_=sa.literal(self.default))
