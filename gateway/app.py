@@ -79,10 +79,12 @@ def create_app(
     """Build the gateway. Nothing connects until the app starts (``cleanup_ctx``)."""
     from gateway.callbacks import routes as callback_routes
     from gateway.citizen import routes as citizen_routes
+    from gateway.citizen import telegram_bot
     from gateway.citizen.routes import CitizenSettings
     from gateway.outbox.replies import OutboxReplies
     from gateway.renditions import Renderer, TemplateProblem
     from gateway.web import public
+    from scheduler.service import SCHEDULER_SETTINGS, SchedulerSettings, scheduler_ctx
 
     app = web.Application(
         middlewares=[error_middleware, auth_middleware],
@@ -101,6 +103,8 @@ def create_app(
     app[system.VERIFY_LIMITER] = KeyedLimiter(rate=1.0, burst=20)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_outbox)
+    app[SCHEDULER_SETTINGS] = SchedulerSettings.from_config(config.scheduler)
+    app.cleanup_ctx.append(scheduler_ctx)
 
     all_routes = [route for module in API_MODULES for route in module.routes]
     app[OPENAPI] = build_openapi(all_routes)
@@ -123,5 +127,6 @@ def create_app(
         ),
         replies=OutboxReplies(app),
     )
+    telegram_bot.install(app)
     public.install(app)
     return app

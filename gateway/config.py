@@ -140,6 +140,50 @@ class DispatchConfig(_Section):
     enabled: bool = True
 
 
+class SchedulerSection(_Section):
+    """When this process looks at the database for due work (the database decides what)."""
+
+    # None: follow [dispatch] enabled (an API-only process starts nothing by itself).
+    enabled: bool | None = None
+    # How often to look for what other processes changed (send-at edits, approvals).
+    sweep_interval_s: float = Field(default=30.0, gt=0, le=3600)
+    # Occurrences of recurring announcements are issued this far ahead of their time.
+    recurrence_horizon_s: float = Field(default=600.0, ge=0, le=86_400)
+    # An occurrence missed by more than this (gateway down) is skipped, not sent late.
+    misfire_grace_s: float = Field(default=3600.0, ge=0)
+    # Default quiet hours in each subscriber's local time, "HH:MM-HH:MM" or "off"; an agency
+    # sets its own with PUT /api/v1/agency/quiet-hours.
+    quiet_hours: str = "21:00-06:00"
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours(cls, value: str) -> str:
+        from gateway.outbox.quiet import QuietHours
+        from scheduler.validation import FieldError
+
+        try:
+            QuietHours.parse(value)
+        except FieldError as exc:
+            raise ValueError(exc.reason) from None
+        return value
+
+
+class VoiceSection(_Section):
+    """Voice calls through Africa's Talking (same account as SMS); off without a number."""
+
+    enabled: bool = False
+    base_url: str = "https://voice.africastalking.com"
+    # Our Africa's Talking virtual number, E.164 with '+'.
+    caller_number: str = ""
+    audio_dir: str = "warta-audio"
+    espeak_program: str = "espeak-ng"
+    say_voice: str = "woman"
+    batch_size: int = Field(default=50, ge=1, le=1000)
+    rate_per_second: float = Field(default=5.0, gt=0)
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    executor_workers: int = Field(default=4, ge=1, le=64)
+
+
 class PricingConfig(_Section):
     """Price per SMS segment by country calling region, optionally by network code.
 
@@ -151,6 +195,8 @@ class PricingConfig(_Section):
     per_region: dict[str, Decimal] = Field(
         default_factory=lambda: {"ID": Decimal("350"), "KE": Decimal("12")}
     )
+    # Region -> network name (as phonenumbers names carriers, e.g. "Telkomsel") -> price.
+    per_network: dict[str, dict[str, Decimal]] = Field(default_factory=dict)
 
 
 class CitizenConfig(_Section):
@@ -191,6 +237,8 @@ class WartaConfig(_Section):
     phone: PhoneConfig = PhoneConfig()
     africastalking: AfricasTalkingSection = AfricasTalkingSection()
     dispatch: DispatchConfig = DispatchConfig()
+    scheduler: SchedulerSection = SchedulerSection()
+    voice: VoiceSection = VoiceSection()
     pricing: PricingConfig = PricingConfig()
     citizen: CitizenConfig = CitizenConfig()
     telegram: TelegramSection = TelegramSection()

@@ -8,6 +8,7 @@ it. Modules:
 - ``cron``: standard crontab -> APScheduler ``CronTrigger`` (Sunday is 0, as in cron);
 - ``planning``: pure functions deciding the next wake-up and the occurrences to issue;
 - ``recurrence``: recurring announcements in storage (attach, approve, issue, cancel);
+- ``series``: an announcement's place in a series, for the API;
 - ``sendat``: reading and changing an announcement's send time;
 - ``service``: ``WartaScheduler`` and ``scheduler_ctx`` for the app's ``cleanup_ctx``.
 """

@@ -118,6 +118,8 @@ subscribers = Table(
     Column("phone_index", String(64), nullable=True),
     Column("phone_masked", String(32), nullable=True),
     Column("country", String(2), nullable=True),
+    # The mobile network the number was issued to (a number ported since may differ).
+    Column("network", String(64), nullable=True),
     Column("telegram_chat_id", BigInteger, nullable=True),
     Column("language", String(8), nullable=False),
     Column("area_code", String(32), nullable=True),
@@ -282,3 +284,7 @@ audit_events = Table(
     Column("hash", String(64), nullable=True),
     Index("ix_audit_events_agency_id_at", "agency_id", "at"),
 )
+
+# The scheduler declares its tables (recurrences, quiet hours) on this metadata. Importing it
+# here keeps one complete picture of the schema for the migrations and the start-up check.
+from scheduler import tables as _scheduler_tables  # noqa: E402, F401

@@ -1,0 +1,49 @@
+"""One Warta process in a start race (run by ``test_two_processes``; not a test itself).
+
+It starts the gateway with the scheduler (dispatch loops off), says it is ready, waits for
+the go signal, moves its clock to the send time and asks its scheduler for a tick (through
+APScheduler's one-shot job), then prints how many announcements it started, as JSON.
+
+Usage: python -m tests.scheduler.racer DATABASE_URL KEYS_JSON READY GO CLOCK_START SEND_AT
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.clock import ManualClock
+from scheduler.service import SCHEDULER
+from tests.scheduler.support import TEST_SETTINGS, scheduler_app
+from tests.support.config import make_config
+
+
+async def race(argv: list[str]) -> dict[str, int]:
+    database_url, keys_json, ready, go, clock_start, send_at = argv
+    config = make_config(database_url, json.loads(keys_json), dispatch={"enabled": False})
+    clock = ManualClock(datetime.fromisoformat(clock_start))
+    app = scheduler_app(config, clock=clock, settings=TEST_SETTINGS)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        scheduler = app[SCHEDULER]
+        await scheduler.settle()
+        Path(ready).touch()
+        for _ in range(12_000):
+            if Path(go).exists():
+                break
+            await asyncio.sleep(0.005)
+        clock.set(datetime.fromisoformat(send_at))
+        await scheduler.settle()
+        return {"started": scheduler.started_total}
+    finally:
+        await runner.cleanup()
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(race(sys.argv[1:]))))

@@ -1,0 +1,236 @@
+"""Quiet hours: normal announcements wait for the morning in each subscriber's own zone;
+emergencies go at once. Deferral is one UPDATE per zone; the claim simply respects it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+
+from gateway.clock import ManualClock
+from gateway.db.schema import agencies, deliveries
+from gateway.outbox import claims
+from gateway.outbox.quiet import (
+    DEFAULT_QUIET_HOURS,
+    PROVINCE_ZONES,
+    PROVINCES,
+    QuietHours,
+    defer_announcement,
+    quiet_until,
+    set_quiet_hours,
+    zone_for_area,
+)
+from scheduler.validation import FieldError
+from tests.scheduler.support import (
+    approve,
+    create_and_submit,
+    dispatcher_of,
+    scheduled_world,
+    scheduler_of,
+)
+from tests.support.sms import import_numbers, numbers
+
+WIB, WITA, WIT = ZoneInfo("Asia/Jakarta"), ZoneInfo("Asia/Makassar"), ZoneInfo("Asia/Jayapura")
+DAY = datetime(2026, 1, 5, tzinfo=UTC)
+
+
+def test_every_province_has_its_zone():
+    wib = {"11", "12", "13", "14", "15", "16", "17", "18", "19", "21"}
+    wib |= {"31", "32", "33", "34", "35", "36", "61", "62"}
+    wita = {"51", "52", "53", "63", "64", "65", "71", "72", "73", "74", "75", "76"}
+    wit = {"81", "82", "91", "92", "93", "94", "95", "96"}
+
+    assert len(PROVINCES) == 38
+    assert {p for p, z in PROVINCE_ZONES.items() if z == "Asia/Jakarta"} == wib
+    assert {p for p, z in PROVINCE_ZONES.items() if z == "Asia/Makassar"} == wita
+    assert {p for p, z in PROVINCE_ZONES.items() if z == "Asia/Jayapura"} == wit
+
+
+@pytest.mark.parametrize(
+    ("area", "zone"),
+    [
+        ("31.71", "Asia/Jakarta"),
+        ("51.71.01", "Asia/Makassar"),
+        ("91", "Asia/Jayapura"),
+        ("64.72", "Asia/Makassar"),
+        ("99.01", "Africa/Nairobi"),
+        (None, "Africa/Nairobi"),
+    ],
+)
+def test_zone_for_area_falls_back_to_the_agency(area, zone):
+    assert zone_for_area(area, "Africa/Nairobi") == zone
+
+
+@pytest.mark.parametrize(
+    ("local", "resume_local"),
+    [
+        (datetime(2026, 1, 5, 20, 59), None),
+        (datetime(2026, 1, 5, 21, 0), datetime(2026, 1, 6, 6, 0)),
+        (datetime(2026, 1, 5, 23, 30), datetime(2026, 1, 6, 6, 0)),
+        (datetime(2026, 1, 6, 2, 0), datetime(2026, 1, 6, 6, 0)),
+        (datetime(2026, 1, 6, 6, 0), None),
+        (datetime(2026, 1, 6, 12, 0), None),
+    ],
+)
+def test_quiet_until_wraps_midnight(local, resume_local):
+    now = local.replace(tzinfo=WITA).astimezone(UTC)
+
+    resume = quiet_until(DEFAULT_QUIET_HOURS, now, WITA)
+
+    expected = None if resume_local is None else resume_local.replace(tzinfo=WITA)
+    assert resume == expected
+
+
+def test_quiet_hours_within_a_day_and_off():
+    lunch = QuietHours.parse("13:00-14:00")
+    at = datetime(2026, 1, 5, 13, 30, tzinfo=WIB)
+
+    assert quiet_until(lunch, at, WIB) == datetime(2026, 1, 5, 14, 0, tzinfo=WIB)
+    assert quiet_until(lunch, at + timedelta(hours=1), WIB) is None
+    assert quiet_until(QuietHours.parse("off"), at, WIB) is None
+    assert str(lunch) == "13:00-14:00"
+    assert str(QuietHours.parse("off")) == "off"
+    assert QuietHours.parse(" 21:00 - 06:00 ") == DEFAULT_QUIET_HOURS
+
+
+@pytest.mark.parametrize("text", ["21-06", "25:00-06:00", "21:00", "nine to five"])
+def test_bad_quiet_hours_name_the_field(text):
+    with pytest.raises(FieldError) as raised:
+        QuietHours.parse(text, field="quiet_hours")
+
+    assert raised.value.field == "quiet_hours"
+
+
+async def _subscribe_everywhere(world) -> None:
+    await import_numbers(world, numbers(2, start=1), area_code="31.71")  # Jakarta, WIB
+    await import_numbers(world, numbers(2, start=11), area_code="51.71")  # Bali, WITA
+    await import_numbers(world, numbers(2, start=21), area_code="91.71")  # Papua, WIT
+    await import_numbers(world, numbers(2, start=31))  # no area: the agency's zone
+
+
+async def _next_attempt_by_area(world, announcement_id: int) -> dict[str | None, datetime]:
+    async with world.engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(deliveries.c.area_code, sa.func.max(deliveries.c.next_attempt_at))
+            .where(deliveries.c.announcement_id == announcement_id)
+            .group_by(deliveries.c.area_code)
+        )
+        return {area: when for area, when in rows}
+
+
+async def _start(world, clock, **fields) -> int:
+    created = await create_and_submit(world, **fields)
+    await approve(world, created["id"])
+    dispatcher = dispatcher_of(world)
+    assert await dispatcher.start_due() == 1
+    return int(created["id"])
+
+
+async def _claim(world, clock) -> int:
+    async with world.engine.begin() as conn:
+        taken = await claims.claim(
+            conn,
+            channel="sms",
+            limit=100,
+            now=clock.now(),
+            lease_until=clock.now() + timedelta(seconds=60),
+        )
+    return len(taken)
+
+
+async def test_only_the_zone_in_quiet_hours_waits(aiohttp_client, database_url, keys):
+    # 12:30 UTC: 19:30 in Jakarta, 20:30 in Bali, 21:30 in Papua.
+    clock = ManualClock(DAY.replace(hour=12, minute=30))
+    async with scheduled_world(aiohttp_client, database_url, keys, clock=clock) as (world, _):
+        await _subscribe_everywhere(world)
+        announcement_id = await _start(world, clock)
+        async with world.engine.begin() as conn:
+            moved = await defer_announcement(conn, announcement_id=announcement_id, now=clock.now())
+        papua_morning = datetime(2026, 1, 6, 6, 0, tzinfo=WIT)
+
+        assert moved == 2
+        assert (await _next_attempt_by_area(world, announcement_id))["91.71"] == papua_morning
+        assert await _claim(world, clock) == 6
+        clock.set(papua_morning - timedelta(seconds=1))
+        assert await _claim(world, clock) == 0
+        clock.set(papua_morning)
+        assert await _claim(world, clock) == 2
+
+
+async def test_late_at_night_each_zone_waits_for_its_own_morning(
+    aiohttp_client, database_url, keys
+):
+    # 15:30 UTC: 22:30 in Jakarta, 23:30 in Bali, 00:30 in Papua.
+    clock = ManualClock(DAY.replace(hour=15, minute=30))
+    async with scheduled_world(aiohttp_client, database_url, keys, clock=clock) as (world, _):
+        await _subscribe_everywhere(world)
+        announcement_id = await _start(world, clock)
+        async with world.engine.begin() as conn:
+            moved = await defer_announcement(conn, announcement_id=announcement_id, now=clock.now())
+
+        assert moved == 8
+        assert await _next_attempt_by_area(world, announcement_id) == {
+            "31.71": datetime(2026, 1, 6, 6, 0, tzinfo=WIB),
+            None: datetime(2026, 1, 6, 6, 0, tzinfo=WIB),
+            "51.71": datetime(2026, 1, 6, 6, 0, tzinfo=WITA),
+            "91.71": datetime(2026, 1, 6, 6, 0, tzinfo=WIT),
+        }
+        assert await _claim(world, clock) == 0
+
+
+async def test_an_emergency_goes_at_once(aiohttp_client, database_url, keys):
+    clock = ManualClock(DAY.replace(hour=15, minute=30))
+    async with scheduled_world(aiohttp_client, database_url, keys, clock=clock) as (world, _):
+        await _subscribe_everywhere(world)
+        announcement_id = await _start(world, clock, urgency="emergency")
+        async with world.engine.begin() as conn:
+            moved = await defer_announcement(conn, announcement_id=announcement_id, now=clock.now())
+
+        assert moved == 0
+        assert await _claim(world, clock) == 8
+
+
+async def test_an_agency_sets_its_own_hours_and_zone(aiohttp_client, database_url, keys):
+    # 19:00 UTC is 22:00 in Nairobi and 02:00 in Jakarta.
+    clock = ManualClock(DAY.replace(hour=19))
+    async with scheduled_world(aiohttp_client, database_url, keys, clock=clock) as (world, _):
+        await _subscribe_everywhere(world)
+        async with world.engine.begin() as conn:
+            await conn.execute(
+                sa.update(agencies)
+                .where(agencies.c.id == world.agency_ids[0])
+                .values(timezone="Africa/Nairobi")
+            )
+            await set_quiet_hours(
+                conn, world.agency_ids[0], QuietHours(time(1, 0), time(5, 0)), now=clock.now()
+            )
+        announcement_id = await _start(world, clock)
+        async with world.engine.begin() as conn:
+            moved = await defer_announcement(conn, announcement_id=announcement_id, now=clock.now())
+            await set_quiet_hours(
+                conn, world.agency_ids[0], QuietHours.parse("off"), now=clock.now()
+            )
+            after_off = await defer_announcement(
+                conn, announcement_id=announcement_id, now=clock.now()
+            )
+
+        # 01:00-05:00 is quiet in Jakarta (02:00), Bali (03:00) and Papua (04:00), not for
+        # the two without an area, who follow the agency's Nairobi (22:00).
+        assert moved == 6
+        assert (await _next_attempt_by_area(world, announcement_id))[None] == clock.now()
+        assert after_off == 0
+
+
+async def test_the_scheduler_defers_what_it_starts_at_night(aiohttp_client, database_url, keys):
+    clock = ManualClock(DAY.replace(hour=15, minute=30))
+    async with scheduled_world(aiohttp_client, database_url, keys, clock=clock) as (world, _):
+        await _subscribe_everywhere(world)
+        created = await create_and_submit(world)
+        await approve(world, created["id"])
+
+        report = await scheduler_of(world).settle()
+
+        assert (report.started, report.deferred) == (1, 8)
+        assert await _claim(world, clock) == 0

@@ -1,0 +1,85 @@
+"""Two Warta processes on one database both try to start the same due announcement: exactly
+one fan-out happens (``Dispatcher.start_due``'s conditional update approved -> sending)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.clock import ManualClock
+from tests.scheduler.support import (
+    approve,
+    create_and_submit,
+    delivery_states,
+    scheduled_world,
+    status_of,
+)
+from tests.support.sms import import_numbers, numbers
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _wait_for(paths: list[Path], processes: list[subprocess.Popen[str]]) -> None:
+    deadline = time.monotonic() + 120
+    while not all(p.exists() for p in paths):
+        for process in processes:
+            if process.poll() is not None:
+                pytest.fail(f"a racer exited early: {process.communicate()[1][-2000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail("the racers did not start within two minutes")
+        time.sleep(0.02)
+
+
+async def test_exactly_one_process_starts_a_due_announcement(
+    aiohttp_client, database_url, keys, tmp_path
+):
+    clock = ManualClock()
+    async with scheduled_world(aiohttp_client, database_url, keys, clock=clock) as (world, _):
+        await import_numbers(world, numbers(25))
+        send_at = clock.now() + timedelta(hours=1)
+        created = await create_and_submit(world, send_at=send_at.isoformat())
+        await approve(world, created["id"])
+        racer_keys = json.dumps({k: v for k, v in keys.items() if k != "africastalking_api_key"})
+        go = tmp_path / "go"
+        ready = [tmp_path / f"ready-{n}" for n in range(2)]
+        racers = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tests.scheduler.racer",
+                    database_url,
+                    racer_keys,
+                    str(ready[n]),
+                    str(go),
+                    clock.now().isoformat(),
+                    send_at.isoformat(),
+                ],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for n in range(2)
+        ]
+        try:
+            _wait_for(ready, racers)
+            go.touch()
+            outputs = [racer.communicate(timeout=120) for racer in racers]
+        finally:
+            for racer in racers:
+                if racer.poll() is None:
+                    racer.kill()
+                    racer.communicate()
+
+        assert [racer.returncode for racer in racers] == [0, 0], [err for _, err in outputs]
+        started = sorted(json.loads(out.strip().splitlines()[-1])["started"] for out, _ in outputs)
+        assert started == [0, 1]
+        assert await status_of(world, created["id"]) == "sending"
+        assert await delivery_states(world, created["id"]) == {"queued": 25}
