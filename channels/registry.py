@@ -7,8 +7,10 @@ previews and the conformance test.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import re
 
 from pydantic import SecretStr
 
@@ -16,6 +18,10 @@ from channels.base import Channel
 from gateway.config import ConfigProblem, WartaConfig
 
 log = logging.getLogger("warta.channels")
+
+_E164 = re.compile(r"\+[1-9]\d{6,14}")
+# Languages calls are made in: Africa's Talking's <Say> speaks English; the rest is espeak-ng.
+VOICE_LANGUAGES = ("id", "en")
 
 
 def _accounts(secret: SecretStr, name: str) -> dict[str, str]:
@@ -42,6 +48,9 @@ def build_channels(config: WartaConfig) -> dict[str, Channel]:
             config.africastalking, secrets.africastalking_api_key.get_secret_value()
         )
         channels["sms"] = SmsChannel(at)
+    voice = _voice(config)
+    if voice is not None:
+        channels["voice"] = voice
     if secrets.telegram_bot_token is not None:
         from channels.telegram import TelegramChannel, TelegramChannelPost, TelegramConfig
 
@@ -117,6 +126,54 @@ def build_channels(config: WartaConfig) -> dict[str, Channel]:
     return channels
 
 
+def _voice(config: WartaConfig) -> Channel | None:
+    """The voice channel when ``[voice] enabled``, on the same Africa's Talking account as SMS.
+
+    Raises:
+        ConfigProblem: voice is enabled without a usable ``caller_number``, or with languages
+            that need espeak-ng and no espeak-ng installed.
+    """
+    section = config.voice
+    if not section.enabled:
+        return None
+    # The number is ours, not a citizen's, but it stays out of the message all the same.
+    if not section.caller_number:
+        raise ConfigProblem(
+            "voice.caller_number: required when voice.enabled is true (your Africa's Talking "
+            "voice number, E.164 with '+', e.g. +6221…; set WARTA_VOICE__CALLER_NUMBER)"
+        )
+    if not _E164.fullmatch(section.caller_number):
+        raise ConfigProblem("voice.caller_number: must be E.164 with '+' (e.g. +62215550100)")
+    key = config.secrets.africastalking_api_key
+    if key is None or not config.africastalking.username:
+        log.warning(
+            "voice.enabled is true but the Africa's Talking account is not configured "
+            "(africastalking.username, WARTA_SECRETS__AFRICASTALKING_API_KEY): voice is off"
+        )
+        return None
+    from channels.voice import VoiceChannel, VoiceConfig
+    from channels.voice.speech import SAY_LANGUAGES
+    from gateway.errors import ConfigError
+
+    voice_config = VoiceConfig.from_settings(
+        section,
+        username=config.africastalking.username,
+        api_key=key.get_secret_value(),
+        public_url=config.http.public_url,
+    )
+    if not voice_config.audio_dir.is_absolute():
+        voice_config = dataclasses.replace(
+            voice_config, audio_dir=config.data_dir / voice_config.audio_dir
+        )
+    channel = VoiceChannel(voice_config, languages=VOICE_LANGUAGES)
+    if any(language not in SAY_LANGUAGES for language in VOICE_LANGUAGES):
+        try:
+            channel.renderer.executable()
+        except ConfigError as exc:
+            raise ConfigProblem(f"voice.espeak_program: {exc.reason}") from None
+    return channel
+
+
 def _plain(secret: SecretStr | None) -> str:
     return "" if secret is None else secret.get_secret_value()
 
@@ -127,11 +184,13 @@ def channel_classes() -> dict[str, type[Channel]]:
     from channels.mastodon import MastodonChannel
     from channels.sms.adapter import SmsChannel
     from channels.telegram import TelegramChannel, TelegramChannelPost
+    from channels.voice import VoiceChannel
     from channels.whatsapp import WhatsAppChannel
     from channels.x import XChannel
 
     return {
         "sms": SmsChannel,
+        "voice": VoiceChannel,
         "telegram": TelegramChannel,
         "telegram_channel": TelegramChannelPost,
         "whatsapp": WhatsAppChannel,

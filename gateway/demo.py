@@ -26,6 +26,7 @@ from gateway.callbacks import callback_urls
 from gateway.citizen.routes import callback_urls as citizen_callback_urls
 from gateway.config import WartaConfig, load_config
 from gateway.personal import PhoneVault
+from gateway.voice_routes import callback_urls as voice_callback_urls
 
 AGENCIES = (
     ("bpbd-dki", "BPBD DKI Jakarta", "Asia/Jakarta", ["31.71", "31.72", "31.73", "31.74", "31.75"]),
@@ -37,7 +38,16 @@ AGENCIES = (
     ),
 )
 ROLES = ("author", "approver", "operator", "admin")
-DEMO_CHANNELS = ("sms", "whatsapp", "telegram", "telegram_channel", "facebook", "x", "mastodon")
+DEMO_CHANNELS = (
+    "sms",
+    "voice",
+    "whatsapp",
+    "telegram",
+    "telegram_channel",
+    "facebook",
+    "x",
+    "mastodon",
+)
 # Indonesian mobile prefixes (Telkomsel, Indosat, XL, Tri, Smartfren).
 PREFIXES = ("812", "813", "821", "852", "856", "857", "817", "818", "895", "896", "881")
 
@@ -68,6 +78,7 @@ def all_callback_urls(base_url: str, token: str) -> dict[str, str]:
     return {
         **callback_urls(base_url, token),
         **citizen_callback_urls(base_url, token),
+        **voice_callback_urls(base_url, token),
         "telegram_webhook": f"{base_url}/callbacks/telegram/webhook",
     }
 
@@ -105,6 +116,9 @@ def _demo_channels(rng: random.Random) -> list[str]:
         return ["whatsapp", "sms"]
     if draw < 0.2:
         return ["telegram", "sms"]
+    if draw < 0.26:
+        # Voice calls reach citizens without data or who cannot read an SMS.
+        return ["voice", "sms"]
     return ["sms"]
 
 
@@ -142,7 +156,7 @@ async def seed(app: web.Application, *, subscribers_per_agency: int) -> list[dic
                     language="en" if rng.random() < 0.2 else "id",
                     area_code=rng.choice(areas),
                     topics=[],
-                    # Most citizens get SMS; some also chose WhatsApp or Telegram.
+                    # Most citizens get SMS; some also chose WhatsApp, Telegram or a call.
                     channels=_demo_channels(rng),
                     telegram_chat_id=700_000_000 + n * 100_000 + i,
                     consent_channel="import",
@@ -164,7 +178,9 @@ async def _ok(response: aiohttp.ClientResponse) -> None:
         raise RuntimeError(f"{response.url.path}: {body['error']['message']}")
 
 
-async def _first_broadcast(base_url: str, tokens: dict[str, str], console: Console) -> None:
+async def _first_broadcast(
+    base_url: str, tokens: dict[str, str], console: Console, *, channels: list[str]
+) -> None:
     async with aiohttp.ClientSession(base_url) as http:
         body = {
             "title": "Peringatan banjir Jakarta",
@@ -188,7 +204,7 @@ async def _first_broadcast(base_url: str, tokens: dict[str, str], console: Conso
                     },
                 }
             },
-            "channels": list(DEMO_CHANNELS),
+            "channels": channels,
         }
         headers = {"Authorization": f"Bearer {tokens['author']}"}
         async with http.post("/api/v1/announcements", json=body, headers=headers) as r:
@@ -315,10 +331,14 @@ async def run_demo(
             )
         credentials = json.loads(creds_path.read_text())
         credentials["simulators"] = simulators.urls
+        # Refreshed on every run, so a data dir from an older demo learns new callbacks.
+        credentials["callbacks"] = all_callback_urls(base_url, keys["callback_token"])
         creds_path.write_text(json.dumps(credentials, indent=2))
         author = credentials["agencies"][0]["tokens"]["author"]
         console.print(f"[bold]Warta demo[/bold] on {base_url}")
         console.print(f"Data in {data_dir}, credentials in {creds_path}")
+        for note in simulators.notes:
+            console.print(f"[yellow]{note}[/yellow]")
         console.print("Create an announcement:")
         example = '{"title": "Uji coba", "body": "Pesan uji coba.", "channels": ["sms"]}'
         console.print(
@@ -330,7 +350,13 @@ async def run_demo(
         )
         if first_run and broadcast:
             sending = asyncio.ensure_future(
-                _first_broadcast(base_url, credentials["agencies"][0]["tokens"], console)
+                _first_broadcast(
+                    base_url,
+                    credentials["agencies"][0]["tokens"],
+                    console,
+                    # Without a voice channel, voice deliveries would wait in the outbox.
+                    channels=[c for c in DEMO_CHANNELS if c != "voice" or simulators.voice],
+                )
             )
             stopping = asyncio.ensure_future(stop.wait())
             await asyncio.wait({sending, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -7,32 +7,45 @@ gateway's channels at them and their callbacks back at the gateway.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 DEMO_TELEGRAM_CHANNEL = "@warta_demo"
+# The demo's Africa's Talking voice number (Jakarta); the voice simulator accepts only it.
+DEMO_VOICE_NUMBER = "+622150880000"
 
 
 @dataclass
 class DemoSimulators:
-    """Start with ``start(base_url, keys)``; ``settings``/``secrets`` configure the gateway."""
+    """Start with ``start(base_url, keys)``; ``settings``/``secrets`` configure the gateway.
+
+    ``voice`` says whether voice calls are on: they need espeak-ng for Bahasa Indonesia, and
+    without it the demo runs without voice (``notes`` says why) rather than not at all.
+    """
 
     running: list[Any] = field(default_factory=list)
     urls: dict[str, str] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
+    voice: bool = False
+    notes: list[str] = field(default_factory=list)
 
     async def start(self, base_url: str, keys: dict[str, str]) -> None:
         from channels.africastalking.simconfig import SimulatorConfig as AtConfig
         from channels.africastalking.simulator import AfricasTalkingSimulator
+        from channels.africastalking.voice_sim import VoiceSimulator
         from channels.mastodon.simulator import MastodonSimulator, MastodonSimulatorConfig
         from channels.meta.simconfig import SimulatorConfig as MetaConfig
         from channels.meta.simulator import MetaSimulator
         from channels.telegram.simconfig import DEFAULT_TOKEN
         from channels.telegram.simconfig import SimulatorConfig as TgConfig
         from channels.telegram.simulator import TelegramSimulator
+        from channels.voice.simconfig import VoiceSimulatorConfig
         from channels.x.simulator import XSimulator, XSimulatorConfig
         from gateway.callbacks import callback_urls
+        from gateway.voice_routes import callback_urls as voice_callback_urls
 
         callbacks = callback_urls(base_url, keys["callback_token"])
         at = AfricasTalkingSimulator(
@@ -57,8 +70,25 @@ class DemoSimulators:
         telegram = TelegramSimulator(TgConfig(latency=(0.01, 0.05), seed=None))
         x = XSimulator(XSimulatorConfig(latency=(0.05, 0.2), seed=None))
         mastodon = MastodonSimulator(MastodonSimulatorConfig(latency=(0.05, 0.2), seed=None))
+        voice = VoiceSimulator(
+            VoiceSimulatorConfig(
+                username="sandbox",
+                api_key=keys["africastalking_api_key"],
+                caller_numbers=frozenset({DEMO_VOICE_NUMBER}),
+                callback_url=voice_callback_urls(base_url, keys["callback_token"])[
+                    "africastalking_voice"
+                ],
+                latency=(0.02, 0.08),
+                answer_delay=(1.0, 4.0),
+                call_outcome_shares={"NO_ANSWER": 0.08, "USER_BUSY": 0.04},
+                currency="IDR",
+                price_per_minute=Decimal("2500"),
+                seed=None,
+            )
+        )
         for name, simulator in (
             ("africastalking", at),
+            ("africastalking_voice", voice),
             ("meta", meta),
             ("telegram", telegram),
             ("x", x),
@@ -82,6 +112,20 @@ class DemoSimulators:
             "x": {"base_url": self.urls["x"]},
             "mastodon": {"base_url": self.urls["mastodon"], "discover_limits": False},
         }
+        self.voice = shutil.which("espeak-ng") is not None
+        if self.voice:
+            self.settings["voice"] = {
+                "enabled": True,
+                "base_url": self.urls["africastalking_voice"],
+                "caller_number": DEMO_VOICE_NUMBER,
+                "audio_dir": "audio",
+                "rate_per_second": 20.0,
+            }
+        else:
+            self.notes.append(
+                "Voice calls are off: install espeak-ng (apt-get install espeak-ng) to hear "
+                "announcements in Bahasa Indonesia."
+            )
         self.secrets = {
             "telegram_bot_token": DEFAULT_TOKEN,
             "whatsapp_access_token": meta_config.whatsapp_token,

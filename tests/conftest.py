@@ -1,7 +1,8 @@
 """The shared harness: every database test runs on a real SQLite file and a real PostgreSQL.
 
 PostgreSQL comes from ``WARTA_TEST_POSTGRES_URL`` (``.ci/run`` starts a throwaway cluster and
-sets it). Without it, PostgreSQL cases are skipped locally, and fail when ``CI=true``.
+sets it). Without it, PostgreSQL cases are skipped locally, and fail when ``CI=true``. The same
+rule holds for espeak-ng (the ``espeak`` fixture), which voice calls in Bahasa Indonesia need.
 """
 
 from __future__ import annotations
@@ -27,6 +28,17 @@ from tests.support.world import World
 POSTGRES_URL = os.environ.get("WARTA_TEST_POSTGRES_URL")
 ON_CI = os.environ.get("CI", "").lower() == "true"
 BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture
+def espeak() -> str:
+    """espeak-ng's path; tests needing it skip locally without it and fail when ``CI=true``."""
+    found = shutil.which("espeak-ng")
+    if found is None:
+        if ON_CI:
+            pytest.fail("CI=true but espeak-ng is not installed (apt-get install espeak-ng)")
+        pytest.skip("espeak-ng not installed (apt-get install espeak-ng); CI fails instead")
+    return found
 
 
 @pytest.fixture(scope="session")

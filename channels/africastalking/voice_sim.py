@@ -405,7 +405,7 @@ def _json(body: object) -> web.Response:
 
 
 async def serve_forever(host: str, port: int, config: VoiceSimulatorConfig) -> None:
-    """Run the simulator until cancelled (``warta simulate africastalking-voice``)."""
+    """Run the simulator until cancelled (``warta simulate voice``)."""
     simulator = VoiceSimulator(config)
     base_url = await simulator.start(host, port)
     log.info("Africa's Talking voice simulator listening on %s", base_url)

@@ -83,6 +83,11 @@ class VoiceChannel(Channel):
     def __repr__(self) -> str:
         return f"<VoiceChannel channel='voice' username={self._config.username!r}>"
 
+    @property
+    def config(self) -> VoiceConfig:
+        """The settings calls are placed with (the gateway's callback routes read them too)."""
+        return self._config
+
     async def start(self) -> None:
         """Fail at start-up, not mid-call, when a configured language needs espeak-ng.
 

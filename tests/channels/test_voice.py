@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,18 +44,6 @@ SENT, DELIVERED, FAILED = DeliveryState.SENT, DeliveryState.DELIVERED, DeliveryS
 ALERT_ID = "Peringatan banjir. Segera mengungsi ke tempat yang lebih tinggi."
 ALERT_EN = "Flood warning. Move to higher ground now."
 N1, N2, N3, N4 = (f"+25472212340{i}" for i in range(1, 5))
-ON_CI = os.environ.get("CI", "").lower() == "true"
-
-
-@pytest.fixture
-def espeak() -> str:
-    """espeak-ng's path; tests needing it skip locally without it and fail on CI."""
-    found = shutil.which("espeak-ng")
-    if found is None:
-        if ON_CI:
-            pytest.fail("CI=true but espeak-ng is not installed (apt-get install espeak-ng)")
-        pytest.skip("espeak-ng not installed (apt-get install espeak-ng); CI fails instead")
-    return found
 
 
 # Call requests, table by table ---------------------------------------------------------
