@@ -90,7 +90,8 @@ async def create_subscriber(
             principal=principal,
             action="subscriber.create",
             subject=("subscriber", subscriber_id),
-            after={"phone": str(person.phone), "channels": person.channels},
+            # No number, not even masked: the audit log outlives an erasure.
+            after={"channels": person.channels},
             now=now,
         )
         (created,) = await store.list_subscribers(
@@ -259,25 +260,44 @@ async def search_subscribers(
     )
 
 
+# Erasure is for an administrator: it cannot be undone. A second call on an erased subscriber
+# answers 204 again (DELETE is idempotent, so a retried request after a lost answer is not an
+# error) and records no second audit event.
 @routes.delete(
     "/subscribers/{id}",
-    summary="Erase a subscriber's personal data (keeps anonymous counts)",
-    roles=[Role.OPERATOR],
+    summary="Erase a subscriber's personal data (number, chat id, their messages' texts); "
+    "cancels what is still queued for them and keeps anonymous counts. Idempotent: erasing "
+    "again answers 204",
+    roles=[Role.ADMIN],
     status=204,
     tags=TAGS,
 )
 async def erase_subscriber(request: web.Request, principal: Principal) -> None:
     subscriber_id = path_id(request)
-    now = request.app[CLOCK].now()
-    async with request.app[ENGINE].begin() as conn:
-        if not await store.erase(
-            conn, agency_id=principal.agency_id, subscriber_id=subscriber_id, now=now
-        ):
-            raise not_found(f"subscriber {subscriber_id}", field="id")
-        await record(
+    app = request.app
+    now = app[CLOCK].now()
+    async with app[ENGINE].begin() as conn:
+        erased = await store.erase(
             conn,
-            principal=principal,
-            action="subscriber.erase",
-            subject=("subscriber", subscriber_id),
+            agency_id=principal.agency_id,
+            subscriber_id=subscriber_id,
+            vault=app[VAULT],
             now=now,
         )
+        if erased is None:
+            raise not_found(f"subscriber {subscriber_id}", field="id")
+        if erased.first:
+            # Counts only: the audit log is append-only, so it must never hold the person.
+            await record(
+                conn,
+                principal=principal,
+                action="subscriber.erase",
+                subject=("subscriber", subscriber_id),
+                after={
+                    "cancelled": erased.cancelled,
+                    "deliveries_unlinked": erased.deliveries_unlinked,
+                    "messages_blanked": erased.messages_blanked,
+                    "threads_closed": erased.threads_closed,
+                },
+                now=now,
+            )

@@ -28,12 +28,15 @@ from gateway.api.errors import error_response
 from gateway.appkeys import CLOCK, CONFIG, ENGINE, VAULT
 from gateway.callbacks import FORM_LIMIT, authentic
 from gateway.citizen import wording
-from gateway.citizen.directory import SqlCitizenDirectory
+from gateway.citizen.directory import AgencyDirectories, SqlCitizenDirectory
 from gateway.citizen.keywords import answer_sms
 from gateway.citizen.ports import Caller
 from gateway.citizen.screens import DEFAULT_SCREEN, check_size, screen
 from gateway.citizen.ussd import respond, split_history
+from gateway.db.schema import inbound_messages
 from gateway.personal import InvalidPhoneNumber, PhoneNumber, normalise
+from gateway.store import inbox
+from gateway.store.subscribers import find_by_phone
 
 log = logging.getLogger("warta.citizen")
 MAX_USSD_TEXT = 2_000
@@ -66,6 +69,7 @@ class SmsReply:
 SmsReplySink = Callable[[SmsReply], Awaitable[None]]
 CITIZEN = web.AppKey("citizen", CitizenSettings)
 SMS_REPLIES: web.AppKey[SmsReplySink] = web.AppKey("sms_replies")
+USSD_DIRECTORIES = web.AppKey("ussd_directories", AgencyDirectories)
 
 
 def install(
@@ -76,6 +80,7 @@ def install(
 ) -> None:
     """Add the citizen callbacks. Without ``replies``, keyword replies are built and dropped."""
     app[CITIZEN] = settings or CitizenSettings()
+    app[USSD_DIRECTORIES] = AgencyDirectories()
     if replies is not None:
         app[SMS_REPLIES] = replies
     base = "/callbacks/africastalking/{token}"
@@ -128,7 +133,11 @@ async def ussd_callback(request: web.Request) -> web.Response:
         form = await _form(request)
         fields = form or {}
         slug = settings.service_codes.get(_code(fields.get("serviceCode")))
-        directory = await _directory(request, slug)
+        # Kept between requests: a session's every step reads the same agency and bulletins.
+        app = request.app
+        directory = await app[USSD_DIRECTORIES].get(
+            app[ENGINE], vault=app[VAULT], clock=app[CLOCK], slug=slug
+        )
         if directory is None:
             return _text(screen(wording.say(language, "busy"), size=size, final=True))
         language = wording.supported(directory.default_language)
@@ -181,6 +190,9 @@ async def sms_inbound(request: web.Request) -> web.Response:
         default_language=directory.default_language,
         provider_message_id=message_id,
     )
+    if answer.keyword is None and phone is not None:
+        # Also for a replayed message: filing is idempotent, and repairs a crash before it.
+        await _file_in_inbox(app, agency_id=directory.agency_id, phone=phone)
     if answer.reply is not None and phone is not None:
         reply = SmsReply(
             agency_id=directory.agency_id,
@@ -195,3 +207,28 @@ async def sms_inbound(request: web.Request) -> web.Response:
         else:
             log.info("SMS keyword %s answered; no reply sink installed", answer.keyword)
     return _text("OK")
+
+
+async def _file_in_inbox(app: web.Application, *, agency_id: int, phone: PhoneNumber) -> None:
+    """File the sender's free-text messages in their inbox thread (``gateway.store.inbox``)."""
+    vault = app[VAULT]
+    index = vault.blind_index(phone)
+    async with app[ENGINE].begin() as conn:
+        subscriber_id = await find_by_phone(conn, agency_id=agency_id, phone_index=index)
+        citizen = inbox.Citizen(
+            key=inbox.phone_key(index)
+            if subscriber_id is None
+            else inbox.subscriber_key(subscriber_id),
+            subscriber_id=subscriber_id,
+            phone_masked=str(phone),
+            reply_ciphertext=vault.encrypt(phone),
+            aliases=() if subscriber_id is None else (inbox.phone_key(index),),
+        )
+        await inbox.file_messages(
+            conn,
+            agency_id=agency_id,
+            channel="sms",
+            citizen=citizen,
+            waiting=inbound_messages.c.phone_index == index,
+            now=app[CLOCK].now(),
+        )

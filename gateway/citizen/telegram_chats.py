@@ -22,6 +22,7 @@ from gateway.db.schema import deliveries, inbound_messages, subscriber_channels,
 from gateway.domain import DeliveryState
 from gateway.outbox.replies import REPLY_PRIORITY
 from gateway.personal import PhoneVault
+from gateway.store import inbox
 from gateway.store.subscribers import opt_out
 
 CHANNEL = "telegram"
@@ -218,10 +219,15 @@ async def set_chat_language(conn: AsyncConnection, *, subscriber_id: int, langua
 async def queue_reply(
     conn: AsyncConnection, reply: ChatReply, *, vault: PhoneVault, now: datetime
 ) -> None:
-    """Queue ``reply`` in the outbox; a second reply to the same update is not queued."""
+    """Queue ``reply`` in the outbox; a second reply to the same update is not queued.
+
+    When the update was free text for the operator inbox, it is filed in the chat's thread
+    here, where the chat id is at hand: the thread keeps it (encrypted) for operator replies.
+    """
     # Any conflict is the reply key's (a reply per update), whether the schema spells it as a
     # unique constraint or as a partial unique index.
     statement = insert_ignoring_conflicts(conn, deliveries)
+    address = vault.encrypt(str(reply.chat_id))
     await conn.execute(
         statement.values(
             announcement_id=None,
@@ -229,7 +235,7 @@ async def queue_reply(
             subscriber_id=reply.subscriber_id,
             kind="reply",
             body=reply.text,
-            recipient_ciphertext=vault.encrypt(str(reply.chat_id)),
+            recipient_ciphertext=address,
             reply_key=reply_key(reply.update_id),
             channel=CHANNEL,
             language=reply.language,
@@ -238,4 +244,20 @@ async def queue_reply(
             next_attempt_at=now,
             created_at=now,
         )
+    )
+    chat_key = inbox.chat_key(vault.blind_index(inbox.telegram_chat_label(reply.chat_id)))
+    known = reply.subscriber_id
+    await inbox.file_messages(
+        conn,
+        agency_id=reply.agency_id,
+        channel=CHANNEL,
+        citizen=inbox.Citizen(
+            key=chat_key if known is None else inbox.subscriber_key(known),
+            subscriber_id=known,
+            phone_masked=None,
+            reply_ciphertext=address,
+            aliases=() if known is None else (chat_key,),
+        ),
+        waiting=inbound_messages.c.provider_message_id == update_key(reply.update_id),
+        now=now,
     )

@@ -15,9 +15,17 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.dialect import insert_ignoring_conflicts
-from gateway.db.schema import deliveries, subscriber_channels, subscribers
+from gateway.db.schema import (
+    deliveries,
+    inbound_messages,
+    inbox_replies,
+    inbox_threads,
+    subscriber_channels,
+    subscribers,
+)
 from gateway.domain import DeliveryState
 from gateway.personal import PhoneNumber, PhoneVault
+from gateway.store import inbox
 
 # Rows per INSERT statement: large enough to amortise round trips, small enough to stay under
 # SQLite's and asyncpg's bound-parameter limits (15 columns × 2,000 rows = 30,000 < 32,767).
@@ -201,19 +209,130 @@ async def opt_out(
     return int(result.rowcount or 0)
 
 
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """What an erasure did, in counts only. ``first`` is False when the person was erased
+    already (the call then changed nothing that was still personal)."""
+
+    first: bool
+    cancelled: int
+    deliveries_unlinked: int
+    messages_blanked: int
+    threads_closed: int
+
+
 async def erase(
-    conn: AsyncConnection, *, agency_id: int, subscriber_id: int, now: datetime
-) -> bool:
-    """Erase the person: number, chat id and consent text go; area and language stay as
-    anonymous counts. Queued deliveries are cancelled. Returns False for an unknown id."""
-    exists = await conn.scalar(
-        sa.select(subscribers.c.id).where(
-            subscribers.c.id == subscriber_id, subscribers.c.agency_id == agency_id
+    conn: AsyncConnection, *, agency_id: int, subscriber_id: int, vault: PhoneVault, now: datetime
+) -> Erasure | None:
+    """Erase the person; None when the agency has no such subscriber.
+
+    Goes: the encrypted number, its blind index and masked form, the Telegram chat id, the
+    network, the consent text; the texts of their inbound messages and the number kept with
+    them; the encrypted address and text of replies to them; the link from their deliveries
+    and inbox threads to them. Queued deliveries (announcements and replies) are cancelled
+    first. Stays, for anonymous counts: the subscriber row (area, language, channels chosen),
+    each delivery's channel, state and cost, each thread's times. Every step is one set-based
+    statement, whatever the number of deliveries.
+    """
+    query = sa.select(
+        subscribers.c.phone_index, subscribers.c.telegram_chat_id, subscribers.c.erased_at
+    ).where(subscribers.c.id == subscriber_id, subscribers.c.agency_id == agency_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    person = (await conn.execute(query)).first()
+    if person is None:
+        return None
+    keys = [inbox.subscriber_key(subscriber_id)]
+    if person.phone_index is not None:
+        keys.append(inbox.phone_key(person.phone_index))
+    if person.telegram_chat_id is not None:
+        chat = vault.blind_index(inbox.telegram_chat_label(person.telegram_chat_id))
+        keys.append(inbox.chat_key(chat))
+    threads = sa.select(inbox_threads.c.id).where(
+        inbox_threads.c.agency_id == agency_id,
+        sa.or_(
+            inbox_threads.c.subscriber_id == subscriber_id,
+            inbox_threads.c.citizen_key.in_(keys),
+        ),
+    )
+    # Operator replies to the number from before it subscribed carry no subscriber id.
+    replies = sa.select(inbox_replies.c.delivery_id).where(inbox_replies.c.thread_id.in_(threads))
+
+    cancelled = await opt_out(conn, subscriber_ids=[subscriber_id], channels=None, now=now)
+    stopped = await conn.execute(
+        sa.update(deliveries)
+        .where(deliveries.c.id.in_(replies), deliveries.c.state == DeliveryState.QUEUED.value)
+        .values(
+            state=DeliveryState.CANCELLED.value,
+            error_kind="stopped",
+            error_reason="erased",
+            finished_at=now,
         )
     )
-    if exists is None:
-        return False
-    await opt_out(conn, subscriber_ids=[subscriber_id], channels=None, now=now)
+    unlinked = await conn.execute(
+        sa.update(deliveries)
+        .where(
+            deliveries.c.agency_id == agency_id,
+            sa.or_(deliveries.c.subscriber_id == subscriber_id, deliveries.c.id.in_(replies)),
+        )
+        .values(subscriber_id=None, recipient_ciphertext=None, body=None)
+    )
+    from_them = [inbound_messages.c.subscriber_id == subscriber_id]
+    if person.phone_index is not None:
+        from_them.append(inbound_messages.c.phone_index == person.phone_index)
+    from_them.append(inbound_messages.c.thread_id.in_(threads))
+    # Automatic answers (keywords, the bot's acknowledgements) carry the reply key of the
+    # message they answer, and their own encrypted copy of the address.
+    answered = await conn.execute(
+        sa.select(inbound_messages.c.channel, inbound_messages.c.provider_message_id).where(
+            inbound_messages.c.agency_id == agency_id,
+            inbound_messages.c.provider_message_id.is_not(None),
+            sa.or_(*from_them),
+        )
+    )
+    for channel, keys_chunk in _reply_keys(answered):
+        automatic = sa.and_(
+            deliveries.c.agency_id == agency_id,
+            deliveries.c.channel == channel,
+            deliveries.c.reply_key.in_(keys_chunk),
+        )
+        cancelled += int(
+            (
+                await conn.execute(
+                    sa.update(deliveries)
+                    .where(automatic, deliveries.c.state == DeliveryState.QUEUED.value)
+                    .values(
+                        state=DeliveryState.CANCELLED.value,
+                        error_kind="stopped",
+                        error_reason="erased",
+                        finished_at=now,
+                    )
+                )
+            ).rowcount
+            or 0
+        )
+        await conn.execute(
+            sa.update(deliveries)
+            .where(automatic)
+            .values(subscriber_id=None, recipient_ciphertext=None, body=None)
+        )
+    blanked = await conn.execute(
+        sa.update(inbound_messages)
+        .where(inbound_messages.c.agency_id == agency_id, sa.or_(*from_them))
+        .values(text="", phone_index=None, phone_masked=None, subscriber_id=None)
+    )
+    closed = await conn.execute(
+        sa.update(inbox_threads)
+        .where(inbox_threads.c.id.in_(threads))
+        .values(
+            citizen_key=sa.literal("erased:") + sa.cast(inbox_threads.c.id, sa.String),
+            subscriber_id=None,
+            phone_masked=None,
+            reply_ciphertext=None,
+            status=inbox.CLOSED,
+            closed_at=sa.func.coalesce(inbox_threads.c.closed_at, now),
+        )
+    )
     await conn.execute(
         sa.update(subscribers)
         .where(subscribers.c.id == subscriber_id)
@@ -222,8 +341,34 @@ async def erase(
             phone_index=None,
             phone_masked=None,
             telegram_chat_id=None,
+            network=None,
             consent_text=None,
-            erased_at=now,
+            erased_at=sa.func.coalesce(subscribers.c.erased_at, now),
         )
     )
-    return True
+    return Erasure(
+        first=person.erased_at is None,
+        cancelled=cancelled + int(stopped.rowcount or 0),
+        deliveries_unlinked=int(unlinked.rowcount or 0),
+        messages_blanked=int(blanked.rowcount or 0),
+        threads_closed=int(closed.rowcount or 0),
+    )
+
+
+def _reply_keys(rows: Iterable[Any]) -> list[tuple[str, list[str]]]:
+    """(channel, reply keys) of the automatic replies to these inbound messages, in chunks.
+
+    An SMS reply's key is the provider id of the message; a Telegram reply's is ``tg-<update>``
+    for the message ``tg-update-<update>`` (``gateway.citizen.telegram_chats``).
+    """
+    by_channel: dict[str, list[str]] = {}
+    for channel, provider_message_id in rows:
+        key = str(provider_message_id)
+        if channel == "telegram" and key.startswith("tg-update-"):
+            key = "tg-" + key.removeprefix("tg-update-")
+        by_channel.setdefault(str(channel), []).append(key)
+    return [
+        (channel, keys[start : start + INSERT_CHUNK])
+        for channel, keys in by_channel.items()
+        for start in range(0, len(keys), INSERT_CHUNK)
+    ]

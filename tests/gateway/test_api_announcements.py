@@ -332,7 +332,7 @@ async def test_agencies_never_see_each_others_subscribers(world: World) -> None:
     theirs = await world.subscribe(local_mobile(2), agency=1)
 
     erase = await world.call(
-        "DELETE", f"/api/v1/subscribers/{ours.body['id']}", role=Role.OPERATOR, agency=1
+        "DELETE", f"/api/v1/subscribers/{ours.body['id']}", role=Role.ADMIN, agency=1
     )
     listed = await world.call("GET", "/api/v1/subscribers", role=Role.OPERATOR, agency=1)
     search = await world.call(

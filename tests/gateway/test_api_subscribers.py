@@ -169,7 +169,7 @@ async def test_erase_removes_the_number_and_cancels_queued_deliveries(world: Wor
         subscriber_ids=[person.body["id"], neighbour.body["id"]],
     )
 
-    erased = await world.call("DELETE", f"{API}/{person.body['id']}", role=Role.OPERATOR)
+    erased = await world.call("DELETE", f"{API}/{person.body['id']}", role=Role.ADMIN)
     listed = await world.call("GET", API, role=Role.OPERATOR)
     row = await stored(world, person.body["id"])
     found = await search(world, local)
@@ -195,7 +195,7 @@ async def test_erase_removes_the_number_and_cancels_queued_deliveries(world: Wor
 
 async def test_an_erased_number_may_subscribe_again(world: World) -> None:
     first = await world.subscribe("081234567890")
-    await world.call("DELETE", f"{API}/{first.body['id']}", role=Role.OPERATOR)
+    await world.call("DELETE", f"{API}/{first.body['id']}", role=Role.ADMIN)
 
     again = await world.subscribe("+6281234567890")
 
@@ -204,7 +204,7 @@ async def test_an_erased_number_may_subscribe_again(world: World) -> None:
 
 
 async def test_erasing_an_unknown_subscriber_is_a_404(world: World) -> None:
-    answer = await world.call("DELETE", f"{API}/424242", role=Role.OPERATOR)
+    answer = await world.call("DELETE", f"{API}/424242", role=Role.ADMIN)
 
     assert answer.status == 404
     assert (answer.body["error"]["code"], answer.body["error"]["field"]) == ("not_found", "id")

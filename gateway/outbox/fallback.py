@@ -1,0 +1,328 @@
+"""Fallback: a citizen a channel could not reach gets the announcement on their next channel.
+
+When a personal announcement delivery (SMS, voice, Telegram, WhatsApp) fails for good, one new
+delivery of the same announcement is queued for the same subscriber, with ``fallback_of`` = the
+failed delivery's id. The channel is the first, in this order, that the gateway runs, that
+can address the subscriber, and on which they have no delivery of this announcement yet:
+
+1. the channels the subscriber chose and has not opted out of, by their ``preference``;
+2. SMS, if they did not choose it, have a phone number and have not opted out of it;
+3. for emergencies only, a voice call, on the same terms as SMS.
+
+Voice is never a fallback for a normal announcement, even for someone who chose it: a call is
+the most expensive and the most intrusive way to reach a person.
+
+For emergencies, a Telegram or WhatsApp delivery still ``sent`` (never confirmed delivered or
+read) ``fallback_unconfirmed_s`` after it went out falls back the same way. Telegram sends no
+delivery reports at all, so every emergency on Telegram is also sent on the next channel after
+that time: for an emergency, a second message is cheaper than a citizen not warned.
+
+No fallback is queued while the subscriber has another delivery of the announcement that may
+still reach them (queued, in flight, delivered, or sent and not overdue for confirmation), and
+a delivery gets at most one stand-in. A stand-in that fails falls back in turn, so the chain
+walks down the list until a channel works or none is left.
+
+Set-based: one ``INSERT … SELECT`` queues the stand-ins of a whole batch. The unique constraint
+(announcement, channel, subscriber) with ``ON CONFLICT DO NOTHING`` makes a second copy on a
+channel impossible, whatever races between processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.db.dialect import insert_ignoring_conflicts
+from gateway.db.schema import announcements, deliveries, subscriber_channels, subscribers
+from gateway.domain import PERSONAL_CHANNELS, AnnouncementStatus, DeliveryState, Urgency
+from gateway.pricing import Tariff
+
+# Channels that can tell us a message arrived; an emergency there must be confirmed in time.
+DATA_CHANNELS = ("telegram", "whatsapp")
+# Telegram sends no delivery reports: an accepted message is as delivered as it will ever be.
+UNREPORTED_CHANNELS = ("telegram",)
+# Ranks after any preference a subscriber can give (preferences are list positions).
+SMS_RANK = 1_000_000
+VOICE_RANK = 2_000_000
+
+_ANNOUNCEMENT = "announcement"
+_FALLBACK_COLUMNS = (
+    "announcement_id",
+    "agency_id",
+    "subscriber_id",
+    "channel",
+    "language",
+    "area_code",
+    "state",
+    "priority",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+    "segments",
+    "cost",
+    "fallback_of",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackRules:
+    """What the gateway can fall back to.
+
+    Attributes:
+        channels: the personal channels this gateway runs; a stand-in on any other channel
+            would wait in the outbox for ever.
+        unconfirmed_after: how long an emergency on a data channel may stay ``sent``.
+        tariff: prices a stand-in SMS the way fan-out prices one; None leaves cost empty.
+        sms_segments: announcement id -> language -> segments of its SMS rendition; a
+            missing entry counts one segment.
+    """
+
+    channels: frozenset[str]
+    unconfirmed_after: timedelta
+    tariff: Tariff | None = None
+    sms_segments: Mapping[int, Mapping[str, int]] = field(default_factory=dict)
+
+
+failed = deliveries.alias("failed")
+_other = deliveries.alias("other")
+_child = deliveries.alias("child")
+_taken = deliveries.alias("taken")
+
+
+def _emergency() -> sa.ColumnElement[bool]:
+    return announcements.c.urgency == Urgency.EMERGENCY.value
+
+
+def failed_among(ids: Sequence[int]) -> sa.ColumnElement[bool]:
+    """Source: these deliveries, where they are now ``failed`` (a batch just recorded)."""
+    return sa.and_(failed.c.id.in_(list(ids)), failed.c.state == DeliveryState.FAILED.value)
+
+
+def failed_since(since: datetime) -> sa.ColumnElement[bool]:
+    """Source: deliveries that failed after ``since`` (reports, leases that ran out)."""
+    return sa.and_(failed.c.state == DeliveryState.FAILED.value, failed.c.finished_at > since)
+
+
+def unconfirmed(*, sent_after: datetime, sent_before: datetime) -> sa.ColumnElement[bool]:
+    """Source: emergencies on a data channel, sent in the window and still not confirmed."""
+    return sa.and_(
+        failed.c.state == DeliveryState.SENT.value,
+        failed.c.channel.in_(DATA_CHANNELS),
+        _emergency(),
+        failed.c.sent_at > sent_after,
+        failed.c.sent_at <= sent_before,
+    )
+
+
+def _sources(
+    source: sa.ColumnElement[bool], *, now: datetime, rules: FallbackRules
+) -> list[sa.ColumnElement[bool]]:
+    """WHERE terms over ``failed`` joined to its announcement: who needs a stand-in."""
+    child = sa.exists().where(_child.c.fallback_of == failed.c.id)
+    overdue = sa.and_(
+        _emergency(),
+        _other.c.channel.in_(DATA_CHANNELS),
+        _other.c.sent_at <= now - rules.unconfirmed_after,
+    )
+    may_still_reach = sa.exists().where(
+        _other.c.announcement_id == failed.c.announcement_id,
+        _other.c.subscriber_id == failed.c.subscriber_id,
+        _other.c.id != failed.c.id,
+        sa.or_(
+            _other.c.state.in_(
+                [
+                    DeliveryState.QUEUED.value,
+                    DeliveryState.SENDING.value,
+                    DeliveryState.DELIVERED.value,
+                ]
+            ),
+            sa.and_(_other.c.state == DeliveryState.SENT.value, ~overdue),
+        ),
+    )
+    return [
+        source,
+        failed.c.kind == _ANNOUNCEMENT,
+        failed.c.channel.in_(PERSONAL_CHANNELS),
+        failed.c.subscriber_id.is_not(None),
+        announcements.c.status.not_in(
+            [AnnouncementStatus.CANCELLED.value, AnnouncementStatus.EXPIRED.value]
+        ),
+        sa.or_(announcements.c.expires_at.is_(None), announcements.c.expires_at > now),
+        ~child,
+        ~may_still_reach,
+    ]
+
+
+def _candidate_channels(rules: FallbackRules) -> sa.Subquery | None:
+    names = sorted(rules.channels & set(PERSONAL_CHANNELS))
+    if not names:
+        return None
+    rows = [sa.select(sa.literal(name, sa.String(32)).label("channel")) for name in names]
+    union = rows[0] if len(rows) == 1 else sa.union_all(*rows)
+    return union.subquery("candidate")
+
+
+def _segments(rules: FallbackRules) -> sa.ColumnElement[int]:
+    whens = [
+        (
+            sa.and_(failed.c.announcement_id == announcement_id, failed.c.language == language),
+            sa.literal(n),
+        )
+        for announcement_id, per_language in rules.sms_segments.items()
+        for language, n in per_language.items()
+    ]
+    if not whens:
+        return sa.literal(1)
+    return sa.case(*whens, else_=sa.literal(1))
+
+
+async def source_announcements(
+    conn: AsyncConnection, source: sa.ColumnElement[bool], *, now: datetime, rules: FallbackRules
+) -> list[int]:
+    """The announcements that ``source`` would queue stand-ins for (to render their SMS)."""
+    rows = await conn.execute(
+        sa.select(failed.c.announcement_id)
+        .distinct()
+        .select_from(failed.join(announcements, announcements.c.id == failed.c.announcement_id))
+        .where(*_sources(source, now=now, rules=rules))
+    )
+    return [int(announcement_id) for (announcement_id,) in rows]
+
+
+async def queue_fallbacks(
+    conn: AsyncConnection, source: sa.ColumnElement[bool], *, now: datetime, rules: FallbackRules
+) -> int:
+    """Queue the stand-in for every delivery ``source`` selects, in one statement.
+
+    Args:
+        source: WHERE terms over ``failed`` (see ``failed_among``, ``failed_since``,
+            ``unconfirmed``); they may also use ``announcements``.
+
+    Returns:
+        how many stand-ins were queued.
+    """
+    candidate = _candidate_channels(rules)
+    if candidate is None:
+        return 0
+    chosen = sa.and_(
+        subscriber_channels.c.subscriber_id == failed.c.subscriber_id,
+        subscriber_channels.c.channel == candidate.c.channel,
+    )
+    not_chosen = subscriber_channels.c.channel.is_(None)
+    rank = sa.case(
+        (
+            sa.and_(
+                ~not_chosen,
+                subscriber_channels.c.opted_out_at.is_(None),
+                sa.or_(candidate.c.channel != "voice", _emergency()),
+            ),
+            subscriber_channels.c.preference,
+        ),
+        (sa.and_(not_chosen, candidate.c.channel == "sms"), sa.literal(SMS_RANK)),
+        (
+            sa.and_(not_chosen, candidate.c.channel == "voice", _emergency()),
+            sa.literal(VOICE_RANK),
+        ),
+        else_=sa.null(),
+    )
+    addressable = sa.case(
+        (candidate.c.channel == "telegram", subscribers.c.telegram_chat_id.is_not(None)),
+        else_=subscribers.c.phone_ciphertext.is_not(None),
+    )
+    taken = sa.exists().where(
+        _taken.c.announcement_id == failed.c.announcement_id,
+        _taken.c.subscriber_id == failed.c.subscriber_id,
+        _taken.c.channel == candidate.c.channel,
+    )
+    segments = _segments(rules)
+    is_sms = candidate.c.channel == "sms"
+    price = (
+        sa.null()
+        if rules.tariff is None
+        else segments * rules.tariff.sql_price(subscribers.c.country, subscribers.c.network)
+    )
+    ranked = (
+        sa.select(
+            failed.c.announcement_id,
+            failed.c.agency_id,
+            failed.c.subscriber_id,
+            candidate.c.channel,
+            failed.c.language,
+            failed.c.area_code,
+            failed.c.priority,
+            sa.case((is_sms, segments), else_=sa.null()).label("segments"),
+            sa.cast(sa.case((is_sms, price), else_=sa.null()), deliveries.c.cost.type).label(
+                "cost"
+            ),
+            failed.c.id.label("fallback_of"),
+            sa.func.row_number()
+            .over(partition_by=failed.c.id, order_by=(rank, candidate.c.channel))
+            .label("position"),
+        )
+        .select_from(
+            failed.join(announcements, announcements.c.id == failed.c.announcement_id)
+            .join(subscribers, subscribers.c.id == failed.c.subscriber_id)
+            .join(candidate, sa.true())
+            .outerjoin(subscriber_channels, chosen)
+        )
+        .where(
+            *_sources(source, now=now, rules=rules),
+            subscribers.c.erased_at.is_(None),
+            rank.is_not(None),
+            addressable,
+            ~taken,
+        )
+        .subquery("ranked")
+    )
+    first = sa.select(
+        ranked.c.announcement_id,
+        ranked.c.agency_id,
+        ranked.c.subscriber_id,
+        ranked.c.channel,
+        ranked.c.language,
+        ranked.c.area_code,
+        sa.literal(DeliveryState.QUEUED.value),
+        ranked.c.priority,
+        sa.literal(0),
+        sa.literal(now, type_=deliveries.c.next_attempt_at.type),
+        sa.literal(now, type_=deliveries.c.created_at.type),
+        ranked.c.segments,
+        ranked.c.cost,
+        ranked.c.fallback_of,
+    ).where(ranked.c.position == 1)
+    statement = insert_ignoring_conflicts(conn, deliveries).from_select(
+        list(_FALLBACK_COLUMNS), first
+    )
+    result = await conn.execute(statement)
+    return int(result.rowcount or 0)
+
+
+async def reached_by_fallback(conn: AsyncConnection, announcement_id: int) -> int:
+    """Subscribers whose only successful delivery of the announcement was a stand-in.
+
+    Successful: delivered, or sent on a channel that never reports delivery (Telegram).
+    """
+    success = sa.or_(
+        deliveries.c.state == DeliveryState.DELIVERED.value,
+        sa.and_(
+            deliveries.c.state == DeliveryState.SENT.value,
+            deliveries.c.channel.in_(UNREPORTED_CHANNELS),
+        ),
+    )
+    per_subscriber = (
+        sa.select(deliveries.c.subscriber_id)
+        .where(
+            deliveries.c.announcement_id == announcement_id,
+            deliveries.c.subscriber_id.is_not(None),
+            success,
+        )
+        .group_by(deliveries.c.subscriber_id)
+        .having(sa.func.max(sa.case((deliveries.c.fallback_of.is_(None), 1), else_=0)) == 0)
+        .subquery()
+    )
+    count = await conn.scalar(sa.select(sa.func.count()).select_from(per_subscriber))
+    return int(count or 0)

@@ -1,0 +1,123 @@
+"""``GET /api/v1/stats`` through the real HTTP API on both databases: deliveries per channel ×
+state over a window, and the inbox's median and 90th percentile time to first response on a
+data set whose answers are known."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from gateway.clock import ManualClock
+from gateway.config import WartaConfig
+from gateway.domain import Role
+from tests.gateway.test_inbox_api import INBOX, sms_in, threads
+from tests.support.world import World
+
+STATS = "/api/v1/stats"
+T0 = ManualClock().now()
+# Seconds from the message to the first reply, one thread each.
+WAITS = (10, 20, 30, 40, 100)
+
+
+def stamp(when: datetime) -> str:
+    return when.isoformat().replace("+00:00", "Z")
+
+
+def window(since: datetime, until: datetime) -> str:
+    return f"?since={stamp(since)}&until={stamp(until)}"
+
+
+@pytest.fixture
+async def answered(
+    aiohttp_client: Any, config: WartaConfig, keys: dict[str, str]
+) -> tuple[World, ManualClock]:
+    """Five citizens write at T0; the operator answers each after ``WAITS`` seconds."""
+    clock = ManualClock(T0)
+    world = await World.start(aiohttp_client, config, clock=clock)
+    for n in range(len(WAITS)):
+        await sms_in(world, keys, f"+62812555000{n}", f"Pesan nomor {n}", f"s-{n}")
+    oldest_first = sorted(t["id"] for t in await threads(world))
+    for thread_id, wait in zip(oldest_first, WAITS, strict=True):
+        clock.set(T0 + timedelta(seconds=wait))
+        answer = await world.call(
+            "POST", f"{INBOX}/{thread_id}/reply", role=Role.OPERATOR, json={"text": "Baik."}
+        )
+        assert answer.status == 202, answer.body
+        assert answer.body["thread"]["response_seconds"] == wait
+    clock.set(T0 + timedelta(hours=1))
+    return world, clock
+
+
+async def test_percentiles_and_counts_over_a_window(answered: tuple[World, ManualClock]) -> None:
+    world, _clock = answered
+
+    whole = await world.call("GET", STATS + window(T0, T0 + timedelta(hours=1)), role=Role.OPERATOR)
+    assert whole.status == 200, whole.body
+    assert whole.body["agency"] == "alpha"
+    # No SMS channel is configured here, so the replies wait in the outbox.
+    assert whole.body["deliveries"] == [{"channel": "sms", "counts": {"queued": 5}, "total": 5}]
+    # Sorted 10, 20, 30, 40, 100: median 30; p90 at rank 3.6 -> 40 + 0.6 × 60 = 76.
+    assert whole.body["inbox"] == {
+        "threads_opened": 5,
+        "threads_answered": 5,
+        "response_seconds_median": 30.0,
+        "response_seconds_p90": 76.0,
+    }
+
+    # Answered before T0 + 35 s: 10, 20, 30 -> median 20, p90 20 + 0.8 × 10 = 28.
+    early = await world.call(
+        "GET", STATS + window(T0, T0 + timedelta(seconds=35)), role=Role.AUTHOR
+    )
+    assert early.body["inbox"]["threads_answered"] == 3
+    assert early.body["inbox"]["response_seconds_median"] == 20.0
+    assert early.body["inbox"]["response_seconds_p90"] == pytest.approx(28.0)
+    # One answered thread: both percentiles are its time.
+    one = await world.call(
+        "GET",
+        STATS + window(T0 + timedelta(seconds=95), T0 + timedelta(seconds=200)),
+        role=Role.OPERATOR,
+    )
+    assert one.body["inbox"]["threads_answered"] == 1
+    assert one.body["inbox"]["threads_opened"] == 0
+    assert (
+        one.body["inbox"]["response_seconds_median"],
+        one.body["inbox"]["response_seconds_p90"],
+    ) == (100.0, 100.0)
+    assert one.body["deliveries"] == [{"channel": "sms", "counts": {"queued": 1}, "total": 1}]
+
+    before = await world.call("GET", STATS + window(T0 - timedelta(days=1), T0), role=Role.OPERATOR)
+    assert before.body["deliveries"] == []
+    assert before.body["inbox"] == {
+        "threads_opened": 0,
+        "threads_answered": 0,
+        "response_seconds_median": None,
+        "response_seconds_p90": None,
+    }
+    # The default window is the last seven days, up to now.
+    default = await world.call("GET", STATS, role=Role.OPERATOR)
+    assert default.body["inbox"]["threads_answered"] == 5
+    # Another agency sees its own (empty) figures.
+    other = await world.call("GET", STATS, role=Role.OPERATOR, agency=1)
+    assert (other.body["agency"], other.body["deliveries"]) == ("beta", [])
+    assert other.body["inbox"]["threads_answered"] == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("?since=yesterday", "since"),
+        ("?since=2026-01-05T00:00:00", "since"),  # no time zone
+        ("?until=2026-13-01T00:00:00Z", "until"),
+        ("?since=2026-01-05T00:00:00Z&until=2026-01-05T00:00:00Z", "until"),
+        ("?since=2026-01-06T00:00:00Z&until=2026-01-05T00:00:00Z", "until"),
+        ("?since=2020-01-01T00:00:00Z&until=2026-01-05T00:00:00Z", "since"),
+        ("?area=31", "area"),
+    ],
+)
+async def test_bad_windows_are_422_naming_the_parameter(
+    world: World, query: str, field: str
+) -> None:
+    answer = await world.call("GET", STATS + query, role=Role.OPERATOR)
+    assert (answer.status, answer.body["error"]["field"]) == (422, field), answer.body
