@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.codes import new_code
-from gateway.db.schema import announcements
+from gateway.db.schema import agencies, announcements
 from gateway.domain import AnnouncementStatus
 from gateway.store.audit import record
 from scheduler.cron import crontab_trigger, first_occurrence
@@ -67,16 +67,23 @@ async def attach(
     agency_timezone: str,
     now: datetime,
 ) -> int:
-    """Record how a (draft) announcement repeats; returns the series id. Validate first
-    (``RecurrenceIn`` and ``validation.validate_recurrence``)."""
+    """Record how a (draft) announcement repeats; returns the series id. Call it in the
+    transaction that inserts the announcement; validate first (``RecurrenceIn`` and
+    ``validation.validate_recurrence``).
+
+    Raises:
+        FieldError: ``recurrence.timezone`` when none is given and ``agency_timezone`` is not
+            a zone this machine knows.
+    """
     ttl = valid_for(recurrence)
+    timezone = recurrence.timezone or zone(agency_timezone, field="recurrence.timezone").key
     series_id = await conn.scalar(
         sa.insert(recurrences)
         .values(
             template_id=template_id,
             agency_id=agency_id,
             cron=recurrence.cron,
-            timezone=recurrence.timezone or zone(agency_timezone).key,
+            timezone=timezone,
             until=recurrence.until,
             max_count=recurrence.count,
             valid_for_s=None if ttl is None else int(ttl.total_seconds()),
@@ -88,6 +95,14 @@ async def attach(
     )
     assert series_id is not None
     return int(series_id)
+
+
+async def agency_timezone(conn: AsyncConnection, agency_id: int) -> str:
+    """The agency's zone: a series without its own time zone is read in it."""
+    name = await conn.scalar(sa.select(agencies.c.timezone).where(agencies.c.id == agency_id))
+    if name is None:
+        raise LookupError(f"agency {agency_id} not found")
+    return str(name)
 
 
 async def activate_on_approval(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel
@@ -15,14 +16,15 @@ from scheduler.tables import recurrence_instances, recurrences
 class SeriesOut(BaseModel):
     """An announcement's place in a series, for the API: the template or one occurrence."""
 
-    role: str  # "template" or "occurrence"
+    role: Literal["template", "occurrence"]
     series_id: int
     template_id: int
     cron: str
     timezone: str
     until: datetime | None
     count: int | None
-    status: str
+    valid_for_minutes: int | None = None
+    status: Literal["pending", "active", "finished", "cancelled"]
     next_run_at: datetime | None
     issued: int
     skipped: int
@@ -66,6 +68,7 @@ async def series_of(conn: AsyncConnection, announcement_id: int) -> SeriesOut | 
         timezone=series.timezone,
         until=series.until,
         count=series.max_count,
+        valid_for_minutes=None if series.valid_for_s is None else series.valid_for_s // 60,
         status=series.status,
         next_run_at=series.next_run_at,
         issued=series.issued,

@@ -109,6 +109,11 @@ class WartaScheduler:
         self.started_total = 0
         self.last_report = TickReport()
 
+    @property
+    def ticks(self) -> int:
+        """How many ticks have finished in this process (for health checks and tests)."""
+        return self._finished
+
     async def start(self) -> None:
         """Start APScheduler: a first tick at once, then the periodic sweep."""
         # APScheduler logs every run at INFO; a sweep every few seconds would drown the log.
@@ -224,6 +229,15 @@ class WartaScheduler:
 
 SCHEDULER: web.AppKey[WartaScheduler] = web.AppKey("scheduler")
 SCHEDULER_SETTINGS = web.AppKey("scheduler_settings", SchedulerSettings)
+
+
+def notify_scheduler(app: web.Application) -> None:
+    """Ask this process's scheduler, if it runs one, to re-read the database now. API
+    handlers call it after an approval, a cancellation or a send-time change, so a due
+    announcement starts within seconds instead of at the next sweep."""
+    scheduler = app.get(SCHEDULER)
+    if scheduler is not None:
+        scheduler.notify()
 
 
 async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -153,9 +153,8 @@ def _zone(name: str) -> ZoneInfo:
         return ZoneInfo(WIB)
 
 
-async def quiet_hours_of(
-    conn: AsyncConnection, agency_id: int, *, default: QuietHours = DEFAULT_QUIET_HOURS
-) -> QuietHours:
+async def configured_quiet_hours(conn: AsyncConnection, agency_id: int) -> QuietHours | None:
+    """The agency's own quiet hours, or None while it follows the configured default."""
     row = (
         await conn.execute(
             sa.select(agency_quiet_hours.c.starts_minute, agency_quiet_hours.c.ends_minute).where(
@@ -164,8 +163,15 @@ async def quiet_hours_of(
         )
     ).first()
     if row is None:
-        return default
+        return None
     return QuietHours(time(*divmod(row.starts_minute, 60)), time(*divmod(row.ends_minute, 60)))
+
+
+async def quiet_hours_of(
+    conn: AsyncConnection, agency_id: int, *, default: QuietHours = DEFAULT_QUIET_HOURS
+) -> QuietHours:
+    own = await configured_quiet_hours(conn, agency_id)
+    return default if own is None else own
 
 
 async def set_quiet_hours(

@@ -2,7 +2,8 @@
 
 It starts the gateway with the scheduler (dispatch loops off), says it is ready, waits for
 the go signal, moves its clock to the send time and asks its scheduler for a tick (through
-APScheduler's one-shot job), then prints how many announcements it started, as JSON.
+APScheduler's one-shot job), then prints how many announcements it started, its process id
+and the database it used, as JSON.
 
 Usage: python -m tests.scheduler.racer DATABASE_URL KEYS_JSON READY GO CLOCK_START SEND_AT
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +25,7 @@ from tests.scheduler.support import TEST_SETTINGS, scheduler_app
 from tests.support.config import make_config
 
 
-async def race(argv: list[str]) -> dict[str, int]:
+async def race(argv: list[str]) -> dict[str, int | str]:
     database_url, keys_json, ready, go, clock_start, send_at = argv
     config = make_config(database_url, json.loads(keys_json), dispatch={"enabled": False})
     clock = ManualClock(datetime.fromisoformat(clock_start))
@@ -40,7 +42,11 @@ async def race(argv: list[str]) -> dict[str, int]:
             await asyncio.sleep(0.005)
         clock.set(datetime.fromisoformat(send_at))
         await scheduler.settle()
-        return {"started": scheduler.started_total}
+        return {
+            "started": scheduler.started_total,
+            "pid": os.getpid(),
+            "dialect": scheduler.engine.dialect.name,
+        }
     finally:
         await runner.cleanup()
 

@@ -32,25 +32,18 @@ HORIZON = timedelta(minutes=10)
 
 
 async def recurring(world, clock, spec: RecurrenceIn) -> int:
-    """Draft -> series attached -> submitted -> approved; the template's id.
-
-    ``activate_on_approval`` runs in its own transaction here; in the API it runs in the
-    approval's (and is a no-op the second time)."""
-    created = await world.announce(send_at=(clock.now() + timedelta(hours=1)).isoformat())
-    async with world.engine.begin() as conn:
-        await recurrence.attach(
-            conn,
-            template_id=created["id"],
-            agency_id=world.agency_ids[0],
-            recurrence=spec,
-            agency_timezone="Asia/Jakarta",
-            now=clock.now(),
-        )
+    """Created with its recurrence through the API, submitted, approved (which activates the
+    series in the approval's transaction); the template's id."""
+    created = await world.announce(
+        send_at=(clock.now() + timedelta(hours=1)).isoformat(),
+        recurrence=spec.model_dump(mode="json", exclude_none=True),
+    )
+    assert created["series"]["status"] == "pending"
     path = f"/api/v1/announcements/{created['id']}"
     assert (await world.call("POST", path + "/submit", role=Role.AUTHOR)).status == 200
-    await approve(world, created["id"])
-    async with world.engine.begin() as conn:
-        await recurrence.activate_on_approval(conn, announcement_id=created["id"], now=clock.now())
+    approved = await approve(world, created["id"])
+    assert approved["status"] == "scheduled"
+    assert approved["series"]["status"] == "active"
     return int(created["id"])
 
 

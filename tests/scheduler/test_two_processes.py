@@ -1,9 +1,14 @@
 """Two Warta processes on one database both try to start the same due announcement: exactly
-one fan-out happens (``Dispatcher.start_due``'s conditional update approved -> sending)."""
+one fan-out happens (``Dispatcher.start_due``'s conditional update approved -> sending).
+
+The racers are separate OS processes (``python -m tests.scheduler.racer``), each with its own
+engine and scheduler; the test checks their process ids and the database they used, so on
+the PostgreSQL run the race really is between two processes on one PostgreSQL database."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -37,7 +42,7 @@ def _wait_for(paths: list[Path], processes: list[subprocess.Popen[str]]) -> None
 
 
 async def test_exactly_one_process_starts_a_due_announcement(
-    aiohttp_client, database_url, keys, tmp_path
+    aiohttp_client, database_url, keys, tmp_path, backend
 ):
     clock = ManualClock()
     async with scheduled_world(aiohttp_client, database_url, keys, clock=clock) as (world, _):
@@ -79,7 +84,11 @@ async def test_exactly_one_process_starts_a_due_announcement(
                     racer.communicate()
 
         assert [racer.returncode for racer in racers] == [0, 0], [err for _, err in outputs]
-        started = sorted(json.loads(out.strip().splitlines()[-1])["started"] for out, _ in outputs)
-        assert started == [0, 1]
+        reports = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+        assert len({r["pid"] for r in reports} | {os.getpid()}) == 3
+        assert {r["dialect"] for r in reports} == {
+            "postgresql" if backend == "postgres" else "sqlite"
+        }
+        assert sorted(r["started"] for r in reports) == [0, 1]
         assert await status_of(world, created["id"]) == "sending"
         assert await delivery_states(world, created["id"]) == {"queued": 25}
