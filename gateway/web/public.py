@@ -10,7 +10,11 @@ from aiohttp import web
 
 from gateway.api.errors import ApiError
 from gateway.api.system import verify_code
-from gateway.appkeys import CONFIG, ENGINE, RENDERER
+from gateway.appkeys import CLOCK, CONFIG, ENGINE, RENDERER
+from gateway.cap import CAP_MEDIA_TYPE
+from gateway.cap.atom import ATOM_MEDIA_TYPE, atom_feed
+from gateway.cap.store import KnownAlert, alerts_of
+from gateway.cap.writer import cap_document
 from gateway.codes import normalise_code
 from gateway.db.engine import reading
 from gateway.db.schema import agencies, announcements
@@ -84,6 +88,77 @@ async def announcement_page(request: web.Request) -> web.Response:
     return _page(request, "announcement.html", row=row, body_html=body, content=content)
 
 
+async def announcement_cap(request: web.Request) -> web.Response:
+    """The announcement as a CAP 1.2 document; a cancelled one (once public) as a Cancel."""
+    code = normalise_code(request.match_info["code"])
+    row = None
+    timezone: str | None = None
+    alerts: list[KnownAlert] = []
+    if code is not None:
+        async with reading(request.app[ENGINE]) as conn:
+            row = await find_by_code(conn, code)
+            if row is not None:
+                timezone = await conn.scalar(
+                    sa.select(agencies.c.timezone).where(agencies.c.id == row["agency_id"])
+                )
+                alerts = await alerts_of(conn, row["id"])
+    public = row is not None and (
+        row["status"] in _VISIBLE
+        or (row["status"] == "cancelled" and row["approved_at"] is not None)
+    )
+    if row is None or not public:
+        return web.Response(
+            text="not found", status=404, content_type="text/plain", headers=SECURITY_HEADERS
+        )
+    details = next((a.details for a in reversed(alerts) if a.details), None)
+    document = cap_document(
+        row,
+        public_base=request.app[CONFIG].http.public_url,
+        timezone=timezone or "Asia/Jakarta",
+        details=details,
+    )
+    return web.Response(
+        body=document, content_type=CAP_MEDIA_TYPE, charset="utf-8", headers=SECURITY_HEADERS
+    )
+
+
+async def feed(request: web.Request) -> web.Response:
+    """The latest public announcements as Atom, each linking to its page and its CAP."""
+    published = sa.func.coalesce(announcements.c.approved_at, announcements.c.created_at)
+    async with reading(request.app[ENGINE]) as conn:
+        rows = (
+            (
+                await conn.execute(
+                    sa.select(
+                        announcements.c.title,
+                        announcements.c.body,
+                        announcements.c.facts,
+                        announcements.c.urgency,
+                        announcements.c.verification_code,
+                        published.label("published"),
+                        announcements.c.updated_at.label("updated"),
+                        agencies.c.name.label("agency"),
+                    )
+                    .join(agencies, agencies.c.id == announcements.c.agency_id)
+                    .where(announcements.c.status.in_(_VISIBLE))
+                    .order_by(published.desc(), announcements.c.id.desc())
+                    .limit(50)
+                )
+            )
+            .mappings()
+            .all()
+        )
+    document = atom_feed(
+        [dict(row) for row in rows],
+        public_base=request.app[CONFIG].http.public_url,
+        title="Warta",
+        now=request.app[CLOCK].now(),
+    )
+    return web.Response(
+        body=document, content_type=ATOM_MEDIA_TYPE, charset="utf-8", headers=SECURITY_HEADERS
+    )
+
+
 async def verify_page(request: web.Request) -> web.Response:
     raw = request.query.get("code", "").strip()
     result = None
@@ -104,5 +179,8 @@ def install(app: web.Application) -> None:
         undefined=jinja2.StrictUndefined,
     )
     app.router.add_get("/", home)
+    # Before /a/{code}, which would otherwise take "K7P2QX.cap" for a code.
+    app.router.add_get("/a/{code}.cap", announcement_cap)
     app.router.add_get("/a/{code}", announcement_page)
+    app.router.add_get("/feed.atom", feed)
     app.router.add_get("/verify", verify_page)
