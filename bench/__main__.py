@@ -1,4 +1,6 @@
-"""``python -m bench outbox [--recipients N] [--backend sqlite|postgres|both]``.
+"""``python -m bench outbox [--recipients N] [--backend sqlite|postgres|both]``,
+``python -m bench telegram [--chats N] [--workers 1,4,8]``,
+``python -m bench ussd [--sessions N] [--postgres URL]``.
 
 Prints the machine, the versions, the command, then one Markdown table per measurement with
 the ratios measured side by side in this one run.
@@ -15,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import common, outbox
+from bench import common, outbox, telegram, ussd
 
 SECTIONS = ("fanout", "dispatch", "reports")
 
@@ -42,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=outbox.Knobs.workers_per_channel)
     run.add_argument("--executor-workers", type=int, default=outbox.Knobs.executor_workers)
     run.add_argument("--workdir", type=Path, default=None, help="SQLite files (default: /tmp)")
+    telegram.add_arguments(
+        commands.add_parser("telegram", help="a Telegram broadcast at Telegram's limits")
+    )
+    ussd.add_arguments(
+        commands.add_parser("ussd", help="USSD callback latency against a bare aiohttp floor")
+    )
     return parser
 
 
@@ -267,6 +275,13 @@ async def _main(args: argparse.Namespace) -> None:
 
 def main() -> None:
     args = _parser().parse_args()
+    command = ".venv/bin/python -m bench " + shlex.join(sys.argv[1:])
+    if args.command == "telegram":
+        asyncio.run(telegram.main(args, command))
+        return
+    if args.command == "ussd":
+        asyncio.run(ussd.main(args, command))
+        return
     if shutil.which("wrk") is None and "reports" in args.only:
         raise SystemExit("wrk is not installed: apt-get install wrk (or --only fanout,dispatch)")
     asyncio.run(_main(args))

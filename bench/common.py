@@ -97,8 +97,15 @@ def vm_hwm_mib() -> float:
 
 
 def postgres_base_url() -> str:
+    from_env = os.environ.get("WARTA_TEST_POSTGRES_URL") or os.environ.get(
+        "WARTA_BENCH_POSTGRES_URL"
+    )
+    if from_env:
+        return from_env
     if not PG_URL_FILE.exists():
-        raise SystemExit(f"PostgreSQL URL file {PG_URL_FILE} is missing")
+        raise SystemExit(
+            f"PostgreSQL: set WARTA_TEST_POSTGRES_URL (e.g. from .ci/pg-up) or write {PG_URL_FILE}"
+        )
     return PG_URL_FILE.read_text().strip()
 
 

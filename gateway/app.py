@@ -7,7 +7,18 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.api import announcements, deliveries, subscribers, system
+from gateway import http_headers
+from gateway.api import (
+    announcements,
+    cap,
+    deliveries,
+    inbox,
+    schedule,
+    stats,
+    subscribers,
+    system,
+    tokens,
+)
 from gateway.api.errors import error_middleware
 from gateway.api.openapi import build_openapi
 from gateway.api.routing import ApiRoutes
@@ -23,9 +34,14 @@ log = logging.getLogger("warta")
 
 API_MODULES: tuple[ApiRoutes, ...] = (
     announcements.routes,
+    cap.routes,
     deliveries.routes,
+    inbox.routes,
+    schedule.routes,
+    stats.routes,
     subscribers.routes,
     system.routes,
+    tokens.routes,
 )
 OPENAPI = web.AppKey("openapi", dict)
 
@@ -77,6 +93,7 @@ def create_app(
     vault: PhoneVault | None = None,
 ) -> web.Application:
     """Build the gateway. Nothing connects until the app starts (``cleanup_ctx``)."""
+    from gateway import voice_routes
     from gateway.callbacks import routes as callback_routes
     from gateway.citizen import routes as citizen_routes
     from gateway.citizen import telegram_bot
@@ -90,6 +107,7 @@ def create_app(
         middlewares=[error_middleware, auth_middleware],
         client_max_size=config.http.max_body_bytes,
     )
+    http_headers.install(app)
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
     app[VAULT] = vault or vault_from_config(config)
@@ -118,6 +136,7 @@ def create_app(
     app.router.add_get("/healthz", system.healthz)
     app.router.add_get("/readyz", system.readyz)
     callback_routes.install(app)
+    voice_routes.install(app)
     citizen_routes.install(
         app,
         settings=CitizenSettings(

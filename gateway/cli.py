@@ -3,7 +3,10 @@
     warta demo [--port 8080] [--data-dir ./warta-demo]
     warta serve [--config warta.toml]
     warta db upgrade [--config warta.toml]
+    warta audit verify [--config warta.toml]
+    warta keys rotate [--config warta.toml] [--batch 1000]
     warta simulate africastalking [--port 9090] [--report-url URL]
+    warta simulate voice [--port 9090] [--report-url URL-of-the-voice-callback]
 
 Secrets never come from the command line: use ``WARTA_SECRETS__*`` variables or ``…_FILE``.
 """
@@ -45,12 +48,31 @@ def _parser() -> argparse.ArgumentParser:
     upgrade = db_commands.add_parser("upgrade", help="apply migrations")
     upgrade.add_argument("--config", type=Path, default=None)
 
+    audit = commands.add_parser("audit", help="the tamper-evident audit log")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser("verify", help="check every agency's hash chain")
+    verify.add_argument("--config", type=Path, default=None)
+
+    keys = commands.add_parser("keys", help="encryption keys of personal data")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    rotate = keys_commands.add_parser(
+        "rotate", help="re-encrypt stored phone numbers under the newest key (safe while serving)"
+    )
+    rotate.add_argument("--config", type=Path, default=None)
+    rotate.add_argument("--batch", type=int, default=1000, help="rows per statement")
+
     simulate = commands.add_parser("simulate", help="run one provider simulator standalone")
     simulate.add_argument("provider", choices=sorted(SIMULATORS))
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, default=9090)
-    simulate.add_argument("--report-url", default=None, help="where to POST delivery reports")
-    simulate.add_argument("--report-delay", type=float, default=1.0)
+    simulate.add_argument(
+        "--report-url",
+        default=None,
+        help="where to POST delivery reports (voice: the gateway's voice callback URL)",
+    )
+    simulate.add_argument(
+        "--report-delay", type=float, default=1.0, help="seconds before a report (voice: answer)"
+    )
     simulate.add_argument("--latency", type=float, default=0.0)
     return parser
 
@@ -89,7 +111,7 @@ def stop_signal() -> asyncio.Event:
     return stop
 
 
-SIMULATORS = ("africastalking", "telegram", "meta", "x", "mastodon")
+SIMULATORS = ("africastalking", "voice", "telegram", "meta", "x", "mastodon")
 
 
 async def _simulate(args: argparse.Namespace) -> None:
@@ -104,6 +126,18 @@ async def _simulate(args: argparse.Namespace) -> None:
                 latency=args.latency,
                 delivery_report_url=args.report_url,
                 delivery_report_delay=args.report_delay,
+                seed=None,
+            )
+        )
+    elif args.provider == "voice":
+        from channels.africastalking.voice_sim import VoiceSimulator
+        from channels.voice.simconfig import VoiceSimulatorConfig
+
+        simulator = VoiceSimulator(
+            VoiceSimulatorConfig(
+                latency=args.latency,
+                callback_url=args.report_url,
+                answer_delay=args.report_delay,
                 seed=None,
             )
         )
@@ -133,6 +167,55 @@ async def _simulate(args: argparse.Namespace) -> None:
         await stop.wait()
     finally:
         await simulator.stop()
+
+
+async def _audit_verify(config: WartaConfig) -> int:
+    """Exit 0 when every chain is intact, 4 (listing the broken events) otherwise."""
+    import sqlalchemy as sa
+
+    from gateway.db.engine import create_engine, ensure_migrated
+    from gateway.db.schema import audit_events
+    from gateway.store.audit import verify_chain
+
+    engine = create_engine(config.database)
+    try:
+        await ensure_migrated(engine)
+        async with engine.connect() as conn:
+            problems = await verify_chain(conn)
+            events = await conn.scalar(sa.select(sa.func.count()).select_from(audit_events))
+    finally:
+        await engine.dispose()
+    if problems:
+        for problem in problems:
+            print(f"audit: {problem}", file=sys.stderr)
+        print(f"audit chain BROKEN: {len(problems)} problem(s) in {events} events", file=sys.stderr)
+        return 4
+    print(f"audit chain intact: {events} events")
+    return 0
+
+
+async def _keys_rotate(config: WartaConfig, *, batch: int) -> int:
+    from gateway.app import vault_from_config
+    from gateway.db.engine import create_engine, ensure_migrated
+    from gateway.keys import remaining_under_old_keys, rotate_phone_keys
+
+    vault = vault_from_config(config)
+    engine = create_engine(config.database)
+    try:
+        await ensure_migrated(engine)
+        report = await rotate_phone_keys(engine, vault, batch=batch)
+        left = await remaining_under_old_keys(engine, vault)
+    finally:
+        await engine.dispose()
+    for column, count in report.re_encrypted.items():
+        print(f"{column}: {count} re-encrypted")
+    remaining = sum(left.values())
+    if remaining:
+        # Rows written under an old key meanwhile (a gateway not restarted with the new key).
+        print(f"{remaining} still under an old key: run it again", file=sys.stderr)
+        return 5
+    print("every stored number is under the newest key; older keys may now be removed")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -165,6 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             upgrade(config.database.url)
             print("database is at the latest schema")
             return 0
+        if args.command == "audit":
+            return asyncio.run(_audit_verify(config))
+        if args.command == "keys":
+            return asyncio.run(_keys_rotate(config, batch=args.batch))
         asyncio.run(_serve(config))
         return 0
     except ConfigProblem as exc:

@@ -138,6 +138,9 @@ class DispatchConfig(_Section):
     backoff_max_s: float = Field(default=600.0, gt=0)
     idle_poll_s: float = Field(default=0.5, gt=0)
     enabled: bool = True
+    # An emergency on Telegram or WhatsApp not confirmed delivered this long after it was
+    # sent falls back to the subscriber's next channel (gateway.outbox.fallback).
+    fallback_unconfirmed_s: float = Field(default=300.0, gt=0)
 
 
 class SchedulerSection(_Section):

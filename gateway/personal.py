@@ -158,6 +158,17 @@ class PhoneVault:
             raise KeyProblem("a stored phone number failed its integrity check") from None
         return plain.decode()
 
+    @property
+    def current_fingerprint(self) -> bytes:
+        """The prefix of every ciphertext made under the newest key (not secret)."""
+        return self._current
+
+    def reencrypt(self, ciphertext: bytes) -> bytes:
+        """The same number under the newest key (key rotation); the number never leaves."""
+        if self.is_current(ciphertext):
+            return ciphertext
+        return self.encrypt(self.decrypt(ciphertext))
+
     def is_current(self, ciphertext: bytes) -> bool:
         """Whether ``ciphertext`` is under the newest key (rotation re-encrypts the rest)."""
         return bytes(ciphertext[:_FINGERPRINT]) == self._current

@@ -1,4 +1,9 @@
-"""``/api/v1/announcements``: create, read, list, and move through approval."""
+"""``/api/v1/announcements``: create, read, list, and move through approval.
+
+Send times and recurrences are the scheduler's (``scheduler``): its checks decide what is
+valid, a recurrence is attached in the creating transaction and activated in the approving
+one, and every change the scheduler must act on soon ends with ``notify_scheduler``.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,19 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api import models
-from gateway.api.errors import ApiError
+from gateway.api.errors import ApiError, unprocessable
 from gateway.api.routing import ApiRoutes, path_id
 from gateway.appkeys import CLOCK, CONFIG, DISPATCHER, ENGINE
 from gateway.auth import Principal
 from gateway.db.engine import reading
 from gateway.domain import AnnouncementStatus, DeliveryState, Role
+from gateway.outbox import fallback
 from gateway.store import announcements as store
 from gateway.store.audit import record
+from scheduler import recurrence as recurrences
+from scheduler.series import SeriesOut, series_of
+from scheduler.service import notify_scheduler
+from scheduler.validation import FieldError, validate_recurrence, validate_send_window
 
 routes = ApiRoutes()
 TAGS = ("announcements",)
@@ -30,6 +40,7 @@ def to_out(
     *,
     counts: dict[str, dict[DeliveryState, int]] | None = None,
     cost: Any = None,
+    series: SeriesOut | None = None,
 ) -> models.AnnouncementOut:
     v = row.values
     stats = None
@@ -71,6 +82,7 @@ def to_out(
         estimated_cost=v["estimated_cost"],
         actual_cost=cost,
         stats=stats,
+        series=series,
     )
 
 
@@ -87,11 +99,17 @@ async def create_announcement(
     request: web.Request, principal: Principal, body: models.AnnouncementIn
 ) -> models.AnnouncementOut:
     now = request.app[CLOCK].now()
-    if body.send_at is not None and body.send_at < now:
-        raise ApiError(422, "invalid", "send_at: must not be in the past", "send_at")
-    if body.expires_at is not None and body.expires_at <= now:
-        raise ApiError(422, "invalid", "expires_at: must be in the future", "expires_at")
-    values = body.model_dump(mode="json", exclude={"send_at", "expires_at", "urgency"})
+    try:
+        validate_send_window(send_at=body.send_at, expires_at=body.expires_at, now=now)
+        if body.recurrence is not None:
+            validate_recurrence(
+                body.recurrence, now=now, send_at=body.send_at, expires_at=body.expires_at
+            )
+    except FieldError as exc:
+        raise unprocessable(exc.message, exc.field) from None
+    values = body.model_dump(
+        mode="json", exclude={"send_at", "expires_at", "urgency", "recurrence"}
+    )
     values.update(
         agency_id=principal.agency_id,
         urgency=body.urgency.value,
@@ -100,18 +118,38 @@ async def create_announcement(
         created_by=principal.token_id,
     )
     engine = request.app[ENGINE]
+    after: dict[str, Any] = {
+        "title": body.title,
+        "channels": body.channels,
+        "urgency": body.urgency.value,
+    }
+    # One transaction: a recurrence that cannot be stored leaves no announcement behind.
     async with engine.begin() as conn:
         new_id = await store.insert_announcement(conn, values=values, now=now)
+        if body.recurrence is not None:
+            try:
+                await recurrences.attach(
+                    conn,
+                    template_id=new_id,
+                    agency_id=principal.agency_id,
+                    recurrence=body.recurrence,
+                    agency_timezone=await recurrences.agency_timezone(conn, principal.agency_id),
+                    now=now,
+                )
+            except FieldError as exc:
+                raise unprocessable(exc.message, exc.field) from None
+            after["recurrence"] = body.recurrence.model_dump(mode="json", exclude_none=True)
         await record(
             conn,
             principal=principal,
             action="announcement.create",
             subject=("announcement", new_id),
-            after={"title": body.title, "channels": body.channels, "urgency": body.urgency.value},
+            after=after,
             now=now,
         )
         row = await store.get_announcement(conn, new_id, agency_id=principal.agency_id)
-    return to_out(request, row)
+        series = await series_of(conn, new_id) if body.recurrence is not None else None
+    return to_out(request, row, series=series)
 
 
 @routes.get(
@@ -139,7 +177,7 @@ async def list_announcements(
 
 @routes.get(
     "/announcements/{id}",
-    summary="One announcement with delivery counts per channel and state",
+    summary="One announcement with delivery counts per channel and state, and its series",
     response=models.AnnouncementOut,
     tags=TAGS,
 )
@@ -149,7 +187,11 @@ async def get_announcement(request: web.Request, principal: Principal) -> models
         row = await store.get_announcement(conn, announcement_id, agency_id=principal.agency_id)
         counts = await store.delivery_counts(conn, [announcement_id])
         cost = await store.actual_cost(conn, announcement_id)
-    return to_out(request, row, counts=counts.get(announcement_id, {}), cost=cost)
+        series = await series_of(conn, announcement_id)
+        reached_by_fallback = await fallback.reached_by_fallback(conn, announcement_id)
+    out = to_out(request, row, counts=counts.get(announcement_id, {}), cost=cost, series=series)
+    out.reached_by_fallback = reached_by_fallback
+    return out
 
 
 async def _checks_before(
@@ -217,25 +259,37 @@ async def _act(request: web.Request, principal: Principal, action: str) -> model
             now=now,
             extra=extra,
         )
+        after: dict[str, Any] = {}
+        if status is AnnouncementStatus.APPROVED:
+            # A recurring announcement becomes its series' template here (never sent itself).
+            await recurrences.activate_on_approval(conn, announcement_id=announcement_id, now=now)
         if status is AnnouncementStatus.CANCELLED:
             from gateway.outbox.fanout import cancel_pending
 
             await cancel_pending(conn, announcement_id=announcement_id, now=now)
+            occurrences = await recurrences.cancel_series(
+                conn, template_id=announcement_id, now=now
+            )
+            if occurrences:
+                after["occurrences_cancelled"] = occurrences
+        row = await store.get_announcement(conn, announcement_id, agency_id=principal.agency_id)
         await record(
             conn,
             principal=principal,
             action=f"announcement.{action}",
             subject=("announcement", announcement_id),
             before={"status": before},
-            after={"status": status.value},
+            after={"status": row["status"], **after},
             now=now,
         )
-        row = await store.get_announcement(conn, announcement_id, agency_id=principal.agency_id)
+        series = await series_of(conn, announcement_id)
     if status is AnnouncementStatus.APPROVED:
         dispatcher = request.app.get(DISPATCHER)
         if dispatcher is not None:
             dispatcher.wake_starter()
-    return to_out(request, row)
+    if status in (AnnouncementStatus.APPROVED, AnnouncementStatus.CANCELLED):
+        notify_scheduler(request.app)
+    return to_out(request, row, series=series)
 
 
 @routes.post(

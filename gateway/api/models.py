@@ -17,6 +17,8 @@ from gateway.domain import (
     DeliveryState,
     Urgency,
 )
+from scheduler.series import SeriesOut
+from scheduler.validation import RecurrenceIn
 
 Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}$", examples=["id", "en"])]
 AreaCode = Annotated[str, Field(pattern=r"^[0-9]{2}(\.[0-9]{2,4}){0,3}$", examples=["31", "31.71"])]
@@ -62,9 +64,16 @@ class AnnouncementIn(Strict):
     topics: list[Topic] = Field(default_factory=list, max_length=50)
     channels: list[ChannelName] = Field(min_length=1, max_length=len(CHANNELS))
     urgency: Urgency = Urgency.NORMAL
+    # Send times are checked against the clock and each other by the handler, with
+    # ``scheduler.validation`` (the one place those rules live).
     send_at: AwareDatetime | None = None
     expires_at: AwareDatetime | None = None
     keep_gsm7: bool = False
+    recurrence: RecurrenceIn | None = Field(
+        default=None,
+        description="Repeat on a crontab schedule: each occurrence is a dated copy, sent "
+        "under this announcement's approval. See docs/scheduling.md.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> AnnouncementIn:
@@ -72,9 +81,40 @@ class AnnouncementIn(Strict):
             raise invalid("channels", "each channel may be named once")
         if self.language in self.translations:
             raise invalid("translations", "the main language needs no translation")
-        if self.send_at and self.expires_at and self.expires_at <= self.send_at:
-            raise invalid("expires_at", "must be after send_at")
         return self
+
+
+class ScheduleIn(Strict):
+    """A new send time and/or expiry. A field left out keeps its value; ``null`` clears it
+    (no send time: start as soon as approved; no expiry: never expires)."""
+
+    send_at: AwareDatetime | None = None
+    expires_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> ScheduleIn:
+        if not self.model_fields_set:
+            raise invalid("send_at", "give send_at and/or expires_at")
+        return self
+
+
+class QuietHoursIn(Strict):
+    quiet_hours: str = Field(
+        max_length=20,
+        description="Local times 'HH:MM-HH:MM' (may wrap midnight) or 'off'",
+        examples=["21:00-06:00", "off"],
+    )
+
+
+class QuietHoursOut(BaseModel):
+    quiet_hours: str = Field(description="'HH:MM-HH:MM' or 'off'")
+    enabled: bool
+    source: Literal["agency", "default"] = Field(
+        description="'default' until the agency sets its own (the [scheduler] configuration)"
+    )
+    timezone: str = Field(
+        description="the agency's zone, used for subscribers without an Indonesian area code"
+    )
 
 
 class CountsByState(BaseModel):
@@ -110,6 +150,17 @@ class AnnouncementOut(BaseModel):
     estimated_cost: Decimal | None = None
     actual_cost: Decimal | None = None
     stats: list[CountsByState] | None = None
+    reached_by_fallback: int | None = Field(
+        default=None,
+        description="Subscribers whose only successful delivery was a fallback on another "
+        "channel (see docs/fallback.md). Not filled in lists.",
+    )
+    series: SeriesOut | None = Field(
+        default=None,
+        description="The recurring series this announcement is the template or an occurrence "
+        "of, with its recurrence (cron, time zone, until, count); null otherwise. Not filled "
+        "in lists.",
+    )
 
 
 class AnnouncementList(BaseModel):
@@ -234,3 +285,112 @@ class VerifyOut(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     detail: str | None = None
+
+
+# -- operator inbox and statistics (gateway.api.inbox, gateway.api.stats) --------------------
+
+InboxStatus = Literal["open", "closed"]
+
+
+class InboxQuery(Strict):
+    limit: int = Field(default=50, ge=1, le=500)
+    before_id: int | None = Field(default=None, ge=1)
+    status: InboxStatus | None = None
+    channel: PersonalChannelName | None = None
+    assigned: str | None = Field(
+        default=None,
+        pattern=r"^(me|none|[0-9]{1,18})$",
+        description="'me', 'none' (unassigned) or an operator token id",
+    )
+
+
+class InboxThreadOut(BaseModel):
+    id: int
+    status: InboxStatus
+    channel: str = Field(description="where the latest message came from; replies go there")
+    subscriber_id: int | None
+    phone: str | None = Field(description="masked, e.g. +62 812-****-789; None on Telegram")
+    assigned_token_id: int | None
+    announcement_id: int | None = Field(description="the announcement the citizen answers")
+    opened_at: datetime
+    last_message_at: datetime
+    first_response_at: datetime | None
+    response_seconds: int | None = Field(description="time to first response, in seconds")
+    closed_at: datetime | None
+    messages_in: int
+    replies_out: int
+
+
+class InboxThreadList(BaseModel):
+    items: list[InboxThreadOut]
+    next_before_id: int | None
+
+
+class InboxMessageOut(BaseModel):
+    direction: Literal["in", "out"]
+    id: int
+    channel: str
+    text: str | None
+    at: datetime
+    announcement_id: int | None = None
+    operator_token_id: int | None = None
+    delivery_id: int | None = None
+    state: DeliveryState | None = Field(default=None, description="a reply's delivery state")
+    error_kind: str | None = None
+    error_reason: str | None = None
+    sent_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class InboxThreadDetail(InboxThreadOut):
+    messages: list[InboxMessageOut]
+
+
+class InboxAssignIn(Strict):
+    token_id: int | None = Field(
+        default=None, ge=1, description="an operator token of the agency; omitted: yourself"
+    )
+    unassign: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InboxAssignIn:
+        if self.unassign and self.token_id is not None:
+            raise invalid("token_id", "give token_id or unassign, not both")
+        return self
+
+
+class InboxReplyIn(Strict):
+    text: str = Field(min_length=1, max_length=4096)
+
+
+class InboxReplyOut(BaseModel):
+    delivery_id: int
+    channel: str
+    state: DeliveryState
+    thread: InboxThreadOut
+
+
+class StatsQuery(Strict):
+    since: AwareDatetime | None = Field(default=None, description="default: until - 7 days")
+    until: AwareDatetime | None = Field(default=None, description="default: now")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StatsQuery:
+        if self.since is not None and self.until is not None and self.until <= self.since:
+            raise invalid("until", "must be after since")
+        return self
+
+
+class InboxStats(BaseModel):
+    threads_opened: int
+    threads_answered: int = Field(description="threads first answered in the window")
+    response_seconds_median: float | None
+    response_seconds_p90: float | None
+
+
+class StatsOut(BaseModel):
+    agency: str
+    since: datetime
+    until: datetime
+    deliveries: list[CountsByState]
+    inbox: InboxStats

@@ -84,6 +84,8 @@ async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 async def current_revision(engine: AsyncEngine) -> str | None:
     """The alembic revision the database is at, or None when it was never migrated."""
     async with engine.connect() as conn:
+        # A read: on SQLite it must not queue for the write lock behind running gateways.
+        conn = await conn.execution_options(**{READ_ONLY: True})
 
         def _read(sync_conn: Any) -> str | None:
             from sqlalchemy import inspect

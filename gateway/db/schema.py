@@ -183,6 +183,9 @@ deliveries = Table(
     Column("created_at", When, nullable=False),
     Column("sent_at", When, nullable=True),
     Column("finished_at", When, nullable=True),
+    # The delivery this one stands in for, after it failed or went unconfirmed
+    # (gateway.outbox.fallback); NULL for what fan-out queued. No foreign key, as above.
+    Column("fallback_of", Id, nullable=True),
     UniqueConstraint("announcement_id", "channel", "subscriber_id"),
     # Partial: only social posts have an account and only replies a reply key, so the other
     # million rows of a broadcast cost these indexes nothing.
@@ -233,6 +236,19 @@ deliveries = Table(
         sqlite_where=text("state = 'queued'"),
         postgresql_where=text("state = 'queued'"),
     ),
+    # Fallback: "has this delivery a stand-in yet", and the sweep over recent failures.
+    Index(
+        "ix_deliveries_fallback_of",
+        "fallback_of",
+        sqlite_where=text("fallback_of IS NOT NULL"),
+        postgresql_where=text("fallback_of IS NOT NULL"),
+    ),
+    Index(
+        "ix_deliveries_failed_finished_at",
+        "finished_at",
+        sqlite_where=text("state = 'failed'"),
+        postgresql_where=text("state = 'failed'"),
+    ),
 )
 
 delivery_reports = Table(
@@ -264,8 +280,62 @@ inbound_messages = Table(
     Column("announcement_id", Id, ForeignKey("announcements.id"), nullable=True),
     Column("received_at", When, nullable=False),
     Column("handled", String(16), nullable=False, server_default="inbox"),
+    # The operator inbox conversation this message belongs to (``handled='inbox'`` only).
+    Column("thread_id", Id, ForeignKey("inbox_threads.id"), nullable=True),
     UniqueConstraint("channel", "provider_message_id"),
     Index("ix_inbound_messages_agency_id_received_at", "agency_id", "received_at"),
+    Index("ix_inbound_messages_thread_id", "thread_id"),
+)
+
+# One conversation with one citizen in the operator inbox (gateway.store.inbox). A citizen is a
+# subscriber, or for an unknown sender the blind index of their number (or of their Telegram
+# chat): ``citizen_key``. At most one thread per citizen is open; a message after the close
+# opens a new one, so each conversation has its own time to first response.
+inbox_threads = Table(
+    "inbox_threads",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("agency_id", Id, ForeignKey("agencies.id"), nullable=False),
+    Column("citizen_key", String(80), nullable=False),
+    Column("subscriber_id", Id, ForeignKey("subscribers.id"), nullable=True),
+    Column("phone_masked", String(32), nullable=True),
+    # Where a reply goes on ``channel``: the AEAD ciphertext of the number or chat id.
+    Column("reply_ciphertext", LargeBinary, nullable=True),
+    # The channel of the latest message in: operator replies go back the same way.
+    Column("channel", String(32), nullable=False),
+    Column("status", String(16), nullable=False, server_default="open"),
+    Column("assigned_token_id", Id, ForeignKey("api_tokens.id"), nullable=True),
+    Column("announcement_id", Id, ForeignKey("announcements.id"), nullable=True),
+    Column("opened_at", When, nullable=False),
+    Column("last_message_at", When, nullable=False),
+    Column("first_response_at", When, nullable=True),
+    # Whole seconds from the first message to the first operator reply, kept so the
+    # percentiles in /stats are plain ORDER BY on both databases.
+    Column("response_seconds", Integer, nullable=True),
+    Column("closed_at", When, nullable=True),
+    Index(
+        "uq_inbox_threads_agency_id_citizen_key_open",
+        "agency_id",
+        "citizen_key",
+        unique=True,
+        sqlite_where=text("status = 'open'"),
+        postgresql_where=text("status = 'open'"),
+    ),
+    Index("ix_inbox_threads_agency_id_status_id", "agency_id", "status", "id"),
+    Index("ix_inbox_threads_agency_id_first_response_at", "agency_id", "first_response_at"),
+    Index("ix_inbox_threads_subscriber_id", "subscriber_id"),
+)
+
+# Operator replies in a thread; the reply itself is a ``kind='reply'`` delivery in the outbox.
+inbox_replies = Table(
+    "inbox_replies",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("thread_id", Id, ForeignKey("inbox_threads.id"), nullable=False),
+    Column("delivery_id", Id, ForeignKey("deliveries.id"), nullable=False),
+    Column("token_id", Id, ForeignKey("api_tokens.id"), nullable=False),
+    Column("created_at", When, nullable=False),
+    Index("ix_inbox_replies_thread_id", "thread_id"),
 )
 
 audit_events = Table(
@@ -287,4 +357,5 @@ audit_events = Table(
 
 # The scheduler declares its tables (recurrences, quiet hours) on this metadata. Importing it
 # here keeps one complete picture of the schema for the migrations and the start-up check.
+from gateway.cap import tables as _cap_tables  # noqa: E402, F401
 from scheduler import tables as _scheduler_tables  # noqa: E402, F401

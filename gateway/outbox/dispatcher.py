@@ -4,6 +4,10 @@ Per channel, ``workers_per_channel`` tasks each loop: claim a batch under a leas
 provider-sized requests (at most the channel's rate), record every outcome in one statement.
 Retry decisions are made here from the error kinds of ``gateway.errors``; channels only report.
 
+Fallback (``gateway.outbox.fallback``): the failures of a batch queue their stand-ins on the
+subscriber's next channel in the transaction that records them; housekeeping catches failures
+that came later (delivery reports, leases that ran out) and unconfirmed emergencies.
+
 Crash safety: a delivery is ``sending`` with a lease while in flight. If the process dies, the
 lease expires and the delivery is queued again, so at most the batches in flight at the kill
 can go out twice (``workers_per_channel × claim_batch`` per channel); nothing is lost.
@@ -31,7 +35,7 @@ from gateway.config import WartaConfig
 from gateway.db.schema import agencies, announcements, deliveries
 from gateway.domain import AnnouncementStatus, DeliveryState
 from gateway.errors import ChannelError, RecipientStopped, Throttled
-from gateway.outbox import claims
+from gateway.outbox import claims, fallback
 from gateway.outbox.content import content_for
 from gateway.outbox.fanout import fan_out
 from gateway.personal import PhoneVault
@@ -40,6 +44,9 @@ from gateway.ratelimit import TokenBucket
 from gateway.renditions import Renderer
 
 log = logging.getLogger("warta.dispatch")
+
+# A fresh process looks this far back for failures that still need a stand-in.
+FALLBACK_CATCH_UP = timedelta(hours=6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +83,8 @@ class Dispatcher:
         self._paused_until: dict[str, float] = {}
         self._texts: OrderedDict[tuple[int, str, str], str] = OrderedDict()
         self._announcements: OrderedDict[int, _Announcement] = OrderedDict()
+        self._sms_segments: OrderedDict[int, dict[str, int]] = OrderedDict()
+        self._fallback_swept_at: datetime | None = None
         self._stopping = False
 
     @classmethod
@@ -237,6 +246,21 @@ class Dispatcher:
             if handled == 0:
                 await self._wait(event, self.config.dispatch.idle_poll_s)
 
+    def claim_size(self, channel: Channel) -> int:
+        """How many deliveries one worker claims at once on ``channel``.
+
+        Every worker of a channel may hold a batch while all share the channel's rate, so a
+        batch must go out well within its lease, or maintenance would reclaim the tail while
+        it still waits for its turn and it would go out twice (30/s Telegram with 4 workers of
+        500 needs 67 s for 2,000, past a 60 s lease). Half the lease leaves room for slow
+        providers and 429 pauses.
+        """
+        settings = self.config.dispatch
+        fits = int(
+            channel.rate_per_second * settings.lease_seconds * 0.5 / settings.workers_per_channel
+        )
+        return max(1, min(settings.claim_batch, fits))
+
     async def run_once(self, channel_name: str) -> int:
         """Claim, send and record one batch; returns how many deliveries it handled."""
         loop = asyncio.get_running_loop()
@@ -250,7 +274,7 @@ class Dispatcher:
             batch = await claims.claim(
                 conn,
                 channel=channel_name,
-                limit=settings.claim_batch,
+                limit=self.claim_size(channel),
                 now=now,
                 lease_until=now + timedelta(seconds=settings.lease_seconds),
             )
@@ -259,6 +283,13 @@ class Dispatcher:
         outcomes = await self._send_batch(channel, batch)
         stopped = [o.id for o in outcomes if o.error_kind == RecipientStopped.kind]
         sent = [o.id for o in outcomes if o.state is DeliveryState.SENT]
+        failed = [o.id for o in outcomes if o.state is DeliveryState.FAILED]
+        rules = None
+        if failed and channel.reach == "personal":
+            rules = await self._fallback_rules(
+                {item.announcement_id for item in batch if item.announcement_id is not None}
+            )
+        fell_back = 0
         async with self.engine.begin() as conn:
             if sent:
                 await claims.lock_reports(conn, [channel_name])
@@ -267,6 +298,15 @@ class Dispatcher:
             await claims.stop_recipients(
                 conn, channel=channel_name, delivery_ids=stopped, now=self.clock.now()
             )
+            if rules is not None:
+                fell_back = await fallback.queue_fallbacks(
+                    conn, fallback.failed_among(failed), now=self.clock.now(), rules=rules
+                )
+        if fell_back:
+            log.info(
+                "%d failed %s deliveries fall back to another channel", fell_back, channel_name
+            )
+            self._wake_workers()
         return len(batch)
 
     async def _send_batch(
@@ -427,6 +467,68 @@ class Dispatcher:
                 self._texts.popitem(last=False)
         return text
 
+    # -- fallback ---------------------------------------------------------------------------
+
+    async def _fallback_rules(self, announcement_ids: set[int]) -> fallback.FallbackRules:
+        return fallback.FallbackRules(
+            channels=frozenset(n for n, c in self.channels.items() if c.reach == "personal"),
+            unconfirmed_after=timedelta(seconds=self.config.dispatch.fallback_unconfirmed_s),
+            tariff=Tariff.from_config(self.config.pricing),
+            sms_segments={
+                announcement_id: await self._sms_segments_of(announcement_id)
+                for announcement_id in sorted(announcement_ids)
+            },
+        )
+
+    async def _sms_segments_of(self, announcement_id: int) -> dict[str, int]:
+        """Segments per language of the announcement's SMS, to price a stand-in SMS."""
+        sms = self.channels.get("sms")
+        if sms is None:
+            return {}
+        cached = self._sms_segments.get(announcement_id)
+        if cached is not None:
+            return cached
+        announcement = await self._announcement(announcement_id)
+        row = announcement.row
+        try:
+            segments = {
+                language: self.renderer.render(
+                    type(sms),
+                    content_for(
+                        row,
+                        language=language,
+                        agency_name=announcement.agency_name,
+                        public_url=self._public_url(row),
+                    ),
+                    keep_gsm7=row["keep_gsm7"],
+                ).segments
+                for language in [row["language"], *row["translations"]]
+            }
+        except Exception:
+            # Only an estimate: a rendition that cannot be made must not stop the outbox
+            # housekeeping; the stand-in counts one segment and the send itself will tell.
+            log.exception("could not render the SMS of announcement %s", announcement_id)
+            return {}
+        self._sms_segments[announcement_id] = segments
+        if len(self._sms_segments) > 256:
+            self._sms_segments.popitem(last=False)
+        return segments
+
+    def _fallback_sweep(self, now: datetime) -> list[sa.ColumnElement[bool]]:
+        """Failures since the last sweep, and emergencies overdue for confirmation since then.
+
+        The window overlaps the last one by a lease, so a failure recorded by a transaction
+        that committed late is still seen; a stand-in already queued is never queued twice.
+        """
+        settings = self.config.dispatch
+        overlap = timedelta(seconds=max(60.0, settings.lease_seconds))
+        since = (self._fallback_swept_at or now - FALLBACK_CATCH_UP) - overlap
+        patience = timedelta(seconds=settings.fallback_unconfirmed_s)
+        return [
+            fallback.failed_since(since),
+            fallback.unconfirmed(sent_after=since - patience, sent_before=now - patience),
+        ]
+
     # -- housekeeping -----------------------------------------------------------------------
 
     async def _maintenance_loop(self) -> None:
@@ -438,8 +540,20 @@ class Dispatcher:
             await asyncio.sleep(max(1.0, self.config.dispatch.idle_poll_s * 2))
 
     async def housekeeping(self) -> None:
-        """Reclaim dead leases, expire overdue deliveries, finish announcements."""
+        """Reclaim dead leases, expire overdue deliveries, queue the fallbacks of late failures
+        and unconfirmed emergencies, finish announcements."""
         now = self.clock.now()
+        sweep = self._fallback_sweep(now)
+        rules = await self._fallback_rules(set())
+        async with self.engine.connect() as conn:
+            concerned: set[int] = set()
+            for source in sweep:
+                concerned.update(
+                    await fallback.source_announcements(conn, source, now=now, rules=rules)
+                )
+        if concerned:
+            rules = await self._fallback_rules(concerned)
+        fell_back = 0
         async with self.engine.begin() as conn:
             reclaimed = await claims.reclaim_expired_leases(
                 conn, now=now, max_attempts=self.config.dispatch.max_attempts
@@ -455,6 +569,8 @@ class Dispatcher:
                 )
                 .values(state=DeliveryState.EXPIRED.value, finished_at=now, error_reason="expired")
             )
+            for source in sweep:
+                fell_back += await fallback.queue_fallbacks(conn, source, now=now, rules=rules)
             pending = sa.exists().where(
                 deliveries.c.announcement_id == announcements.c.id,
                 deliveries.c.state.in_([DeliveryState.QUEUED.value, DeliveryState.SENDING.value]),
@@ -464,6 +580,10 @@ class Dispatcher:
                 .where(announcements.c.status == AnnouncementStatus.SENDING.value, ~pending)
                 .values(status=AnnouncementStatus.DONE.value, finished_at=now, updated_at=now)
             )
+        self._fallback_swept_at = now
+        if fell_back:
+            log.info("%d failed or unconfirmed deliveries fall back to another channel", fell_back)
         if reclaimed:
             log.warning("reclaimed %d deliveries whose lease expired", reclaimed)
+        if reclaimed or fell_back:
             self._wake_workers()
