@@ -1,10 +1,11 @@
 """The ``warta`` command. It only parses arguments and runs what the modules provide.
 
     warta demo [--port 8080] [--data-dir ./warta-demo]
-    warta serve [--config warta.toml]
+    warta serve [--config warta.toml] [--role all|api|worker]
     warta db upgrade [--config warta.toml]
     warta audit verify [--config warta.toml]
     warta keys rotate [--config warta.toml] [--batch 1000]
+    warta phone [--data-dir warta-demo] {ussd | sms "CEK K7P2QX"}
     warta simulate africastalking [--port 9090] [--report-url URL]
     warta simulate voice [--port 9090] [--report-url URL-of-the-voice-callback]
 
@@ -21,9 +22,12 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import ConfigProblem, WartaConfig, load_config
+
+if TYPE_CHECKING:
+    from gateway.app import Role
 
 log = logging.getLogger("warta")
 
@@ -42,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gateway from a config file / environment")
     serve.add_argument("--config", type=Path, default=None)
     serve.add_argument("--port", type=int, default=None)
+    serve.add_argument(
+        "--role",
+        choices=("all", "api", "worker"),
+        default="all",
+        help="api: HTTP only, no dispatch; worker: dispatch and scheduler, health endpoints "
+        "only; all: both (default)",
+    )
 
     db = commands.add_parser("db", help="database commands")
     db_commands = db.add_subparsers(dest="db_command", required=True)
@@ -60,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     rotate.add_argument("--config", type=Path, default=None)
     rotate.add_argument("--batch", type=int, default=1000, help="rows per statement")
+
+    phone = commands.add_parser("phone", help="a feature phone in the terminal, for the demo")
+    phone.add_argument("--data-dir", type=Path, default=Path("warta-demo"))
+    phone.add_argument("--phone", default=None, help="the caller's number (a demo number)")
+    phone_commands = phone.add_subparsers(dest="phone_command", required=True)
+    phone_commands.add_parser("ussd", help="dial the USSD menu; one choice per line")
+    sms = phone_commands.add_parser("sms", help="text the short code and show the replies")
+    sms.add_argument("text", help='e.g. "CEK K7P2QX", "DAFTAR 3171", "STOP"')
 
     simulate = commands.add_parser("simulate", help="run one provider simulator standalone")
     simulate.add_argument("provider", choices=sorted(SIMULATORS))
@@ -84,17 +103,17 @@ def _configure_logging(level: str) -> None:
     )
 
 
-async def _serve(config: WartaConfig) -> None:
+async def _serve(config: WartaConfig, *, role: Role = "all") -> None:
     from aiohttp import web
 
     from gateway.app import create_app
 
     stop = stop_signal()
-    app = create_app(config)
+    app = create_app(config, role=role)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, config.http.host, config.http.port).start()
-    log.info("Warta serving on http://%s:%s", config.http.host, config.http.port)
+    log.info("Warta (%s) serving on http://%s:%s", role, config.http.host, config.http.port)
     try:
         await stop.wait()
     finally:
@@ -218,6 +237,28 @@ async def _keys_rotate(config: WartaConfig, *, batch: int) -> int:
     return 0
 
 
+def _phone(args: argparse.Namespace) -> int:
+    from gateway.phone import DEMO_PHONE, DemoNotRunning, dial_ussd, send_sms
+
+    number = args.phone or DEMO_PHONE
+    try:
+        if args.phone_command == "ussd":
+            asyncio.run(dial_ussd(args.data_dir, number))
+            return 0
+        replies = asyncio.run(send_sms(args.data_dir, number, args.text))
+    except DemoNotRunning as exc:
+        print(f"warta: {exc}", file=sys.stderr)
+        return 1
+    except OSError:  # aiohttp's connection errors are OSErrors; their text may hold the token
+        print("warta: cannot reach the demo; is `warta demo` running?", file=sys.stderr)
+        return 1
+    for reply in replies:
+        print(f"SMS: {reply}")
+    if not replies:
+        print("(no SMS reply; free text goes to the operator inbox)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -235,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
             return 0
+        if args.command == "phone":
+            return _phone(args)
         if args.command == "simulate":
             _configure_logging("INFO")
             asyncio.run(_simulate(args))
@@ -252,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_audit_verify(config))
         if args.command == "keys":
             return asyncio.run(_keys_rotate(config, batch=args.batch))
-        asyncio.run(_serve(config))
+        asyncio.run(_serve(config, role=args.role))
         return 0
     except ConfigProblem as exc:
         print(f"warta: configuration problem: {exc}", file=sys.stderr)

@@ -348,6 +348,13 @@ async def run_demo(
             soft_wrap=True,
             highlight=False,
         )
+        phone_dir = "" if data_dir == Path("warta-demo") else f" --data-dir {data_dir}"
+        console.print(
+            "Be a citizen with a feature phone (in another terminal): "
+            f"[bold]warta phone{phone_dir} ussd[/bold], or "
+            f'[bold]warta phone{phone_dir} sms "CEK <code>"[/bold]',
+            highlight=False,
+        )
         if first_run and broadcast:
             sending = asyncio.ensure_future(
                 _first_broadcast(

@@ -65,6 +65,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MESSAGING_PATH = "/version1/messaging"
+# Not Africa's Talking's: the simulator's own view of one handset, for ``warta phone``.
+PHONE_PATH = "/simulator/phones/{number}/messages"
 _E164 = re.compile(r"\+[1-9]\d{6,14}")
 UNAUTHORIZED_TEXT = "The supplied authentication is invalid"
 
@@ -165,6 +167,7 @@ class AfricasTalkingSimulator:
         self._runner: web.AppRunner | None = None
         self.app = web.Application(client_max_size=32 * 1024 * 1024)
         self.app.router.add_post(MESSAGING_PATH, self._handle_send)
+        self.app.router.add_get(PHONE_PATH, self._handle_phone)
         self.app.cleanup_ctx.append(self._report_workers)
         self.app.on_shutdown.append(self._release_hanging)
 
@@ -277,6 +280,21 @@ class AfricasTalkingSimulator:
                 authenticated=status != 401,
             )
         )
+
+    async def _handle_phone(self, request: web.Request) -> web.StreamResponse:
+        """The messages accepted for one number, oldest first (``?after=`` a ``seq``)."""
+        number = request.match_info["number"]
+        try:
+            after = int(request.query.get("after", "-1"))
+        except ValueError:
+            raise web.HTTPBadRequest(text="after must be an integer") from None
+        first = self.records_dropped  # a record's number stays the same as older ones drop
+        messages = [
+            {"seq": seq, "from": record.sender, "text": record.message, "at": record.received_at}
+            for seq, record in enumerate(self.received, start=first)
+            if seq > after and 200 <= record.http_status < 300 and number in record.recipients
+        ]
+        return web.json_response({"messages": messages, "last": first + len(self.received) - 1})
 
     async def _handle_send(self, request: web.Request) -> web.StreamResponse:
         config = self.config
