@@ -1,15 +1,23 @@
 """``SqlCitizenDirectory``: the citizen services' view of one agency, on the real database.
 
-Reads run in read-only transactions (``gateway.db.engine.reading``); each change is one short
-transaction. Phone numbers are only ever encrypted, blind-indexed or masked
-(``gateway.personal``).
+Reads are one statement each (``_read``: a read-only transaction on SQLite, autocommit on
+PostgreSQL); each change is one short transaction. Phone numbers are only ever encrypted,
+blind-indexed or masked (``gateway.personal``).
+
+The published announcements are read once per ``published_ttl`` (and again as soon as one of
+them expires), not once per request: a USSD menu asks for them on most screens. A new,
+changed or withdrawn announcement therefore shows within that delay. Subscribers are never
+cached: an opt-out or a language change counts from the very next request.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -27,7 +35,7 @@ from gateway.citizen.ports import (
 from gateway.clock import Clock
 from gateway.codes import normalise_code
 from gateway.db.dialect import insert_ignoring_conflicts
-from gateway.db.engine import reading
+from gateway.db.engine import is_sqlite, reading
 from gateway.db.schema import agencies, announcements, inbound_messages, subscriber_channels
 from gateway.db.schema import subscribers as subscriber_table
 from gateway.personal import PhoneNumber, PhoneVault
@@ -39,6 +47,96 @@ PUBLISHED = ("approved", "scheduled", "sending", "done")
 # Announcements scanned for "latest" and for topics: the area rule runs in Python over these.
 SCAN = 200
 MAX_TOPICS = 6
+PUBLISHED_TTL = timedelta(seconds=5)
+AGENCY_TTL = timedelta(minutes=1)
+
+
+@asynccontextmanager
+async def _read(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for a read of ONE statement, which is its own snapshot.
+
+    PostgreSQL runs it in autocommit: ``BEGIN`` and ``COMMIT`` around a lone ``SELECT`` are two
+    more round trips for nothing. SQLite takes ``reading``, which never waits on the write lock.
+    """
+    if is_sqlite(engine):
+        async with reading(engine) as conn:
+            yield conn
+        return
+    async with engine.connect() as conn:
+        yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def _subscription_query() -> sa.Select[Any]:
+    """The person with ``phone_index`` and their channels: a row each, or one row of NULLs."""
+    person = subscriber_table.c
+    choice = subscriber_channels.c
+    return (
+        sa.select(
+            person.language,
+            person.area_code,
+            person.topics,
+            choice.channel,
+            choice.opted_out_at,
+        )
+        .select_from(
+            subscriber_table.outerjoin(subscriber_channels, choice.subscriber_id == person.id)
+        )
+        .where(
+            person.agency_id == sa.bindparam("agency_id"),
+            person.phone_index == sa.bindparam("phone_index"),
+            person.erased_at.is_(None),
+        )
+        .order_by(choice.preference, choice.channel)
+    )
+
+
+# Built once: it runs on every USSD request, and building a statement costs more than the
+# cached compilation it then finds.
+_SUBSCRIPTION = _subscription_query()
+
+
+@dataclass(slots=True)
+class _Published:
+    """The agency's published announcements as read at ``taken_at``, and what is derived from
+    them (bulletins by area and language, topics), valid until ``fresh_until``."""
+
+    rows: list[Any]
+    taken_at: datetime
+    fresh_until: datetime
+    bulletins: dict[tuple[str | None, str, int], list[Bulletin]] = field(default_factory=dict)
+    topics: list[str] | None = None
+
+    def fresh(self, now: datetime) -> bool:
+        # ``taken_at <= now``: a clock set back must not keep an old list alive.
+        return self.taken_at <= now < self.fresh_until
+
+
+class AgencyDirectories:
+    """Each agency's ``SqlCitizenDirectory``, kept for ``ttl``.
+
+    A busy callback then neither looks its agency up nor re-reads the agency's announcements on
+    every request; a renamed agency shows within ``ttl``. Keys are the configured slugs (and
+    None), so the map stays as small as the configuration.
+    """
+
+    def __init__(self, *, ttl: timedelta = AGENCY_TTL) -> None:
+        self._ttl = ttl
+        self._kept: dict[str | None, tuple[datetime, SqlCitizenDirectory]] = {}
+
+    async def get(
+        self, engine: AsyncEngine, *, vault: PhoneVault, clock: Clock, slug: str | None
+    ) -> SqlCitizenDirectory | None:
+        """``SqlCitizenDirectory.for_agency``, from memory while fresh (never a missing one)."""
+        now = clock.now()
+        kept = self._kept.get(slug)
+        if kept is not None and kept[0] <= now < kept[0] + self._ttl:
+            return kept[1]
+        found = await SqlCitizenDirectory.for_agency(engine, vault=vault, clock=clock, slug=slug)
+        if found is None:
+            self._kept.pop(slug, None)
+        else:
+            self._kept[slug] = (now, found)
+        return found
 
 
 class SqlCitizenDirectory:
@@ -54,6 +152,7 @@ class SqlCitizenDirectory:
         agency_name: str,
         default_language: str = "id",
         timezone: str = "Asia/Jakarta",
+        published_ttl: timedelta = PUBLISHED_TTL,
     ) -> None:
         self._engine = engine
         self._vault = vault
@@ -65,6 +164,9 @@ class SqlCitizenDirectory:
             self._zone: ZoneInfo | None = ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError):
             self._zone = None
+        self._published_ttl = published_ttl
+        self._snapshot: _Published | None = None
+        self._refreshing = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"<SqlCitizenDirectory agency={self.agency_id}>"
@@ -110,10 +212,27 @@ class SqlCitizenDirectory:
             return when
         return when.astimezone(self._zone)
 
-    async def _published(self, conn: AsyncConnection) -> list[Any]:
-        now = self._clock.now()
+    async def _published(self) -> _Published:
+        """The published announcements, newest first: from memory while fresh, else read
+        once for all the requests waiting on them."""
+        snapshot = self._snapshot
+        if snapshot is not None and snapshot.fresh(self._clock.now()):
+            return snapshot
+        async with self._refreshing:
+            now = self._clock.now()
+            snapshot = self._snapshot
+            if snapshot is not None and snapshot.fresh(now):
+                return snapshot
+            async with _read(self._engine) as conn:
+                rows = list(await conn.execute(self._published_query(now)))
+            expiries = [row.expires_at for row in rows if row.expires_at is not None]
+            fresh_until = min([now + self._published_ttl, *expiries])
+            self._snapshot = _Published(rows=rows, taken_at=now, fresh_until=fresh_until)
+            return self._snapshot
+
+    def _published_query(self, now: datetime) -> sa.Select[Any]:
         stamp = sa.func.coalesce(announcements.c.approved_at, announcements.c.created_at)
-        rows = await conn.execute(
+        return (
             sa.select(
                 announcements.c.language,
                 announcements.c.title,
@@ -122,6 +241,7 @@ class SqlCitizenDirectory:
                 announcements.c.areas,
                 announcements.c.topics,
                 announcements.c.verification_code,
+                announcements.c.expires_at,
                 stamp.label("issued_at"),
             )
             .where(
@@ -133,11 +253,19 @@ class SqlCitizenDirectory:
             .order_by(stamp.desc(), announcements.c.id.desc())
             .limit(SCAN)
         )
-        return list(rows)
 
     async def latest(self, *, area_code: str | None, language: str, limit: int) -> list[Bulletin]:
-        async with reading(self._engine) as conn:
-            rows = await self._published(conn)
+        published = await self._published()
+        key = (area_code, language, limit)
+        found = published.bulletins.get(key)
+        if found is None:
+            found = self._bulletins(published.rows, area_code, language, limit)
+            published.bulletins[key] = found
+        return list(found)
+
+    def _bulletins(
+        self, rows: list[Any], area_code: str | None, language: str, limit: int
+    ) -> list[Bulletin]:
         found: list[Bulletin] = []
         for row in rows:
             if len(found) >= limit:
@@ -156,7 +284,7 @@ class SqlCitizenDirectory:
         clean = normalise_code(code)
         if clean is None:
             return Verification(code=code[:12], genuine=False)
-        async with reading(self._engine) as conn:
+        async with _read(self._engine) as conn:
             row = await find_by_code(conn, clean)
         if row is None or row["status"] in ("draft", "pending_approval"):
             return Verification(code=clean, genuine=False)
@@ -171,11 +299,13 @@ class SqlCitizenDirectory:
     async def topics(self) -> list[str]:
         """The topics of recent announcements, most used first (until agencies configure a
         list of their own)."""
-        async with reading(self._engine) as conn:
-            rows = await self._published(conn)
-        counts = Counter(t for row in rows for t in (row.topics or []) if isinstance(t, str))
-        ranked = sorted(counts, key=lambda t: (-counts[t], t))
-        return ranked[:MAX_TOPICS]
+        published = await self._published()
+        if published.topics is None:
+            counts = Counter(
+                t for row in published.rows for t in (row.topics or []) if isinstance(t, str)
+            )
+            published.topics = sorted(counts, key=lambda t: (-counts[t], t))[:MAX_TOPICS]
+        return list(published.topics)
 
     async def _subscriber_id(self, conn: AsyncConnection, phone: PhoneNumber) -> int | None:
         return await find_by_phone(
@@ -183,39 +313,27 @@ class SqlCitizenDirectory:
         )
 
     async def subscription(self, phone: PhoneNumber) -> Subscription | None:
-        async with reading(self._engine) as conn:
+        async with _read(self._engine) as conn:
             return await self._subscription(conn, phone)
 
     async def _subscription(self, conn: AsyncConnection, phone: PhoneNumber) -> Subscription | None:
-        person = (
-            await conn.execute(
-                sa.select(
-                    subscriber_table.c.id,
-                    subscriber_table.c.language,
-                    subscriber_table.c.area_code,
-                    subscriber_table.c.topics,
-                ).where(
-                    subscriber_table.c.agency_id == self.agency_id,
-                    subscriber_table.c.phone_index == self._vault.blind_index(phone),
-                    subscriber_table.c.erased_at.is_(None),
-                )
-            )
-        ).first()
-        if person is None:
-            return None
-        choices = await conn.execute(
-            sa.select(subscriber_channels.c.channel, subscriber_channels.c.opted_out_at)
-            .where(subscriber_channels.c.subscriber_id == person.id)
-            .order_by(subscriber_channels.c.preference, subscriber_channels.c.channel)
+        found = await conn.execute(
+            _SUBSCRIPTION,
+            {"agency_id": self.agency_id, "phone_index": self._vault.blind_index(phone)},
         )
+        rows = found.all()
+        if not rows:
+            return None
         active: list[str] = []
         stopped: list[str] = []
-        for channel, opted_out_at in choices:
-            (stopped if opted_out_at is not None else active).append(str(channel))
+        for row in rows:
+            if row.channel is not None:
+                (stopped if row.opted_out_at is not None else active).append(str(row.channel))
+        first = rows[0]
         return Subscription(
-            language=str(person.language),
-            area_code=person.area_code,
-            topics=tuple(person.topics or ()),
+            language=str(first.language),
+            area_code=first.area_code,
+            topics=tuple(first.topics or ()),
             channels=tuple(active),
             opted_out=tuple(stopped),
         )

@@ -22,8 +22,15 @@ def check_size(screen_size: int) -> int:
     return screen_size
 
 
+# The ASCII control characters (Unicode category Cc), newline kept: all of category C in ASCII.
+_ASCII_CONTROLS = {code: " " for code in (*range(0x0A), *range(0x0B, 0x20), 0x7F)}
+
+
 def clean(text: str) -> str:
     """Text safe for a handset: NFC, control characters (except newline) become spaces."""
+    if text.isascii():
+        # Most screens: ASCII is already NFC, and its only category-C characters are controls.
+        return text.translate(_ASCII_CONTROLS).strip()
     text = unicodedata.normalize("NFC", text)
     return "".join(
         ch if ch == "\n" or unicodedata.category(ch)[0] != "C" else " " for ch in text

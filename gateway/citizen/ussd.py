@@ -210,7 +210,9 @@ class _Session:
             return await self._unsubscribe(UNSUB_CHOICES[choice]) if last else self._end("ended")
         if top.kind == LANGUAGE and choice in LANGUAGE_CHOICES:
             self.language = LANGUAGE_CHOICES[choice]
-            if last and await self.view.subscription() is not None:
+            subscription = await self.view.subscription() if last else None
+            # Choosing the language already stored changes nothing: no write, no lock.
+            if subscription is not None and subscription.language != self.language:
                 await self.directory.set_language(self.caller.phone, self.language)
             return (Frame(HOME),), wording.say(self.language, "language_set")
         return None

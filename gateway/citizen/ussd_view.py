@@ -1,10 +1,14 @@
 """Drawing the USSD menu's screens, and the directory reads they need (once per request).
 
 ``View`` caches what it reads for the length of one request, so replaying a long history asks
-the directory for each thing at most once (per language).
+the directory for each thing at most once (per language). An announcement's reading pages are
+kept across requests (``_reading_pages``): they depend on nothing but the bulletin, the
+language and the screen size, and every caller reading it asks for the same ones.
 """
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 from gateway.citizen import menu, wording
 from gateway.citizen.menu import MAX_BULLETINS, MAX_TOPICS, PER_PAGE, Frame
@@ -13,6 +17,16 @@ from gateway.citizen.screens import PREFIX, clip, pages, screen
 
 _UNSET = object()
 AGENCY_HEADER = 40
+
+
+@lru_cache(maxsize=512)
+def _reading_pages(b: Bulletin, language: str, width: int) -> tuple[str, ...]:
+    dated = " ".join(
+        part
+        for part in (wording.short_date(b.date), wording.say(language, "code_word"), b.code)
+        if part
+    )
+    return tuple(pages(f"{b.title}\n{dated}\n{b.body}".strip(), width))
 
 
 class View:
@@ -57,15 +71,8 @@ class View:
         found = await self.bulletins(language)
         if not 0 <= item < len(found):
             return [""]
-        b = found[item]
-        dated = " ".join(
-            part
-            for part in (wording.short_date(b.date), wording.say(language, "code_word"), b.code)
-            if part
-        )
-        text = f"{b.title}\n{dated}\n{b.body}".strip()
         width = self.size - PREFIX - self._footer_reserve(language)
-        return pages(text, width)
+        return list(_reading_pages(found[item], language, width))
 
     def consent_text(self, channels: tuple[str, ...], language: str) -> str:
         """The consent sentence as shown (the agency name shortened to fit the screen)."""
