@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Literal
 
 from aiohttp import web
 
-from gateway import http_headers
+from gateway import http_headers, metrics
 from gateway.api import (
     announcements,
     cap,
@@ -44,6 +45,12 @@ API_MODULES: tuple[ApiRoutes, ...] = (
     tokens.routes,
 )
 OPENAPI = web.AppKey("openapi", dict)
+
+# What one process does (``warta serve --role``): ``api`` answers HTTP (API, callbacks,
+# citizens, pages) and leaves the outbox to others; ``worker`` dispatches and schedules, with
+# only the health endpoints (and /metrics) on its port; ``all`` does both.
+Role = Literal["api", "worker", "all"]
+ROLES: tuple[Role, ...] = ("all", "api", "worker")
 
 
 def vault_from_config(config: WartaConfig) -> PhoneVault:
@@ -91,9 +98,14 @@ def create_app(
     *,
     clock: Clock | None = None,
     vault: PhoneVault | None = None,
+    role: Role = "all",
 ) -> web.Application:
-    """Build the gateway. Nothing connects until the app starts (``cleanup_ctx``)."""
-    from gateway import voice_routes
+    """Build the gateway. Nothing connects until the app starts (``cleanup_ctx``).
+
+    ``role`` (see ``Role``): ``api`` turns dispatch and the scheduler off, ``worker`` serves
+    only the health endpoints and ``/metrics``; the outbox settings of ``config`` apply otherwise.
+    """
+    from gateway import dashboard, voice_routes
     from gateway.callbacks import routes as callback_routes
     from gateway.citizen import routes as citizen_routes
     from gateway.citizen import telegram_bot
@@ -103,6 +115,14 @@ def create_app(
     from gateway.web import public
     from scheduler.service import SCHEDULER_SETTINGS, SchedulerSettings, scheduler_ctx
 
+    if role != "all":
+        dispatching = role == "worker"
+        config = config.model_copy(
+            update={
+                "dispatch": config.dispatch.model_copy(update={"enabled": dispatching}),
+                "scheduler": config.scheduler.model_copy(update={"enabled": dispatching}),
+            }
+        )
     app = web.Application(
         middlewares=[error_middleware, auth_middleware],
         client_max_size=config.http.max_body_bytes,
@@ -123,6 +143,11 @@ def create_app(
     app.cleanup_ctx.append(_outbox)
     app[SCHEDULER_SETTINGS] = SchedulerSettings.from_config(config.scheduler)
     app.cleanup_ctx.append(scheduler_ctx)
+    app.router.add_get("/healthz", system.healthz)
+    app.router.add_get("/readyz", system.readyz)
+    metrics.install(app)
+    if role == "worker":
+        return app
 
     all_routes = [route for module in API_MODULES for route in module.routes]
     app[OPENAPI] = build_openapi(all_routes)
@@ -133,8 +158,6 @@ def create_app(
         return web.json_response(request.app[OPENAPI])
 
     app.router.add_get("/api/v1/openapi.json", openapi)
-    app.router.add_get("/healthz", system.healthz)
-    app.router.add_get("/readyz", system.readyz)
     callback_routes.install(app)
     voice_routes.install(app)
     citizen_routes.install(
@@ -148,4 +171,5 @@ def create_app(
     )
     telegram_bot.install(app)
     public.install(app)
+    dashboard.install(app)
     return app

@@ -5,6 +5,7 @@
     warta db upgrade [--config warta.toml]
     warta audit verify [--config warta.toml]
     warta keys rotate [--config warta.toml] [--batch 1000]
+    warta users add --agency SLUG --email E --role R [--name N]   (password from stdin)
     warta phone [--data-dir warta-demo] {ussd | sms "CEK K7P2QX"}
     warta simulate africastalking [--port 9090] [--report-url URL]
     warta simulate voice [--port 9090] [--report-url URL-of-the-voice-callback]
@@ -71,6 +72,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     rotate.add_argument("--config", type=Path, default=None)
     rotate.add_argument("--batch", type=int, default=1000, help="rows per statement")
+
+    users = commands.add_parser("users", help="people who sign in to the dashboard")
+    users_commands = users.add_subparsers(dest="users_command", required=True)
+    add_user = users_commands.add_parser(
+        "add", help="create a dashboard user; the password is read from the terminal or stdin"
+    )
+    add_user.add_argument("--config", type=Path, default=None)
+    add_user.add_argument("--agency", required=True, help="the agency's slug")
+    add_user.add_argument("--email", required=True)
+    add_user.add_argument(
+        "--role", required=True, choices=["author", "approver", "operator", "admin"]
+    )
+    add_user.add_argument("--name", default="", help="display name (default: the e-mail)")
 
     phone = commands.add_parser("phone", help="a feature phone in the terminal, for the demo")
     phone.add_argument("--data-dir", type=Path, default=Path("warta-demo"))
@@ -259,6 +273,66 @@ def _phone(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_password() -> str:
+    """From the terminal (asked twice, not echoed) or, when piped, the first line of stdin.
+
+    Never from the command line, where other users of the machine could read it."""
+    import getpass
+
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if getpass.getpass("Password again: ") != first:
+            raise ValueError("the two passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+async def _users_add(config: WartaConfig, args: argparse.Namespace) -> int:
+    from gateway.clock import SystemClock
+    from gateway.db.engine import create_engine, ensure_migrated
+    from gateway.domain import Role
+    from gateway.store import users
+    from gateway.store.audit import record
+
+    try:
+        password = _read_password()
+        users.check_password_rules(password)
+    except ValueError as exc:
+        print(f"warta: {exc}", file=sys.stderr)
+        return 2
+    password_hash = await asyncio.to_thread(users.hash_password, password)
+    engine = create_engine(config.database)
+    try:
+        await ensure_migrated(engine)
+        async with engine.begin() as conn:
+            user = await users.create_user(
+                conn,
+                agency_slug=args.agency,
+                email=args.email,
+                display_name=args.name,
+                role=Role(args.role),
+                password_hash=password_hash,
+                now=SystemClock().now(),
+            )
+            await record(
+                conn,
+                principal=None,
+                agency_id=user.agency_id,
+                actor="cli",
+                action="user.create",
+                subject=("user", user.id),
+                after={"email": user.email, "role": user.role.value},
+                now=SystemClock().now(),
+            )
+    except users.UserProblem as exc:
+        print(f"warta: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await engine.dispose()
+    print(f"user {user.id} created: {user.email} ({user.role.value}) in {user.agency_slug}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -293,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "audit":
             return asyncio.run(_audit_verify(config))
+        if args.command == "users":
+            return asyncio.run(_users_add(config, args))
         if args.command == "keys":
             return asyncio.run(_keys_rotate(config, batch=args.batch))
         asyncio.run(_serve(config, role=args.role))

@@ -7,6 +7,7 @@ type and traceback only (never request data) and answered with a 500 that says n
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -114,6 +115,17 @@ async def read_json(request: web.Request, *, limit: int) -> Any:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _unknown_charset(request: web.Request) -> bool:
+    charset = request.charset
+    if not charset:
+        return False
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        return True
+    return False
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     json_errors = request.path.startswith("/api/")
@@ -138,6 +150,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception as exc:
         from gateway.db.errors import is_unavailable
 
+        if isinstance(exc, LookupError) and _unknown_charset(request):
+            # aiohttp decodes a form or text body with the charset the client named.
+            return error_response(
+                415, "unsupported_charset", "the Content-Type names an unknown charset", "charset"
+            )
         if is_unavailable(exc):
             log.warning("database unavailable: %s", type(exc).__name__)
             return error_response(503, "unavailable", "storage is unavailable; try again shortly")

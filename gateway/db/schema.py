@@ -355,7 +355,32 @@ audit_events = Table(
     Index("ix_audit_events_agency_id_at", "agency_id", "at"),
 )
 
+# People who sign in to the operator dashboard (gateway.dashboard). Each user acts through a
+# credential row of their own in ``api_tokens`` (``token_id``; its secret is never kept), so
+# authorship, the two-person rule, inbox assignment and the audit log treat a signed-in user
+# exactly like an API token of the same role.
+users = Table(
+    "users",
+    metadata,
+    Column("id", Id, primary_key=True),
+    Column("agency_id", Id, ForeignKey("agencies.id"), nullable=False),
+    # Stored lower-cased, so the unique constraint is case-insensitive.
+    Column("email", String(254), nullable=False),
+    Column("display_name", String(200), nullable=False),
+    Column("role", String(16), nullable=False),
+    # argon2id (argon2-cffi), parameters inside the encoded hash.
+    Column("password_hash", String(200), nullable=False),
+    Column("token_id", Id, ForeignKey("api_tokens.id"), nullable=False),
+    Column("created_at", When, nullable=False),
+    Column("last_login_at", When, nullable=True),
+    Column("disabled_at", When, nullable=True),
+    # Sessions issued before this instant are refused (logout ends every session of the user).
+    Column("sessions_valid_after", When, nullable=True),
+    UniqueConstraint("agency_id", "email"),
+)
+
 # The scheduler declares its tables (recurrences, quiet hours) on this metadata. Importing it
 # here keeps one complete picture of the schema for the migrations and the start-up check.
 from gateway.cap import tables as _cap_tables  # noqa: E402, F401
+from gateway.outbox import shared_rate_tables as _shared_rate_tables  # noqa: E402, F401
 from scheduler import tables as _scheduler_tables  # noqa: E402, F401

@@ -38,6 +38,7 @@ from gateway.errors import ChannelError, RecipientStopped, Throttled
 from gateway.outbox import claims, fallback
 from gateway.outbox.content import content_for
 from gateway.outbox.fanout import fan_out
+from gateway.outbox.shared_rate import shared_rate_limit
 from gateway.personal import PhoneVault
 from gateway.pricing import Tariff
 from gateway.ratelimit import TokenBucket
@@ -80,6 +81,8 @@ class Dispatcher:
             name: TokenBucket(ch.rate_per_second, max(ch.rate_per_second, ch.batch_size))
             for name, ch in self.channels.items()
         }
+        # PostgreSQL with [dispatch] shared_rate_limit: the rate holds across processes.
+        self._shared_rate = shared_rate_limit(engine, config.dispatch)
         self._paused_until: dict[str, float] = {}
         self._texts: OrderedDict[tuple[int, str, str], str] = OrderedDict()
         self._announcements: OrderedDict[int, _Announcement] = OrderedDict()
@@ -371,9 +374,15 @@ class Dispatcher:
     async def _send_request(
         self, channel: Channel, request: list[OutgoingMessage]
     ) -> list[SendResult] | ChannelError:
-        wait = self._buckets[channel.name].take(len(request))
-        if wait > 0:
-            await asyncio.sleep(wait)
+        bucket = self._buckets[channel.name]
+        if self._shared_rate is not None:
+            await self._shared_rate.acquire(
+                channel.name, len(request), rate=channel.rate_per_second, local=bucket
+            )
+        else:
+            wait = bucket.take(len(request))
+            if wait > 0:
+                await asyncio.sleep(wait)
         try:
             return await channel.send(request)
         except Throttled as exc:

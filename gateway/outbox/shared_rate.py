@@ -1,0 +1,166 @@
+"""Provider rates held across processes: one budget per channel and second, in PostgreSQL.
+
+Each process's token buckets (``gateway.ratelimit``) know only what that process sends; with
+N processes on one database a provider would see N times its rate. With ``[dispatch]
+shared_rate_limit = true`` on PostgreSQL, every provider request first reserves its messages
+in the ``rate_budgets`` table: time is cut into windows (one second, or longer for rates under
+one per second) and each window of a channel allows at most the channel's rate. A reservation
+is one statement that adds to a window only while the window stays within its limit::
+
+    INSERT INTO rate_budgets (channel, window_start, used) VALUES (:channel, :window, :n)
+    ON CONFLICT (channel, window_start) DO UPDATE SET used = rate_budgets.used + excluded.used
+    WHERE rate_budgets.used + excluded.used <= :limit
+    RETURNING used
+
+No row back means the window is full: the next window is tried. The caller then sleeps until
+the window it got begins. Requests larger than a window's limit take whole windows one after
+the other and go out at the start of the last, so over any stretch of time the channels keep
+to their rate, and within a second exceed it by at most one request (the provider batch).
+
+Windows are Unix seconds of each host's clock: hosts sharing a database must keep their
+clocks in sync (NTP), or each one's seconds overlap the others'. A full window never frees up,
+so each process remembers the last window it reserved in and starts looking there.
+
+When the database cannot be reached the reservation falls back to this process's own bucket
+(logged): nothing can be claimed meanwhile, so only the batches already in flight are paced
+locally. SQLite has one process by design and keeps the in-memory buckets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.config import DispatchConfig
+from gateway.outbox.shared_rate_tables import rate_budgets
+from gateway.ratelimit import TokenBucket
+
+log = logging.getLogger("warta.dispatch")
+
+# Windows older than this are deleted; what matters is only the present and the future.
+KEEP_SECONDS = 60
+PRUNE_EVERY_S = 30.0
+
+
+def window_for(rate_per_second: float) -> tuple[int, int]:
+    """``(seconds, limit)``: the window length for a rate and how many messages it allows.
+
+    One second for rates of one a second or more; for slower channels (Mastodon's 0.5/s) the
+    window is long enough to hold one message.
+    """
+    seconds = max(1, math.ceil(1.0 / rate_per_second))
+    return seconds, max(1, int(rate_per_second * seconds))
+
+
+class SharedRateLimit:
+    """Reserves send slots per channel in ``rate_budgets`` (PostgreSQL); see the module doc.
+
+    Args:
+        engine: the gateway's PostgreSQL engine.
+        lease_seconds: the claim lease; a reservation further ahead than half of it is logged,
+            as the batch waiting for it risks being reclaimed and sent twice.
+        clock: wall-clock seconds (windows are Unix seconds, comparable across processes).
+        sleep: how to wait (tests pass a fake).
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        lease_seconds: float = 60.0,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.engine = engine
+        self.lease_seconds = lease_seconds
+        self._clock = clock
+        self._sleep = sleep
+        self._next_window: dict[str, int] = {}
+        self._pruned_at = 0.0
+
+    async def acquire(self, channel: str, n: int, *, rate: float, local: TokenBucket) -> None:
+        """Wait until ``n`` messages may go out on ``channel`` at ``rate`` per second.
+
+        ``local`` is this process's bucket for the channel, used only while the database is
+        unreachable.
+        """
+        if n <= 0:
+            return
+        try:
+            start = await self.reserve(channel, n, rate=rate)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning(
+                "shared rate budget for %s unavailable (%s); pacing by this process alone",
+                channel,
+                type(exc).__name__,
+            )
+            wait = local.take(n)
+            if wait > 0:
+                await self._sleep(wait)
+            return
+        delay = start - self._clock()
+        if delay > self.lease_seconds / 2:
+            log.warning(
+                "%s is booked %.0f s ahead across processes: claimed batches may outlive their "
+                "lease; lower [dispatch] claim_batch or workers_per_channel",
+                channel,
+                delay,
+            )
+        if delay > 0:
+            await self._sleep(delay)
+
+    async def reserve(self, channel: str, n: int, *, rate: float) -> float:
+        """Reserve ``n`` messages; returns the Unix time from which they may be sent."""
+        seconds, limit = window_for(rate)
+        now = self._clock()
+        window = max(self._next_window.get(channel, 0), int(now // seconds) * seconds)
+        remaining = n
+        async with self.engine.connect() as conn:
+            while remaining > 0:
+                part = min(remaining, limit)
+                while not await self._take(conn, channel, window, part, limit):
+                    window += seconds
+                remaining -= part
+                if remaining > 0:
+                    window += seconds
+            if now - self._pruned_at > PRUNE_EVERY_S:
+                self._pruned_at = now
+                await conn.execute(
+                    sa.delete(rate_budgets).where(rate_budgets.c.window_start < now - KEEP_SECONDS)
+                )
+                await conn.commit()
+        self._next_window[channel] = window
+        return float(window)
+
+    @staticmethod
+    async def _take(
+        conn: AsyncConnection, channel: str, window: int, part: int, limit: int
+    ) -> bool:
+        insert = pg_insert(rate_budgets).values(channel=channel, window_start=window, used=part)
+        added = rate_budgets.c.used + insert.excluded.used
+        statement = insert.on_conflict_do_update(
+            index_elements=[rate_budgets.c.channel, rate_budgets.c.window_start],
+            set_={"used": added},
+            where=added <= limit,
+        ).returning(rate_budgets.c.used)
+        used = (await conn.execute(statement)).scalar_one_or_none()
+        await conn.commit()
+        return used is not None
+
+
+def shared_rate_limit(engine: AsyncEngine, dispatch: DispatchConfig) -> SharedRateLimit | None:
+    """The shared budget when configured and on PostgreSQL; None keeps per-process buckets."""
+    if not dispatch.shared_rate_limit:
+        return None
+    if engine.dialect.name != "postgresql":
+        log.info("[dispatch] shared_rate_limit needs PostgreSQL; this process paces itself alone")
+        return None
+    return SharedRateLimit(engine, lease_seconds=dispatch.lease_seconds)
