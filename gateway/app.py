@@ -10,6 +10,7 @@ from aiohttp import web
 
 from gateway import http_headers, metrics
 from gateway.api import (
+    agency,
     announcements,
     cap,
     deliveries,
@@ -34,6 +35,7 @@ from gateway.ratelimit import KeyedLimiter
 log = logging.getLogger("warta")
 
 API_MODULES: tuple[ApiRoutes, ...] = (
+    agency.routes,
     announcements.routes,
     cap.routes,
     deliveries.routes,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
 from aiohttp import web
 
 from gateway.api import models
@@ -17,6 +18,7 @@ from gateway.api.routing import ApiRoutes, path_id
 from gateway.appkeys import CLOCK, CONFIG, DISPATCHER, ENGINE
 from gateway.auth import Principal
 from gateway.db.engine import reading
+from gateway.db.schema import agencies
 from gateway.domain import AnnouncementStatus, DeliveryState, Role
 from gateway.outbox import fallback
 from gateway.store import announcements as store
@@ -242,12 +244,26 @@ async def _act(request: web.Request, principal: Principal, action: str) -> model
     checked = await _checks_before(request, principal, announcement_id, action)
     async with request.app[ENGINE].begin() as conn:
         row = await store.get_announcement(conn, announcement_id, agency_id=principal.agency_id)
+        single_approval = False
         if action == "approve" and row["created_by"] == principal.token_id:
-            raise ApiError(
-                403,
-                "two_person_rule",
-                "an announcement must be approved by someone other than its author",
+            single_approval = row["urgency"] == "emergency" and bool(
+                await conn.scalar(
+                    sa.select(agencies.c.emergency_single_approval).where(
+                        agencies.c.id == principal.agency_id
+                    )
+                )
             )
+            if not single_approval:
+                raise ApiError(
+                    403,
+                    "two_person_rule",
+                    "an announcement must be approved by someone other than its author"
+                    + (
+                        " (this agency does not allow one person to approve an emergency)"
+                        if row["urgency"] == "emergency"
+                        else ""
+                    ),
+                )
         extra = {"approved_by": principal.token_id} if action == "approve" else {}
         extra.update(checked)
         before = row["status"]
@@ -259,7 +275,7 @@ async def _act(request: web.Request, principal: Principal, action: str) -> model
             now=now,
             extra=extra,
         )
-        after: dict[str, Any] = {}
+        after: dict[str, Any] = {"single_approval": True} if single_approval else {}
         if status is AnnouncementStatus.APPROVED:
             # A recurring announcement becomes its series' template here (never sent itself).
             await recurrences.activate_on_approval(conn, announcement_id=announcement_id, now=now)

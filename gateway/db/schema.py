@@ -26,6 +26,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 
@@ -55,6 +56,8 @@ agencies = Table(
     Column("timezone", String(64), nullable=False, server_default="Asia/Jakarta"),
     Column("default_language", String(8), nullable=False, server_default="id"),
     Column("budget_limit", Money, nullable=True),
+    # May an emergency be approved by the one person who wrote it (flagged in the audit)?
+    Column("emergency_single_approval", Boolean, nullable=False, server_default=false()),
     Column("created_at", When, nullable=False),
 )
 

@@ -30,9 +30,12 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/subscribers"): {"phone": "+6281299990001"},
     ("POST", "/api/v1/subscribers/search"): {"phone": "+6281200000001"},
     ("POST", "/api/v1/tokens"): {"role": "author", "name": "n"},
+    ("PATCH", "/api/v1/agency"): {"budget_limit": "1000"},
 }
 # Endpoints that name no object of one agency: their answers must just not show alpha's data.
 AGENCY_WIDE = {
+    ("GET", "/api/v1/agency"),
+    ("PATCH", "/api/v1/agency"),
     ("POST", "/api/v1/announcements"),
     ("GET", "/api/v1/announcements"),
     ("POST", "/api/v1/cap"),
