@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from gateway.db.dialect import insert_ignoring_conflicts
 from gateway.db.schema import announcements, deliveries, subscriber_channels, subscribers
 from gateway.domain import PERSONAL_CHANNELS, AnnouncementStatus, DeliveryState, Urgency
+from gateway.outbox.fanout import DELIVERY_COLUMNS
 from gateway.pricing import Tariff
 
 # Channels that can tell us a message arrived; an emergency there must be confirmed in time.
@@ -50,22 +51,8 @@ SMS_RANK = 1_000_000
 VOICE_RANK = 2_000_000
 
 _ANNOUNCEMENT = "announcement"
-_FALLBACK_COLUMNS = (
-    "announcement_id",
-    "agency_id",
-    "subscriber_id",
-    "channel",
-    "language",
-    "area_code",
-    "state",
-    "priority",
-    "attempts",
-    "next_attempt_at",
-    "created_at",
-    "segments",
-    "cost",
-    "fallback_of",
-)
+# The fan-out's columns, plus the failed delivery each fallback stands in for.
+_FALLBACK_COLUMNS = (*DELIVERY_COLUMNS, "fallback_of")
 
 
 @dataclass(frozen=True, slots=True)

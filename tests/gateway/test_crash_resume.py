@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,50 +18,16 @@ from typing import Any
 
 import aiohttp
 import pytest
-import sqlalchemy as sa
 
 from channels.africastalking.simconfig import SimulatorConfig
 from channels.africastalking.simulator import AfricasTalkingSimulator
-from gateway.auth import issue_token
-from gateway.config import DatabaseConfig
-from gateway.db.engine import create_engine
-from gateway.db.schema import agencies
 from gateway.domain import Role
+from tests.support.processes import free_port, seed_tokens
 from tests.support.sms import csv_of, numbers
 
 RECIPIENTS = 20_000
 WORKERS = 2
 CLAIM_BATCH = 200
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _seed_tokens(database_url: str) -> dict[Role, str]:
-    engine = create_engine(DatabaseConfig(url=database_url))
-    try:
-        async with engine.begin() as conn:
-            from datetime import UTC, datetime
-
-            now = datetime.now(UTC)
-            agency_id = await conn.scalar(
-                sa.insert(agencies)
-                .values(slug="crash", name="Crash Test Agency", created_at=now)
-                .returning(agencies.c.id)
-            )
-            assert agency_id is not None
-            tokens = {}
-            for role in (Role.AUTHOR, Role.APPROVER, Role.OPERATOR):
-                issued = await issue_token(
-                    conn, agency_id=agency_id, role=role, name=str(role), now=now
-                )
-                tokens[role] = issued.token
-            return tokens
-    finally:
-        await engine.dispose()
 
 
 class Gateway:
@@ -114,7 +79,7 @@ async def test_sigkill_mid_broadcast_loses_nothing(
         SimulatorConfig(api_key=keys["africastalking_api_key"], latency=0.01, seed=1)
     )
     sim_url = await sim.start()
-    port = _free_port()
+    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("WARTA_")},
         "WARTA_DATABASE__URL": database_url,
@@ -129,7 +94,7 @@ async def test_sigkill_mid_broadcast_loses_nothing(
         "WARTA_LOG_LEVEL": "WARNING",
         **{f"WARTA_SECRETS__{k.upper()}": v for k, v in keys.items()},
     }
-    tokens = await _seed_tokens(database_url)
+    tokens = await seed_tokens(database_url, slug="crash")
     gateway = Gateway(env, tmp_path / "gateway.log", port)
     phones = [n for n in numbers(RECIPIENTS) if not n.endswith("0000")]
     try:

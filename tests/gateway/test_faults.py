@@ -27,7 +27,8 @@ from sqlalchemy.engine import make_url
 from channels.africastalking.simconfig import SimulatorConfig
 from channels.africastalking.simulator import AfricasTalkingSimulator
 from gateway.db.migrate import upgrade
-from tests.gateway.test_scale_out import Api, Process, gateway_env, seed_tokens
+from tests.gateway.test_scale_out import Api, Process, gateway_env
+from tests.support.processes import seed_tokens
 from tests.support.sms import numbers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,7 +55,7 @@ async def test_worker_killed_ten_times_loses_nothing(
         dispatch__claim_batch=str(claim_batch),
         dispatch__lease_seconds="4",
     )
-    tokens = await seed_tokens(database_url)
+    tokens = await seed_tokens(database_url, slug="faults")
     api = Process(env, tmp_path / "api.log", role="api")
     steady = Process(env, tmp_path / "steady.log", role="worker")
     victim = Process(env, tmp_path / "victim.log", role="worker")
@@ -140,7 +141,7 @@ async def test_gateway_survives_a_postgres_restart_mid_broadcast(
         dispatch__claim_batch=str(claim_batch),
         dispatch__lease_seconds="3",
     )
-    tokens = await seed_tokens(url)
+    tokens = await seed_tokens(url, slug="faults")
     gateway = Process(env, tmp_path / "gateway.log", role="all")
     phones = [n for n in numbers(4_000) if not n.endswith("0000")]
     try:

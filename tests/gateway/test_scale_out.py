@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,44 +25,15 @@ import sqlalchemy as sa
 from channels.africastalking.simconfig import SimulatorConfig
 from channels.africastalking.simulator import AfricasTalkingSimulator, ReceivedRequest
 from gateway.app import create_app
-from gateway.auth import issue_token
 from gateway.config import DatabaseConfig, WartaConfig
 from gateway.db.engine import create_engine
-from gateway.db.schema import agencies
 from gateway.domain import Role
+from tests.support.processes import free_port, seed_tokens
 from tests.support.sms import csv_of, numbers
 
 RECIPIENTS = 5_000
 RATE = 400  # messages per second, for all processes together
 BATCH = 50  # recipients per provider request: the burst the rate may be exceeded by
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def seed_tokens(database_url: str) -> dict[Role, str]:
-    engine = create_engine(DatabaseConfig(url=database_url))
-    try:
-        async with engine.begin() as conn:
-            now = datetime.now(UTC)
-            agency_id = await conn.scalar(
-                sa.insert(agencies)
-                .values(slug="scale", name="Scale Test Agency", created_at=now)
-                .returning(agencies.c.id)
-            )
-            assert agency_id is not None
-            tokens = {}
-            for role in (Role.AUTHOR, Role.APPROVER, Role.OPERATOR):
-                issued = await issue_token(
-                    conn, agency_id=agency_id, role=role, name=str(role), now=now
-                )
-                tokens[role] = issued.token
-            return tokens
-    finally:
-        await engine.dispose()
 
 
 def gateway_env(
@@ -241,7 +210,7 @@ async def test_two_workers_share_one_rate_and_send_each_once(
     )
     sim_url = await sim.start()
     env = gateway_env(database_url, keys, sim_url)
-    tokens = await seed_tokens(database_url)
+    tokens = await seed_tokens(database_url, slug="scale")
     api = Process(env, tmp_path / "api.log", role="api")
     workers = [Process(env, tmp_path / f"worker{n}.log", role="worker") for n in (1, 2)]
     phones = [n for n in numbers(RECIPIENTS) if not n.endswith("0000")]
