@@ -110,7 +110,7 @@ def create_app(
     from gateway import dashboard, voice_routes
     from gateway.callbacks import routes as callback_routes
     from gateway.citizen import routes as citizen_routes
-    from gateway.citizen import telegram_bot
+    from gateway.citizen import telegram_bot, telegram_polling
     from gateway.citizen.routes import CitizenSettings
     from gateway.outbox.replies import OutboxReplies
     from gateway.renditions import Renderer, TemplateProblem
@@ -145,6 +145,7 @@ def create_app(
     app.cleanup_ctx.append(_outbox)
     app[SCHEDULER_SETTINGS] = SchedulerSettings.from_config(config.scheduler)
     app.cleanup_ctx.append(scheduler_ctx)
+    app.cleanup_ctx.append(telegram_polling.polling_ctx)
     app.router.add_get("/healthz", system.healthz)
     app.router.add_get("/readyz", system.readyz)
     metrics.install(app)

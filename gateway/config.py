@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -115,6 +115,10 @@ class TelegramSection(_Section):
     max_chat_wait_s: float = Field(default=2.0, ge=0)
     # Register the webhook at start; off for polling deployments without a public URL.
     register_webhook: bool = True
+    # How citizens' messages arrive: "webhook" (Telegram POSTs them; needs a public URL) or
+    # "polling" (the dispatching process long-polls getUpdates; run exactly one such process).
+    updates: Literal["webhook", "polling"] = "webhook"
+    poll_timeout_s: int = Field(default=25, ge=1, le=50)
 
 
 class XSection(_Section):

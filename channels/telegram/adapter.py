@@ -138,6 +138,30 @@ class _TelegramBot(Channel):
     async def delete_webhook(self) -> None:
         await self._call(self._bot.delete_webhook())
 
+    async def get_updates(self, offset: int | None, *, timeout: int) -> list[dict[str, object]]:
+        """Long-poll ``getUpdates`` (for deployments without a public URL for the webhook).
+
+        Returns the updates as the Bot API's JSON objects, for ``webhook.parse_update``.
+
+        Raises:
+            ConfigError: the token was refused, or a webhook is still set (409).
+            ConnectionFailed: Telegram could not be reached or the poll timed out.
+        """
+        await self._ensure_ready()
+        found: list[dict[str, object]] = []
+
+        async def poll() -> None:
+            updates = await self._bot.get_updates(
+                offset=offset,
+                timeout=timeout,
+                read_timeout=timeout + self._config.request_timeout,
+                allowed_updates=["message", "my_chat_member"],
+            )
+            found.extend(update.to_dict() for update in updates)
+
+        await self._call(poll())
+        return found
+
     @staticmethod
     async def _call(call: Awaitable[object]) -> None:
         """Await a Bot API call; a failure becomes our error kind, with no trace of PTB's.

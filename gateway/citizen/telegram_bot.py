@@ -236,7 +236,11 @@ async def register_webhook_on_startup(app: web.Application) -> None:
     Runs after the outbox's ``cleanup_ctx`` has started the dispatcher and its channels.
     """
     config = app[CONFIG]
-    if not config.telegram.register_webhook or config.secrets.telegram_webhook_secret is None:
+    if (
+        config.telegram.updates != "webhook"
+        or not config.telegram.register_webhook
+        or config.secrets.telegram_webhook_secret is None
+    ):
         return
     dispatcher = app.get(DISPATCHER)
     channel = dispatcher.channels.get(chats.CHANNEL) if dispatcher is not None else None
