@@ -8,6 +8,7 @@ authentication to one indexed read.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from gateway.db.engine import reading
 from gateway.db.schema import api_tokens
 from gateway.domain import Role
 
+log = logging.getLogger("warta.auth")
 TOKEN_PREFIX = "wrt_"  # noqa: S105 - a visible marker, not a secret
 # Writing last_used_at on every request would make every read a write; once a minute is enough.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -92,10 +94,18 @@ async def authenticate(engine: AsyncEngine, token: str, now: datetime) -> Princi
     if row is None:
         return None
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
-        async with engine.begin() as conn:
-            await conn.execute(
-                sa.update(api_tokens).where(api_tokens.c.id == row.id).values(last_used_at=now)
-            )
+        # Best effort: a read must still work while storage refuses writes (read-only, full).
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    sa.update(api_tokens).where(api_tokens.c.id == row.id).values(last_used_at=now)
+                )
+        except Exception as exc:
+            from gateway.db.errors import is_unavailable
+
+            if not is_unavailable(exc):
+                raise
+            log.warning("token last use not recorded: %s", type(exc).__name__)
     return Principal(token_id=row.id, agency_id=row.agency_id, role=Role(row.role), name=row.name)
 
 

@@ -148,16 +148,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ValidationError as exc:
         return from_validation_error(exc).response()
     except Exception as exc:
-        from gateway.db.errors import is_unavailable
+        from gateway.db.errors import unavailable_reason
 
         if isinstance(exc, LookupError) and _unknown_charset(request):
             # aiohttp decodes a form or text body with the charset the client named.
             return error_response(
                 415, "unsupported_charset", "the Content-Type names an unknown charset", "charset"
             )
-        if is_unavailable(exc):
-            log.warning("database unavailable: %s", type(exc).__name__)
-            return error_response(503, "unavailable", "storage is unavailable; try again shortly")
+        reason = unavailable_reason(exc)
+        if reason is not None:
+            log.warning("database unavailable: %s (%s)", type(exc).__name__, reason)
+            return error_response(503, "unavailable", reason)
         log.exception("unexpected error on %s %s", request.method, request.rel_url.path)
         if json_errors:
             return error_response(500, "internal", "internal error; it has been logged")

@@ -25,6 +25,9 @@ AreaCode = Annotated[str, Field(pattern=r"^[0-9]{2}(\.[0-9]{2,4}){0,3}$", exampl
 Topic = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[a-z0-9_-]+$")]
 ChannelName = Literal[CHANNELS]  # type: ignore[valid-type]
 PersonalChannelName = Literal[PERSONAL_CHANNELS]  # type: ignore[valid-type]
+# Ids and chat ids live in signed 64-bit columns; a larger number is refused as invalid
+# instead of overflowing the database driver.
+MAX_BIGINT = 2**63 - 1
 
 
 def invalid(field: str, reason: str) -> PydanticCustomError:
@@ -170,7 +173,7 @@ class AnnouncementList(BaseModel):
 
 class ListQuery(Strict):
     limit: int = Field(default=50, ge=1, le=500)
-    before_id: int | None = Field(default=None, ge=1)
+    before_id: int | None = Field(default=None, ge=1, le=MAX_BIGINT)
     status: AnnouncementStatus | None = None
 
 
@@ -188,7 +191,7 @@ class SubscriberIn(Strict):
     channels: list[PersonalChannelName] = Field(
         default_factory=lambda: ["sms"], min_length=1, max_length=len(PERSONAL_CHANNELS)
     )
-    telegram_chat_id: int | None = None
+    telegram_chat_id: int | None = Field(default=None, ge=-MAX_BIGINT, le=MAX_BIGINT)
     consent: Consent = Consent()
 
     @model_validator(mode="after")
@@ -219,7 +222,7 @@ class SubscriberList(BaseModel):
 
 class SubscriberQuery(Strict):
     limit: int = Field(default=50, ge=1, le=1000)
-    after_id: int | None = Field(default=None, ge=0)
+    after_id: int | None = Field(default=None, ge=0, le=MAX_BIGINT)
     area_code: AreaCode | None = None
 
 
@@ -267,7 +270,7 @@ class DeliveryList(BaseModel):
 
 class DeliveryQuery(Strict):
     limit: int = Field(default=100, ge=1, le=1000)
-    after_id: int | None = Field(default=None, ge=0)
+    after_id: int | None = Field(default=None, ge=0, le=MAX_BIGINT)
     state: DeliveryState | None = None
     channel: ChannelName | None = None
 
@@ -294,7 +297,7 @@ InboxStatus = Literal["open", "closed"]
 
 class InboxQuery(Strict):
     limit: int = Field(default=50, ge=1, le=500)
-    before_id: int | None = Field(default=None, ge=1)
+    before_id: int | None = Field(default=None, ge=1, le=MAX_BIGINT)
     status: InboxStatus | None = None
     channel: PersonalChannelName | None = None
     assigned: str | None = Field(

@@ -49,6 +49,8 @@ def create_engine(config: DatabaseConfig) -> AsyncEngine:
 
 
 def _tune_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
+    from gateway.db.errors import invalidate_stale_connection
+
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
@@ -61,6 +63,10 @@ def _tune_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+
+    # A connection opened while the file was read-only stays read-only: drop such ones, so
+    # writes come back by themselves once the storage does.
+    event.listen(sync_engine, "handle_error", invalidate_stale_connection)
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
