@@ -208,6 +208,7 @@ async def _dispatch(params: dict[str, Any]) -> dict[str, Any]:
 
     config = gateway_config(params)
     engine = create_engine(config.database)
+    statements = _time_statements(engine) if params.get("statements") else None
     dispatcher = Dispatcher(
         engine=engine, clock=SystemClock(), config=config, vault=vault_from_config(config),
         renderer=Renderer(), channels=build_channels(config),
@@ -222,6 +223,20 @@ async def _dispatch(params: dict[str, Any]) -> dict[str, Any]:
                           deliveries.c.channel == "sms", deliveries.c.state == state)
         for state in ("queued", "sending")
     ]  # fmt: skip
+    import gc
+
+    gc_time = [0.0, 0.0, 0]
+
+    def gc_clock(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_time[1] = time.perf_counter()
+        else:
+            gc_time[0] += time.perf_counter() - gc_time[1]
+            gc_time[2] += info["generation"] == 2
+
+    gc.callbacks.append(gc_clock)
+    profiler = _start_profile(params.get("profile"))
+    cpu_began = time.process_time()
     await dispatcher.start()
     deadline = fanned + params["timeout_s"]
     drained = False
@@ -234,8 +249,11 @@ async def _dispatch(params: dict[str, Any]) -> dict[str, Any]:
                 break
             await asyncio.sleep(0.05)
         done = time.perf_counter()
+        cpu_s = time.process_time() - cpu_began
+        threads_cpu = _threads_cpu()
     finally:
         await dispatcher.stop()
+        _stop_profile(profiler, params.get("profile"))
     async with engine.connect() as conn:
         states: dict[str, int] = dict(
             (await conn.execute(
@@ -246,9 +264,69 @@ async def _dispatch(params: dict[str, Any]) -> dict[str, Any]:
         )  # fmt: skip
     await engine.dispose()
     return {
-        "fanout_s": fanned - began, "seconds": done - fanned, "drained": drained,
+        "fanout_s": fanned - began, "seconds": done - fanned, "drained": drained, "cpu_s": cpu_s,
+        "gc_s": gc_time[0], "gc_full": gc_time[2], "threads_cpu": threads_cpu,
+        "statements": statements,
         "states": {k: int(v) for k, v in states.items()}, "peak_rss_mib": common.vm_hwm_mib(),
     }  # fmt: skip
+
+
+def _time_statements(engine: Any) -> dict[str, list[float]]:
+    """Wall seconds and calls per SQL statement (by its first words), for ``--statements``."""
+    from sqlalchemy import event
+
+    totals: dict[str, list[float]] = {}
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        conn.info["bench_began"] = time.perf_counter()
+
+    @event.listens_for(engine.sync_engine, "after_cursor_execute")
+    def after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        key = " ".join(statement.split())[:70]
+        entry = totals.setdefault(key, [0.0, 0])
+        entry[0] += time.perf_counter() - conn.info.pop("bench_began")
+        entry[1] += 1
+
+    return totals
+
+
+def _threads_cpu() -> dict[str, float]:
+    """CPU seconds per kind of thread (Linux): event loop, SQLite, SDK pool; since each began."""
+    import os
+    import re
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    ticks = os.sysconf("SC_CLK_TCK")
+    kinds: dict[str, float] = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = names.get(int(task), "other")
+        kind = "sdk" if name.startswith("warta-at") else re.sub(r"[-_ ]?\d+.*$", "", name)
+        kinds[kind] = kinds.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return kinds
+
+
+def _start_profile(path: str | None) -> Any:
+    """cProfile of the event-loop thread (``--profile``); SDK threads need py-spy."""
+    if not path:
+        return None
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    return profiler
+
+
+def _stop_profile(profiler: Any, path: str | None) -> None:
+    if profiler is not None and path:
+        profiler.disable()
+        profiler.dump_stats(path)
 
 
 def callbacks_child(pipe: Connection, params: dict[str, Any]) -> None:
@@ -304,9 +382,14 @@ async def _serve_callbacks(pipe: Connection, params: dict[str, Any]) -> None:
 
 async def run_warta(
     backend: str, n: int, *, sim_url: str, secrets: dict[str, str], knobs: Knobs,
-    workdir: Any, prefix: str, name: str,
+    workdir: Any, prefix: str, name: str, profile: str | None = None, pyspy: str | None = None,
+    statements: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """Seed ``n`` subscribers and an approved announcement; the child fans out and drains."""
+    """Seed ``n`` subscribers and an approved announcement; the child fans out and drains.
+
+    ``profile``: write a cProfile of the child's drain phase there; ``pyspy``: record the
+    child with ``py-spy`` (every thread) into that flame graph.
+    """
     url = await common.fresh_database(backend, name, workdir)
     engine = common.engine_for(url)
     try:
@@ -315,15 +398,35 @@ async def run_warta(
         ann = await common.add_announcement(engine, agency_id, status="approved")
         await engine.dispose()
         params = {"url": url, "secrets": secrets, "knobs": knobs, "sim_url": sim_url,
-                  "announcement_id": ann["id"], "timeout_s": max(120.0, n / 500)}  # fmt: skip
+                  "announcement_id": ann["id"], "timeout_s": max(120.0, n / 500),
+                  "profile": profile, "statements": statements}  # fmt: skip
         child = common.spawn(dispatch_child, params)
+        spy = _py_spy(child.process.pid, pyspy)
         result: dict[str, Any] = child.finish(timeout=params["timeout_s"] + 120)
+        if spy is not None:
+            spy.wait(60)
     finally:
         await engine.dispose()
         await common.drop_database(url)
     result["n"] = n
     result["rate"] = result["states"].get("sent", 0) / result["seconds"]
     return result
+
+
+def _py_spy(pid: int | None, path: str | None) -> Any:
+    if not path or pid is None:
+        return None
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return subprocess.Popen(
+        [exe, "record", "--pid", str(pid), "--rate", "250", "--threads", "--gil",
+         "--output", path, "--format", "raw" if path.endswith(".txt") else "flamegraph"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
 
 
 def per_recipient_loop(sim_url: str, api_key: str, n: int) -> float:
@@ -439,3 +542,51 @@ async def bench_reports(
         rows.append({"label": label, **load, **stats})
         common.say(f"  reports {label}: {load.get('rate', 0):,.0f}/s {stats}")
     return rows
+
+
+# -- profiling one dispatch: python -m bench.outbox --recipients 50000 --profile out.prof ------
+
+
+async def _profile_main(args: Any) -> None:
+    secrets = common.keys()
+    knobs = Knobs(args.claim_batch, args.workers, args.executor_workers)
+    sim = common.spawn(simulator_child, 0.0, secrets["africastalking_api_key"])
+    try:
+        result = await run_warta(
+            args.backend, args.recipients, sim_url=sim.ready, secrets=secrets, knobs=knobs,
+            workdir=args.workdir, prefix="2541", name="dispatch_profile",
+            profile=args.profile, pyspy=args.pyspy, statements=args.statements,
+        )  # fmt: skip
+    finally:
+        stats = sim.stop()
+    sent = result["states"].get("sent", 0)
+    per_thread = {k: round(v * 1e6 / max(sent, 1), 1) for k, v in result["threads_cpu"].items()}
+    print(
+        f"{args.backend} {args.recipients:,}: {result['rate']:,.0f}/s, {result['states']}, "
+        f"CPU {result['cpu_s'] / max(sent, 1) * 1e6:.1f} us/delivery "
+        f"(wall {result['seconds'] / max(sent, 1) * 1e6:.1f} us), "
+        f"threads {per_thread} "
+        f"duplicates {stats['duplicates']}, GC {result['gc_s']:.2f} s ({result['gc_full']} full)"
+    )
+    for statement, (seconds, calls) in sorted(
+        (result["statements"] or {}).items(), key=lambda kv: -kv[1][0]
+    )[:12]:
+        print(f"  {seconds / max(sent, 1) * 1e6:6.1f} us/delivery {calls:6d}x  {statement}")
+
+
+if __name__ == "__main__":
+    import argparse
+    import tempfile
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description="one Warta SMS dispatch, optionally profiled")
+    parser.add_argument("--recipients", type=int, default=50_000)
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--profile", help="cProfile output of the child's event-loop thread")
+    parser.add_argument("--pyspy", help="py-spy flame graph (.svg) or raw stacks (.txt)")
+    parser.add_argument("--statements", action="store_true", help="time each SQL statement")
+    parser.add_argument("--claim-batch", type=int, default=Knobs.claim_batch)
+    parser.add_argument("--workers", type=int, default=Knobs.workers_per_channel)
+    parser.add_argument("--executor-workers", type=int, default=Knobs.executor_workers)
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
+    asyncio.run(_profile_main(parser.parse_args()))

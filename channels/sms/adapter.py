@@ -8,6 +8,7 @@ import re
 from collections import defaultdict, deque
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from channels.africastalking.config import AfricasTalkingConfig
@@ -39,10 +40,18 @@ def _digits(number: str) -> str:
 
 def parse_cost(value: object) -> Decimal | None:
     """``"KES 0.8000"`` -> ``Decimal("0.8000")``; None when absent or unreadable."""
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str):
+        return None
+    return _cost_of(value)
+
+
+@lru_cache(maxsize=256)
+def _cost_of(text: str) -> Decimal | None:
+    # A bulk answer repeats a handful of prices thousands of times; a Decimal is immutable.
+    if not text.strip():
         return None
     try:
-        return Decimal(value.split()[-1])
+        return Decimal(text.split()[-1])
     except InvalidOperation:
         return None
 
@@ -154,20 +163,31 @@ def _match(chunk: list[OutgoingMessage], answer: Mapping[str, Any]) -> list[Send
         if word in _ACCOUNT_WORDS:
             raise ConfigError(word)
         raise ConnectionFailed("answer lists no recipients")
-    waiting: dict[str, deque[OutgoingMessage]] = defaultdict(deque)
+    # A number is almost always in a request once: a plain dict for the first message per
+    # number, a queue only for the rare repeats (the answer pairs them in request order).
+    waiting: dict[str, OutgoingMessage] = {}
+    repeats: dict[str, deque[OutgoingMessage]] = {}
     for message in chunk:
-        waiting[_digits(message.recipient)].append(message)
+        number = _digits(message.recipient)
+        if number in waiting:
+            repeats.setdefault(number, deque()).append(message)
+        else:
+            waiting[number] = message
     results: list[SendResult] = []
     strangers = 0
     for entry in entries:
-        queue = waiting.get(_digits(str(entry.get("number", ""))))
-        if not queue:
-            strangers += 1
-            continue
-        results.append(_result(queue.popleft(), entry))
+        number = _digits(str(entry.get("number", "")))
+        first = waiting.pop(number, None)
+        if first is None:
+            queue = repeats.get(number)
+            if not queue:
+                strangers += 1
+                continue
+            first = queue.popleft()
+        results.append(_result(first, entry))
     if strangers:
         log.warning("answer named %d number(s) that were not in the request", strangers)
-    unanswered = [message for queue in waiting.values() for message in queue]
+    unanswered = [*waiting.values(), *(message for queue in repeats.values() for message in queue)]
     if unanswered:
         # No word about these: retrying may duplicate one, but an alert lost is worse.
         log.warning("answer left %d recipient(s) without a status", len(unanswered))
@@ -176,22 +196,20 @@ def _match(chunk: list[OutgoingMessage], answer: Mapping[str, Any]) -> list[Send
 
 
 def _result(message: OutgoingMessage, entry: Mapping[str, Any]) -> SendResult:
-    word = _safe_word(entry.get("status", ""))
     try:
         code = int(entry.get("statusCode", -1))
     except (TypeError, ValueError):
         code = -1
-    if code in SEND_STATUS:
-        error_kind = SEND_STATUS[code]
-    else:
+    error_kind = SEND_STATUS.get(code, UNKNOWN_SEND_STATUS)
+    if error_kind is None:
+        message_id = entry.get("messageId")
+        return SendResult(
+            delivery_id=message.delivery_id,
+            state=DeliveryState.SENT,
+            provider_message_id=str(message_id) if message_id else None,
+            cost=parse_cost(entry.get("cost")),
+        )
+    word = _safe_word(entry.get("status", ""))
+    if code not in SEND_STATUS:
         log.warning("unknown Africa's Talking statusCode %d (%s); rejecting", code, word)
-        error_kind = UNKNOWN_SEND_STATUS
-    if error_kind is not None:
-        return _failed(message, error_kind(word))
-    message_id = entry.get("messageId")
-    return SendResult(
-        delivery_id=message.delivery_id,
-        state=DeliveryState.SENT,
-        provider_message_id=str(message_id) if message_id else None,
-        cost=parse_cost(entry.get("cost")),
-    )
+    return _failed(message, error_kind(word))

@@ -15,19 +15,21 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.schema import deliveries, subscriber_channels, subscribers
 from gateway.domain import DeliveryState
 
 
-@dataclass(frozen=True, slots=True)
-class Claimed:
+class Claimed(NamedTuple):
+    # A tuple, not a dataclass: a batch makes thousands, straight from the RETURNING rows.
     id: int
     announcement_id: int | None
     subscriber_id: int | None
@@ -42,8 +44,7 @@ class Claimed:
         return f"Claimed(id={self.id}, announcement_id={self.announcement_id})"
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What to write for one delivery after a send attempt."""
 
     id: int
@@ -56,70 +57,68 @@ class Outcome:
     url: str | None = None
 
 
+def _of_subscriber(column: sa.ColumnElement[Any]) -> sa.ScalarSelect[Any]:
+    # Named in full: SQLite's RETURNING drops table names, and the subquery must read the
+    # claimed row's subscriber_id, not one of its own.
+    claimed_subscriber: sa.ColumnElement[int] = sa.literal_column("deliveries.subscriber_id")
+    return sa.select(column).where(subscribers.c.id == claimed_subscriber).scalar_subquery()
+
+
+# Built once: a statement object is only compiled and cache-keyed on its first use. The
+# claimed rows carry the subscriber's number and chat id, so a claim is one round trip.
+_CLAIM = (
+    sa.update(deliveries)
+    .where(
+        deliveries.c.id.in_(
+            sa.select(deliveries.c.id)
+            .where(
+                deliveries.c.state == DeliveryState.QUEUED.value,
+                deliveries.c.channel == sa.bindparam("claim_channel"),
+                deliveries.c.next_attempt_at
+                <= sa.bindparam("claim_now", type_=deliveries.c.next_attempt_at.type),
+            )
+            .order_by(deliveries.c.priority, deliveries.c.next_attempt_at, deliveries.c.id)
+            .limit(sa.bindparam("claim_limit", type_=sa.Integer))
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+    )
+    .values(
+        state=DeliveryState.SENDING.value,
+        lease_until=sa.bindparam("claim_lease_until", type_=deliveries.c.lease_until.type),
+        attempts=deliveries.c.attempts + 1,
+    )
+    .returning(
+        deliveries.c.id,
+        deliveries.c.announcement_id,
+        deliveries.c.subscriber_id,
+        deliveries.c.language,
+        deliveries.c.attempts,
+        sa.func.coalesce(
+            deliveries.c.recipient_ciphertext, _of_subscriber(subscribers.c.phone_ciphertext)
+        ),
+        _of_subscriber(subscribers.c.telegram_chat_id),
+        deliveries.c.account,
+        deliveries.c.body,
+    )
+)
+
+
 async def claim(
     conn: AsyncConnection, *, channel: str, limit: int, now: datetime, lease_until: datetime
 ) -> list[Claimed]:
-    """Claim up to ``limit`` due deliveries of ``channel``, most urgent first."""
-    due = (
-        sa.select(deliveries.c.id)
-        .where(
-            deliveries.c.state == DeliveryState.QUEUED.value,
-            deliveries.c.channel == channel,
-            deliveries.c.next_attempt_at <= now,
-        )
-        .order_by(deliveries.c.priority, deliveries.c.next_attempt_at, deliveries.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+    """Claim up to ``limit`` due deliveries of ``channel``, most urgent first; in id order."""
+    result = await conn.execute(
+        _CLAIM,
+        {
+            "claim_channel": channel,
+            "claim_now": now,
+            "claim_limit": limit,
+            "claim_lease_until": lease_until,
+        },
     )
-    rows = (
-        await conn.execute(
-            sa.update(deliveries)
-            .where(deliveries.c.id.in_(due.scalar_subquery()))
-            .values(
-                state=DeliveryState.SENDING.value,
-                lease_until=lease_until,
-                attempts=deliveries.c.attempts + 1,
-            )
-            .returning(
-                deliveries.c.id,
-                deliveries.c.announcement_id,
-                deliveries.c.subscriber_id,
-                deliveries.c.language,
-                deliveries.c.attempts,
-                deliveries.c.account,
-                deliveries.c.body,
-                deliveries.c.recipient_ciphertext,
-            )
-        )
-    ).all()
-    if not rows:
-        return []
-    people = {
-        row.id: row
-        for row in await conn.execute(
-            sa.select(
-                subscribers.c.id, subscribers.c.phone_ciphertext, subscribers.c.telegram_chat_id
-            ).where(subscribers.c.id.in_({r.subscriber_id for r in rows if r.subscriber_id}))
-        )
-    }
-    claimed = []
-    for r in rows:
-        person = people.get(r.subscriber_id)
-        claimed.append(
-            Claimed(
-                id=r.id,
-                announcement_id=r.announcement_id,
-                subscriber_id=r.subscriber_id,
-                language=r.language,
-                attempts=r.attempts,
-                phone_ciphertext=r.recipient_ciphertext
-                or (None if person is None else person.phone_ciphertext),
-                telegram_chat_id=None if person is None else person.telegram_chat_id,
-                account=r.account,
-                body=r.body,
-            )
-        )
-    claimed.sort(key=lambda c: c.id)
+    claimed = list(map(Claimed._make, result))
+    claimed.sort(key=itemgetter(0))
     return claimed
 
 
@@ -136,7 +135,11 @@ _FINAL = (
     DeliveryState.EXPIRED,
     DeliveryState.CANCELLED,
 )
+# state -> (its text, whether it is final): one lookup per outcome.
+_STATE_COLUMNS = {state: (state.value, state in _FINAL) for state in DeliveryState}
 
+# The per-row values travel as columns: arrays bound by asyncpg without any JSON (PostgreSQL),
+# or one JSON array of rows (SQLite), in this order.
 _RECORD_PG = sa.text(
     """
     UPDATE deliveries AS d SET
@@ -150,28 +153,35 @@ _RECORD_PG = sa.text(
         sent_at = CASE WHEN v.state = 'sent' THEN CAST(:now AS timestamptz) ELSE d.sent_at END,
         finished_at = CASE WHEN v.final THEN CAST(:now AS timestamptz) ELSE d.finished_at END,
         lease_until = NULL
-    FROM jsonb_to_recordset(CAST(:payload AS jsonb)) AS v(
-        id bigint, state text, pmid text, url text, cost numeric, error_kind text,
-        error_reason text, next_attempt_at timestamptz, final boolean)
+    FROM unnest(
+        CAST(:ids AS bigint[]), CAST(:states AS text[]), CAST(:pmids AS text[]),
+        CAST(:urls AS text[]), CAST(:costs AS numeric[]), CAST(:error_kinds AS text[]),
+        CAST(:error_reasons AS text[]), CAST(:next_attempts AS timestamptz[]),
+        CAST(:finals AS boolean[])
+    ) AS v(id, state, pmid, url, cost, error_kind, error_reason, next_attempt_at, final)
     WHERE d.id = v.id AND d.state = 'sending'
     """
 )
+_PG_COLUMNS = (
+    "ids", "states", "pmids", "urls", "costs", "error_kinds", "error_reasons", "next_attempts",
+    "finals",
+)  # fmt: skip
 
 _RECORD_SQLITE = sa.text(
     """
     UPDATE deliveries SET
-        state = json_extract(v.value, '$.state'),
-        provider_message_id = COALESCE(json_extract(v.value, '$.pmid'), provider_message_id),
-        url = COALESCE(json_extract(v.value, '$.url'), url),
-        cost = COALESCE(json_extract(v.value, '$.cost'), cost),
-        error_kind = json_extract(v.value, '$.error_kind'),
-        error_reason = json_extract(v.value, '$.error_reason'),
-        next_attempt_at = COALESCE(json_extract(v.value, '$.next_attempt_at'), next_attempt_at),
-        sent_at = CASE WHEN json_extract(v.value, '$.state') = 'sent' THEN :now ELSE sent_at END,
-        finished_at = CASE WHEN json_extract(v.value, '$.final') THEN :now ELSE finished_at END,
+        state = json_extract(v.value, '$[1]'),
+        provider_message_id = COALESCE(json_extract(v.value, '$[2]'), provider_message_id),
+        url = COALESCE(json_extract(v.value, '$[3]'), url),
+        cost = COALESCE(json_extract(v.value, '$[4]'), cost),
+        error_kind = json_extract(v.value, '$[5]'),
+        error_reason = json_extract(v.value, '$[6]'),
+        next_attempt_at = COALESCE(json_extract(v.value, '$[7]'), next_attempt_at),
+        sent_at = CASE WHEN json_extract(v.value, '$[1]') = 'sent' THEN :now ELSE sent_at END,
+        finished_at = CASE WHEN json_extract(v.value, '$[8]') THEN :now ELSE finished_at END,
         lease_until = NULL
     FROM json_each(:payload) AS v
-    WHERE deliveries.id = json_extract(v.value, '$.id') AND deliveries.state = 'sending'
+    WHERE deliveries.id = json_extract(v.value, '$[0]') AND deliveries.state = 'sending'
     """
 )
 
@@ -183,29 +193,37 @@ async def record_outcomes(
     if not outcomes:
         return 0
     sqlite = conn.dialect.name == "sqlite"
-    payload = json.dumps(
-        [
-            {
-                "id": o.id,
-                "state": o.state.value,
-                "pmid": o.provider_message_id,
-                "url": o.url,
-                "cost": None if o.cost is None else (float(o.cost) if sqlite else str(o.cost)),
-                "error_kind": o.error_kind,
-                "error_reason": None if o.error_reason is None else o.error_reason[:200],
-                "next_attempt_at": _stamp(o.next_attempt_at)
-                if sqlite
-                else (None if o.next_attempt_at is None else o.next_attempt_at.isoformat()),
-                "final": o.state in _FINAL,
-            }
-            for o in outcomes
-        ]
-    )
-    statement = _RECORD_SQLITE if sqlite else _RECORD_PG
-    result = await conn.execute(
-        statement, {"payload": payload, "now": _stamp(now) if sqlite else now}
-    )
+    rows: list[tuple[Any, ...]] = []
+    for id_, state, pmid, cost, error_kind, reason, next_attempt_at, url in outcomes:
+        text, final = _STATE_COLUMNS[state]
+        if reason is not None:
+            reason = reason[:200]
+        if sqlite:
+            rows.append((
+                id_, text, pmid, url, None if cost is None else float(cost), error_kind, reason,
+                _stamp(next_attempt_at), final,
+            ))  # fmt: skip
+        else:
+            rows.append((id_, text, pmid, url, cost, error_kind, reason, next_attempt_at, final))
+    if sqlite:
+        result = await conn.execute(
+            _RECORD_SQLITE, {"payload": json.dumps(rows), "now": _stamp(now)}
+        )
+    else:
+        columns = dict(zip(_PG_COLUMNS, map(list, zip(*rows, strict=True)), strict=True))
+        result = await conn.execute(_RECORD_PG, {**columns, "now": now})
     return int(result.rowcount or 0)
+
+
+def _among(conn: AsyncConnection, ids: Sequence[int]) -> sa.ColumnElement[bool]:
+    """``deliveries.id IN ids`` as one bound value: a batch's thousands of ids would otherwise
+    be rendered and bound one by one."""
+    if conn.dialect.name == "sqlite":
+        listed: sa.Select[Any] = sa.select(sa.literal_column("value")).select_from(
+            sa.func.json_each(sa.literal(json.dumps(list(ids))))
+        )
+        return deliveries.c.id.in_(listed)
+    return deliveries.c.id == sa.any_(sa.literal(list(ids), ARRAY(sa.BigInteger)))
 
 
 async def lock_reports(conn: AsyncConnection, channels: Sequence[str]) -> None:
@@ -246,7 +264,7 @@ async def apply_early_reports(conn: AsyncConnection, *, channel: str, ids: Seque
     await conn.execute(
         sa.update(deliveries)
         .where(
-            deliveries.c.id.in_(ids),
+            _among(conn, ids),
             deliveries.c.state == DeliveryState.SENT.value,
             final_report.is_not(None),
         )

@@ -318,22 +318,33 @@ class Dispatcher:
         outcomes: list[claims.Outcome] = []
         messages: list[OutgoingMessage] = []
         now = self.clock.now()
+        # One look-up per (announcement, language) of the batch, not per delivery; None: expired.
+        texts: dict[tuple[int, str], str | None] = {}
+        sendable: list[tuple[claims.Claimed, str]] = []
         for item in batch:
             if item.announcement_id is None:
-                text = item.body or ""
+                sendable.append((item, item.body or ""))
+                continue
+            key = (item.announcement_id, item.language)
+            if key in texts:
+                text = texts[key]
             else:
                 announcement = await self._announcement(item.announcement_id)
-                if announcement.expires_at is not None and announcement.expires_at <= now:
-                    outcomes.append(
-                        claims.Outcome(
-                            item.id,
-                            DeliveryState.EXPIRED,
-                            error_reason="expired before it could be sent",
-                        )
+                expired = announcement.expires_at is not None and announcement.expires_at <= now
+                text = None if expired else self._text(channel, announcement, item.language)
+                texts[key] = text
+            if text is None:
+                outcomes.append(
+                    claims.Outcome(
+                        item.id,
+                        DeliveryState.EXPIRED,
+                        error_reason="expired before it could be sent",
                     )
-                    continue
-                text = self._text(channel, announcement, item.language)
-            recipient = self._recipient(channel, item)
+                )
+                continue
+            sendable.append((item, text))
+        recipients = self._recipients(channel, [item for item, _ in sendable])
+        for (item, text), recipient in zip(sendable, recipients, strict=True):
             if recipient is None:
                 outcomes.append(
                     claims.Outcome(
@@ -421,6 +432,11 @@ class Dispatcher:
         return claims.Outcome(
             delivery_id, DeliveryState.FAILED, error_kind=error.kind, error_reason=error.reason
         )
+
+    def _recipients(self, channel: Channel, items: Sequence[claims.Claimed]) -> list[str | None]:
+        if channel.reach == "social" or channel.name == "telegram":
+            return [self._recipient(channel, item) for item in items]
+        return self.vault.decrypt_many([item.phone_ciphertext for item in items])
 
     def _recipient(self, channel: Channel, item: claims.Claimed) -> str | None:
         if channel.reach == "social":
