@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -127,6 +128,9 @@ async def _serve(config: WartaConfig, *, role: Role = "all") -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, config.http.host, config.http.port).start()
+    # Everything loaded so far (modules, templates, tables) lives as long as the process: keep
+    # it out of the collector's scans, which cost ~9 µs per delivery under load otherwise.
+    gc.freeze()
     log.info("Warta (%s) serving on http://%s:%s", role, config.http.host, config.http.port)
     try:
         await stop.wait()
