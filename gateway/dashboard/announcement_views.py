@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import sqlalchemy as sa
 from aiohttp import web
 from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.api import announcements as api
 from gateway.api import deliveries as api_deliveries
@@ -239,6 +240,51 @@ async def approvals(ctx: Ctx) -> web.StreamResponse:
     return ctx.render("approvals.html", items=items)
 
 
+_REACHED = (DeliveryState.SENT.value, DeliveryState.DELIVERED.value)
+
+
+async def _timeline(conn: AsyncConnection, announcement_id: int) -> list[tuple[str, int]]:
+    """Deliveries handed to providers per minute (UTC), the last 60 minutes with any; one
+    grouped query."""
+    if conn.dialect.name == "postgresql":
+        minute: Any = sa.func.to_char(
+            sa.func.date_trunc("minute", sa.func.timezone("UTC", deliveries.c.sent_at)),
+            "YYYY-MM-DD HH24:MI",
+        )
+    else:
+        minute = sa.func.strftime("%Y-%m-%d %H:%M", deliveries.c.sent_at)
+    rows = (
+        await conn.execute(
+            sa.select(minute.label("minute"), sa.func.count().label("n"))
+            .where(
+                deliveries.c.announcement_id == announcement_id,
+                deliveries.c.sent_at.is_not(None),
+            )
+            .group_by(minute)
+            .order_by(minute.desc())
+            .limit(60)
+        )
+    ).all()
+    return [(str(row.minute), int(row.n)) for row in reversed(rows)]
+
+
+async def _reach_by_area(conn: AsyncConnection, announcement_id: int) -> list[tuple[str, int]]:
+    """Citizens reached (sent or delivered) per area code, the 15 largest."""
+    rows = (
+        await conn.execute(
+            sa.select(deliveries.c.area_code, sa.func.count().label("n"))
+            .where(
+                deliveries.c.announcement_id == announcement_id,
+                deliveries.c.state.in_(_REACHED),
+            )
+            .group_by(deliveries.c.area_code)
+            .order_by(sa.func.count().desc())
+            .limit(15)
+        )
+    ).all()
+    return [(row.area_code or "–", int(row.n)) for row in rows]
+
+
 @page()
 async def broadcast(ctx: Ctx) -> web.StreamResponse:
     announcement = await api.get_announcement(ctx.request, ctx.principal)
@@ -260,6 +306,8 @@ async def broadcast(ctx: Ctx) -> web.StreamResponse:
                 .limit(20)
             )
         ).all()
+        timeline = await _timeline(conn, announcement.id)
+        areas = await _reach_by_area(conn, announcement.id)
     stats = announcement.stats or []
     pending = sum(
         s.counts.get(DeliveryState.QUEUED, 0) + s.counts.get(DeliveryState.SENDING, 0)
@@ -274,6 +322,10 @@ async def broadcast(ctx: Ctx) -> web.StreamResponse:
         totals=totals,
         states=list(DeliveryState),
         failures=failures,
+        timeline=timeline,
+        timeline_peak=max((n for _, n in timeline), default=0),
+        areas=areas,
+        areas_peak=max((n for _, n in areas), default=0),
         refresh=REFRESH_SECONDS if refresh else None,
         currency=ctx.request.app[CONFIG].pricing.currency,
         done=ctx.request.query.get("done"),

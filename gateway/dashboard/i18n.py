@@ -117,6 +117,13 @@ TEXT: dict[str, tuple[str, str]] = {
         "This page refreshes every {n} seconds while sending.",
     ),
     "failure_reasons": ("Penyebab kegagalan", "Failure reasons"),
+    "over_time": ("Pengiriman per menit", "Deliveries per minute"),
+    "over_time_hint": (
+        "Diserahkan ke penyedia per menit (UTC)",
+        "Handed to providers per minute (UTC)",
+    ),
+    "reach_by_area": ("Jangkauan per wilayah", "Reach by area"),
+    "nothing_sent_yet": ("Belum ada yang terkirim.", "Nothing sent yet."),
     "cost_so_far": ("Biaya sejauh ini", "Cost so far"),
     "count": ("Jumlah", "Count"),
     "no_failures": ("Tidak ada kegagalan.", "No failures."),

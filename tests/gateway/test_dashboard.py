@@ -387,6 +387,14 @@ async def test_compose_preview_submit_approve_broadcast_and_export(
             assert 'http-equiv="refresh"' in page.text
             await asyncio.sleep(0.2)
         assert delivered and int(delivered.group(1)) == 5, page.text
+        # Deliveries per minute and reach by area: every one of the five counted once.
+        timeline = re.search(r'<table class="bars" id="timeline">(.*?)</table>', page.text, re.S)
+        assert timeline is not None
+        per_minute = [int(n) for n in re.findall(r'<td class="num">(\d+)</td>', timeline.group(1))]
+        assert sum(per_minute) == 5
+        areas = re.search(r'<table class="bars" id="areas">(.*?)</table>', page.text, re.S)
+        assert areas is not None
+        assert sum(int(n) for n in re.findall(r'<td class="num">(\d+)</td>', areas.group(1))) == 5
 
         async with approver.session.get(
             approver.url(f"/dashboard/announcements/{aid}/deliveries.csv")
