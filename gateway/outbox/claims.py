@@ -248,28 +248,40 @@ async def apply_early_reports(conn: AsyncConnection, *, channel: str, ids: Seque
 
     if not ids:
         return
-    final_report = (
-        sa.select(delivery_reports.c.state)
-        .where(
-            delivery_reports.c.channel == channel,
-            delivery_reports.c.provider_message_id == deliveries.c.provider_message_id,
-            delivery_reports.c.state.in_(
-                [DeliveryState.DELIVERED.value, DeliveryState.FAILED.value]
-            ),
+
+    def final(column: sa.Column[Any]) -> Any:
+        return (
+            sa.select(column)
+            .where(
+                delivery_reports.c.channel == channel,
+                delivery_reports.c.provider_message_id == deliveries.c.provider_message_id,
+                delivery_reports.c.state.in_(
+                    [DeliveryState.DELIVERED.value, DeliveryState.FAILED.value]
+                ),
+            )
+            .order_by(delivery_reports.c.id.desc())
+            .limit(1)
+            .scalar_subquery()
         )
-        .order_by(delivery_reports.c.id.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
+
+    final_state = final(delivery_reports.c.state)
+    # The same values a report applied in order would have written (gateway.outbox.reports).
     await conn.execute(
         sa.update(deliveries)
         .where(
             _among(conn, ids),
             deliveries.c.state == DeliveryState.SENT.value,
-            final_report.is_not(None),
+            final_state.is_not(None),
         )
         .values(
-            state=final_report,
+            state=final_state,
+            error_reason=sa.func.coalesce(
+                final(delivery_reports.c.reason), deliveries.c.error_reason
+            ),
+            error_kind=sa.case(
+                (final_state == DeliveryState.FAILED.value, "rejected"),
+                else_=deliveries.c.error_kind,
+            ),
             finished_at=sa.func.coalesce(deliveries.c.finished_at, deliveries.c.sent_at),
         )
     )
