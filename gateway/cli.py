@@ -6,7 +6,7 @@
     warta audit verify [--config warta.toml]
     warta keys rotate [--config warta.toml] [--batch 1000]
     warta users add --agency SLUG --email E --role R [--name N]   (password from stdin)
-    warta phone [--data-dir warta-demo] {ussd | sms "CEK K7P2QX"}
+    warta phone [--data-dir warta-demo] {ussd | sms "CEK K7P2QX" | telegram "/cek K7P2QX"}
     warta simulate africastalking [--port 9090] [--report-url URL]
     warta simulate voice [--port 9090] [--report-url URL-of-the-voice-callback]
 
@@ -94,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     phone_commands.add_parser("ussd", help="dial the USSD menu; one choice per line")
     sms = phone_commands.add_parser("sms", help="text the short code and show the replies")
     sms.add_argument("text", help='e.g. "CEK K7P2QX", "DAFTAR 3171", "STOP"')
+    telegram = phone_commands.add_parser("telegram", help="write to the bot, show its answers")
+    telegram.add_argument("text", help='e.g. "/start 3171", "/cek K7P2QX", "/terbaru"')
+    telegram.add_argument("--chat", type=int, default=None, help="the chat id (a demo one)")
 
     simulate = commands.add_parser("simulate", help="run one provider simulator standalone")
     simulate.add_argument("provider", choices=sorted(SIMULATORS))
@@ -256,12 +259,24 @@ async def _keys_rotate(config: WartaConfig, *, batch: int) -> int:
 
 
 def _phone(args: argparse.Namespace) -> int:
-    from gateway.phone import DEMO_PHONE, DemoNotRunning, dial_ussd, send_sms
+    from gateway.phone import (
+        DEMO_CHAT,
+        DEMO_PHONE,
+        DemoNotRunning,
+        dial_ussd,
+        send_sms,
+        send_telegram,
+    )
 
     number = args.phone or DEMO_PHONE
     try:
         if args.phone_command == "ussd":
             asyncio.run(dial_ussd(args.data_dir, number))
+            return 0
+        if args.phone_command == "telegram":
+            chat = args.chat or DEMO_CHAT
+            for answer in asyncio.run(send_telegram(args.data_dir, chat, args.text)):
+                print(f"Bot: {answer}")
             return 0
         replies = asyncio.run(send_sms(args.data_dir, number, args.text))
     except DemoNotRunning as exc:

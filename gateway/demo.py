@@ -351,8 +351,9 @@ async def run_demo(
         phone_dir = "" if data_dir == Path("warta-demo") else f" --data-dir {data_dir}"
         console.print(
             "Be a citizen with a feature phone (in another terminal): "
-            f"[bold]warta phone{phone_dir} ussd[/bold], or "
-            f'[bold]warta phone{phone_dir} sms "CEK <code>"[/bold]',
+            f"[bold]warta phone{phone_dir} ussd[/bold], "
+            f'[bold]warta phone{phone_dir} sms "CEK <code>"[/bold] or '
+            f'[bold]warta phone{phone_dir} telegram "/start 3171"[/bold]',
             highlight=False,
         )
         if first_run and broadcast:

@@ -5,7 +5,9 @@ Africa's Talking simulator's address, then plays what Africa's Talking would sen
 
 - ``warta phone ussd``: dial the USSD menu and type a choice per line (Ctrl-D hangs up);
 - ``warta phone sms "CEK K7P2QX"``: text the agency's short code, then show the SMS replies
-  the gateway sent to this number through the simulator (waits a few seconds for them).
+  the gateway sent to this number through the simulator (waits a few seconds for them);
+- ``warta phone telegram "/cek K7P2QX"``: write to the bot from a Telegram chat, then show
+  what the bot answered (through the Telegram simulator).
 
 The number is a made-up demo number unless ``--phone`` says otherwise.
 """
@@ -25,6 +27,7 @@ import aiohttp
 from channels.africastalking.ussd_sim import interactive
 
 DEMO_PHONE = "+6281299000001"
+DEMO_CHAT = 700_999_001
 SHORT_CODE = "21234"
 
 
@@ -88,3 +91,35 @@ async def send_sms(
                 return replies
             await asyncio.sleep(poll_s)
         return replies
+
+
+async def _collect(
+    http: aiohttp.ClientSession, url: str, seen: int, *, wait_s: float, poll_s: float
+) -> list[str]:
+    """Messages after the first ``seen`` at ``url``, waiting up to ``wait_s`` for the first."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        async with http.get(url, params={"after": str(seen)}) as answer:
+            messages = list((await answer.json())["messages"])
+        if messages:
+            await asyncio.sleep(poll_s * 2)  # a second message may follow the first
+            async with http.get(url, params={"after": str(seen)}) as answer:
+                return list((await answer.json())["messages"])
+        await asyncio.sleep(poll_s)
+    return []
+
+
+async def send_telegram(
+    data_dir: Path, chat_id: int, text: str, *, wait_s: float = 8.0, poll_s: float = 0.3
+) -> list[str]:
+    """Write to the bot from ``chat_id``; returns the bot's answers within ``wait_s``."""
+    credentials = load_credentials(data_dir)
+    simulator = credentials["simulators"]["telegram"].rstrip("/")
+    chat = f"{simulator}/simulator/chats/{chat_id}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{chat}/messages") as answer:
+            seen = int((await answer.json())["count"])
+        async with http.post(f"{chat}/say", json={"text": text}) as answer:
+            if answer.status != 200:
+                raise DemoNotRunning(f"the Telegram simulator answered {answer.status}")
+        return await _collect(http, f"{chat}/messages", seen, wait_s=wait_s, poll_s=poll_s)

@@ -111,6 +111,9 @@ class TelegramSimulator:
         }
         self.app = web.Application()
         self.app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        # Not Telegram's: the simulator's own handset, for ``warta phone telegram``.
+        self.app.router.add_post("/simulator/chats/{chat_id}/say", self._handle_say)
+        self.app.router.add_get("/simulator/chats/{chat_id}/messages", self._handle_messages)
         self.app.on_shutdown.append(self._release_hanging)
 
     def __repr__(self) -> str:
@@ -119,6 +122,29 @@ class TelegramSimulator:
     def unused_outcomes(self) -> set[str]:
         """Chat ids with a canned outcome that no request has used yet."""
         return set(self.config.outcomes) - self.used_outcomes
+
+    async def _handle_say(self, request: web.Request) -> web.StreamResponse:
+        """A citizen in chat ``chat_id`` types the JSON body's ``text`` to the bot."""
+        try:
+            chat_id = int(request.match_info["chat_id"])
+            body = await request.json()
+            text = str(body["text"])
+        except (ValueError, KeyError, TypeError):
+            raise web.HTTPBadRequest(text='POST {"text": …} to a numeric chat id') from None
+        language = body.get("language_code", "id")
+        status = await self.citizen_says(chat_id, text, language_code=language)
+        return web.json_response({"delivered_by": "webhook" if status else "getUpdates"})
+
+    async def _handle_messages(self, request: web.Request) -> web.StreamResponse:
+        """What the bot sent to ``chat_id``, oldest first (``?after=`` a count already seen)."""
+        try:
+            after = int(request.query.get("after", "0"))
+        except ValueError:
+            raise web.HTTPBadRequest(text="after must be an integer") from None
+        sent = self.accepted(request.match_info["chat_id"])
+        return web.json_response(
+            {"messages": [r.params.get("text", "") for r in sent[after:]], "count": len(sent)}
+        )
 
     def accepted(self, chat_id: str | None = None) -> list[ReceivedRequest]:
         """Recorded ``sendMessage`` calls that Telegram would have delivered, oldest first."""

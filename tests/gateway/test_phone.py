@@ -59,3 +59,32 @@ async def test_without_a_running_demo_it_says_what_to_do(tmp_path: Path) -> None
         assert "warta demo" in str(exc)
     else:
         raise AssertionError("expected DemoNotRunning")
+
+
+async def test_the_terminal_phone_talks_to_the_telegram_bot(
+    aiohttp_client: Any, database_url: str, keys: dict[str, str], tmp_path: Path
+) -> None:
+    from channels.telegram.simconfig import SimulatorConfig as TelegramSimConfig
+    from channels.telegram.simulator import TelegramSimulator
+    from gateway.app import create_app
+    from gateway.phone import send_telegram
+    from tests.citizen.test_telegram_polling import BOT, TOKEN, _config
+    from tests.support.world import seed_agencies
+
+    sim = TelegramSimulator(TelegramSimConfig(token=TOKEN, bot_username=BOT))
+    base_url = await sim.start()
+    try:
+        app = create_app(_config(database_url, keys, base_url))
+        await aiohttp_client(app)
+        await seed_agencies(app)
+        (tmp_path / "demo-credentials.json").write_text(
+            json.dumps({"simulators": {"telegram": base_url}})
+        )
+
+        welcome = await send_telegram(tmp_path, 700_999_001, "/start 3171")
+        bulletins = await send_telegram(tmp_path, 700_999_001, "/terbaru")
+
+        assert len(welcome) == 1 and welcome[0].startswith("Selamat datang!")
+        assert len(bulletins) == 1
+    finally:
+        await sim.stop()
