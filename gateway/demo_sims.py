@@ -102,7 +102,10 @@ class DemoSimulators:
                 "base_url": self.urls["telegram"],
                 "bot_username": "warta_sim_bot",
                 "channels": [DEMO_TELEGRAM_CHANNEL],
-                "register_webhook": False,
+                # The demo's bot hears citizens by polling, as a gateway without a public URL
+                # would: `warta phone telegram "/start"` talks to it.
+                "updates": "polling",
+                "poll_timeout_s": 10,
             },
             "whatsapp": {
                 "phone_number_id": meta_config.phone_number_id,
