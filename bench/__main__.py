@@ -1,6 +1,9 @@
 """``python -m bench outbox [--recipients N] [--backend sqlite|postgres|both]``,
 ``python -m bench telegram [--chats N] [--workers 1,4,8]``,
-``python -m bench ussd [--sessions N] [--postgres URL]``.
+``python -m bench ussd [--sessions N] [--postgres URL]``,
+``python -m bench priority [--recipients N] [--backend sqlite|postgres|both]``,
+``python -m bench scale [--recipients N] [--workers 1,2,4]``,
+``python -m bench load [--recipients N] [--seconds S] [--backend sqlite|postgres|both]``.
 
 Prints the machine, the versions, the command, then one Markdown table per measurement with
 the ratios measured side by side in this one run.
@@ -17,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import common, outbox, telegram, ussd
+from bench import common, load_during_broadcast, outbox, priority, scale, telegram, ussd
 
 SECTIONS = ("fanout", "dispatch", "reports")
 
@@ -49,6 +52,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     ussd.add_arguments(
         commands.add_parser("ussd", help="USSD callback latency against a bare aiohttp floor")
+    )
+    priority.add_arguments(
+        commands.add_parser("priority", help="an emergency during a big broadcast, lane or not")
+    )
+    scale.add_arguments(
+        commands.add_parser("scale", help="one broadcast, 1, 2 and 4 worker processes")
+    )
+    load_during_broadcast.add_arguments(
+        commands.add_parser("load", help="/verify and USSD load while a broadcast sends")
     )
     return parser
 
@@ -281,6 +293,15 @@ def main() -> None:
         return
     if args.command == "ussd":
         asyncio.run(ussd.main(args, command))
+        return
+    if args.command == "priority":
+        asyncio.run(priority.main(args, command))
+        return
+    if args.command == "scale":
+        asyncio.run(scale.main(args, command))
+        return
+    if args.command == "load":
+        asyncio.run(load_during_broadcast.main(args, command))
         return
     if shutil.which("wrk") is None and "reports" in args.only:
         raise SystemExit("wrk is not installed: apt-get install wrk (or --only fanout,dispatch)")

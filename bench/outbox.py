@@ -22,6 +22,7 @@ from channels.africastalking.simconfig import SimulatorConfig
 from gateway.db.engine import reading
 from gateway.db.schema import deliveries
 from gateway.outbox.fanout import fan_out
+from gateway.pricing import Tariff
 
 TEXT = "Warta: listrik padam pukul 10.00-14.00. Info: https://warta.example/a/ABC"
 
@@ -76,7 +77,7 @@ async def bench_fanout(backend: str, n: int, secrets: dict[str, str], workdir: A
                     added = await fan_out(
                         conn, announcement=ann, now=common.now(),
                         segments_by_channel={"sms": {"id": 1}},
-                        price_per_segment={"KE": Decimal(12)}, default_price=Decimal(350),
+                        tariff=Tariff(default=Decimal(350), per_region={"KE": Decimal(12)}),
                     )  # fmt: skip
                     rows[label] = added["sms"]
                 else:
