@@ -308,13 +308,17 @@ async def verify_page(request: web.Request) -> web.Response:
         try:
             result = await verify_code(request, raw[:32])
         except ApiError as exc:
+            # Refused (e.g. 429, too many checks): the same page with the reason, no verdict.
             return _page(
                 request,
                 "verify.html",
                 lang=lang,
                 status=exc.status,
                 error=exc.message,
+                result=None,
                 code=raw[:32],
+                issued="",
+                well_formed=normalise_code(raw[:32]) is not None,
             )
     issued = day(result.issued_at, lang) if result is not None else ""
     return _page(
