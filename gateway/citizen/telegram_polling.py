@@ -81,6 +81,9 @@ async def _poll_forever(app: web.Application, channel: PollingChannel) -> None:
             log.warning("Telegram polling failed (%s: %s); retrying", exc.kind, exc.reason)
             await asyncio.sleep(RETRY_S)
         except Exception as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                return  # a cancellation that came back as a driver error: we are stopping
             log.error("Telegram polling failed: %s; retrying", type(exc).__name__)
             await asyncio.sleep(RETRY_S)
 

@@ -118,6 +118,9 @@ class Dispatcher:
                 )
 
     async def stop(self) -> None:
+        # A cancellation that lands inside a database call can come back
+        # as a driver error (asyncpg: "another operation is in progress"), which the loops
+        # would log and retry forever; so the loops also end on any error once stopping.
         self._stopping = True
         for task in self._tasks:
             task.cancel()
@@ -149,12 +152,14 @@ class Dispatcher:
     # -- starting announcements -------------------------------------------------------------
 
     async def _starter_loop(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 started = await self.start_due()
                 if started:
                     self._wake_workers()
             except Exception:
+                if self._stopping:
+                    return  # cancelled inside a database call: see stop()
                 log.exception("starting due announcements failed; retrying")
             await self._wait(self._wake_starter, self.config.dispatch.idle_poll_s)
 
@@ -240,10 +245,12 @@ class Dispatcher:
 
     async def _worker_loop(self, channel_name: str) -> None:
         event = self._wake_channel[channel_name]
-        while True:
+        while not self._stopping:
             try:
                 handled = await self.run_once(channel_name)
             except Exception:
+                if self._stopping:
+                    return  # cancelled inside a database call: see stop()
                 log.exception("dispatch on %s failed; retrying", channel_name)
                 handled = 0
             if handled == 0:
@@ -557,10 +564,12 @@ class Dispatcher:
     # -- housekeeping -----------------------------------------------------------------------
 
     async def _maintenance_loop(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.housekeeping()
             except Exception:
+                if self._stopping:
+                    return  # cancelled inside a database call: see stop()
                 log.exception("outbox housekeeping failed; retrying")
             await asyncio.sleep(max(1.0, self.config.dispatch.idle_poll_s * 2))
 
