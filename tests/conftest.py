@@ -22,11 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from gateway.config import WartaConfig
 from gateway.db.migrate import upgrade
 from gateway.personal import PhoneVault
+from tests.support.ci import unavailable
 from tests.support.config import make_config
 from tests.support.world import World
 
 POSTGRES_URL = os.environ.get("WARTA_TEST_POSTGRES_URL")
-ON_CI = os.environ.get("CI", "").lower() == "true"
 BACKENDS = ["sqlite", "postgres"]
 
 
@@ -35,9 +35,7 @@ def espeak() -> str:
     """espeak-ng's path; tests needing it skip locally without it and fail when ``CI=true``."""
     found = shutil.which("espeak-ng")
     if found is None:
-        if ON_CI:
-            pytest.fail("CI=true but espeak-ng is not installed (apt-get install espeak-ng)")
-        pytest.skip("espeak-ng not installed (apt-get install espeak-ng); CI fails instead")
+        unavailable("espeak-ng is not installed", fix="apt-get install espeak-ng")
     return found
 
 
@@ -51,11 +49,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def postgres_template() -> Iterator[str]:
     if not POSTGRES_URL:
-        if ON_CI:
-            pytest.fail(
-                "CI=true but WARTA_TEST_POSTGRES_URL is not set: PostgreSQL tests cannot run"
-            )
-        pytest.skip("PostgreSQL not configured (set WARTA_TEST_POSTGRES_URL; CI fails instead)")
+        unavailable("PostgreSQL is not configured", fix="set WARTA_TEST_POSTGRES_URL")
     name = f"warta_tpl_{uuid.uuid4().hex[:8]}"
     _pg_admin(f'CREATE DATABASE "{name}"')
     url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)

@@ -37,6 +37,7 @@ import pytest
 
 from channels.africastalking.simulator import AfricasTalkingSimulator
 from gateway.domain import Role
+from tests.support.ci import unavailable
 from tests.support.config import make_config
 from tests.support.sms import sms_world
 from tests.support.world import World
@@ -44,7 +45,6 @@ from tests.support.world import World
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
 
-ON_CI = os.environ.get("CI", "").lower() == "true"
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 PHONE = {"width": 360, "height": 740}
@@ -59,25 +59,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.browser)
 
 
-def _unavailable(reason: str) -> None:
-    if ON_CI:
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(f"{reason}; CI fails instead")
-
-
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
     """The system Chromium; skips locally without it (or without playwright), fails on CI."""
     try:
         import playwright.async_api  # noqa: F401
     except ImportError:
-        _unavailable("the playwright package is not installed (pip install -e '.[dev]')")
+        unavailable("the playwright package is not installed (pip install -e '.[dev]')")
     configured = os.environ.get("WARTA_CHROMIUM")
     candidates = [configured] if configured else [*_CANDIDATES, shutil.which("chromium")]
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
-    _unavailable("Chromium is not installed (apt-get install chromium, or set WARTA_CHROMIUM)")
+    unavailable("Chromium is not installed (apt-get install chromium, or set WARTA_CHROMIUM)")
     raise AssertionError("unreachable")
 
 

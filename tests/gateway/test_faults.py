@@ -28,6 +28,7 @@ from channels.africastalking.simconfig import SimulatorConfig
 from channels.africastalking.simulator import AfricasTalkingSimulator
 from gateway.db.migrate import upgrade
 from tests.gateway.test_scale_out import Api, Process, gateway_env
+from tests.support.ci import unavailable
 from tests.support.processes import seed_tokens
 from tests.support.sms import numbers
 
@@ -92,9 +93,7 @@ async def test_worker_killed_ten_times_loses_nothing(
 def own_postgres(tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
     """A throwaway cluster this test may stop: (URL, data directory, server binaries)."""
     if not os.environ.get("WARTA_TEST_POSTGRES_URL"):
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CI=true but PostgreSQL is not available")
-        pytest.skip("PostgreSQL not configured (set WARTA_TEST_POSTGRES_URL; CI fails instead)")
+        unavailable("PostgreSQL is not configured", fix="set WARTA_TEST_POSTGRES_URL")
     # Not under pytest's tmp_path: the postgres user must be able to reach the directory.
     pg_dir = Path(tempfile.mkdtemp(prefix="warta-fault-pg."))
     up = subprocess.run(

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from gateway.db.engine import reading
 from gateway.db.schema import announcements, audit_events, subscribers
 from gateway.domain import Role
+from tests.support.ci import unavailable
 from tests.support.world import Answer, World
 
 # About 30 kB: a row that needs pages of its own, more than a free list of a few can give.
@@ -78,7 +79,7 @@ def read_only(database: Path) -> Iterator[None]:
     if os.geteuid() == 0:
         made = subprocess.run(["chattr", "+i", *map(str, files)], capture_output=True, text=True)
         if made.returncode != 0:
-            pytest.skip(f"cannot make a file read-only as root here: {made.stderr.strip()}")
+            unavailable(f"this filesystem cannot make a file immutable: {made.stderr.strip()}")
         try:
             yield
         finally:
