@@ -106,27 +106,44 @@ class WartaSMSService(SMSService):  # type: ignore[misc]  # the SDK is untyped
             # encoding costs more than the rest of the request on a 100-recipient send.
             body = urlencode([(k, v) for k, v in data.items() if v is not None]).encode()
             headers = {**headers, "Content-Type": FORM_MEDIA_TYPE}
-        try:
-            response = session.request(
-                method.upper(), url, headers=headers, data=body, params=params, timeout=timeout
-            )
-        except requests.Timeout:
-            raise ConnectionFailed("timeout") from None
-        except requests.ConnectionError:
-            raise ConnectionFailed("connection error") from None
-        except requests.RequestException as exc:
-            raise ConnectionFailed(f"request error ({type(exc).__name__})") from None
-        if not 200 <= response.status_code < 300:
-            raise error_for_status(response.status_code, response.headers.get("Retry-After"))
-        # The SDK only parses JSON when Content-Type is exactly application/json; accept a
-        # charset parameter too, so a harmless header change does not turn into a failure.
-        media_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if media_type != JSON_MEDIA_TYPE:
-            raise ConnectionFailed(f"unexpected response type ({media_type or 'none'})")
-        try:
-            return response.json()
-        except ValueError:
-            raise ConnectionFailed("unreadable response") from None
+        return request_json(session, method, url, headers, body, params, timeout)
+
+
+def request_json(
+    session: requests.Session,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    data: bytes | Mapping[str, Any] | None,
+    params: Mapping[str, Any] | None,
+    timeout: float | tuple[float, float],
+) -> Any:
+    """One Africa's Talking request (any service): its JSON answer, or our error kind.
+
+    Replaces the SDK's own ``requests`` call so that connection errors and HTTP statuses
+    become ``ConnectionFailed``/``Throttled``/``Rejected`` without the key in any message.
+    """
+    try:
+        response = session.request(
+            method.upper(), url, headers=headers, data=data, params=params, timeout=timeout
+        )
+    except requests.Timeout:
+        raise ConnectionFailed("timeout") from None
+    except requests.ConnectionError:
+        raise ConnectionFailed("connection error") from None
+    except requests.RequestException as exc:
+        raise ConnectionFailed(f"request error ({type(exc).__name__})") from None
+    if not 200 <= response.status_code < 300:
+        raise error_for_status(response.status_code, response.headers.get("Retry-After"))
+    # The SDK only parses JSON when Content-Type is exactly application/json; accept a
+    # charset parameter too, so a harmless header change does not turn into a failure.
+    media_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if media_type != JSON_MEDIA_TYPE:
+        raise ConnectionFailed(f"unexpected response type ({media_type or 'none'})")
+    try:
+        return response.json()
+    except ValueError:
+        raise ConnectionFailed("unreadable response") from None
 
 
 class AfricasTalkingClient:

@@ -24,7 +24,7 @@ from typing import Any
 import requests
 from africastalking.Voice import VoiceService
 
-from channels.africastalking.sdk import JSON_MEDIA_TYPE, error_for_status
+from channels.africastalking.sdk import request_json
 from channels.voice.config import VoiceConfig
 from gateway.errors import ConnectionFailed, Rejected
 
@@ -56,26 +56,7 @@ class WartaVoiceService(VoiceService):  # type: ignore[misc]  # the SDK is untyp
     ) -> Any:
         if callback is not None:
             raise RuntimeError("WartaVoiceService supports synchronous calls only")
-        session: requests.Session = self._session_for_thread()
-        try:
-            response = session.request(
-                method.upper(), url, headers=headers, data=data, params=params, timeout=timeout
-            )
-        except requests.Timeout:
-            raise ConnectionFailed("timeout") from None
-        except requests.ConnectionError:
-            raise ConnectionFailed("connection error") from None
-        except requests.RequestException as exc:
-            raise ConnectionFailed(f"request error ({type(exc).__name__})") from None
-        if not 200 <= response.status_code < 300:
-            raise error_for_status(response.status_code, response.headers.get("Retry-After"))
-        media_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if media_type != JSON_MEDIA_TYPE:
-            raise ConnectionFailed(f"unexpected response type ({media_type or 'none'})")
-        try:
-            return response.json()
-        except ValueError:
-            raise ConnectionFailed("unreadable response") from None
+        return request_json(self._session_for_thread(), method, url, headers, data, params, timeout)
 
 
 class VoiceClient:
