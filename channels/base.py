@@ -53,6 +53,8 @@ class DeliveryReport:
     status_word: str
     reason: str | None = None
     network_code: str | None = None
+    # What the provider charged, when the report carries it (a voice call's ``amount``).
+    cost: Decimal | None = None
 
 
 class Channel(abc.ABC):

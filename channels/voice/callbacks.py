@@ -76,6 +76,7 @@ class VoiceCallback:
             state=state,
             status_word=word,
             reason=self.hangup_cause if state is not DeliveryState.DELIVERED else None,
+            cost=self.cost,
         )
 
 

@@ -263,6 +263,8 @@ delivery_reports = Table(
     Column("status_word", String(64), nullable=False),
     Column("state", String(16), nullable=False),
     Column("reason", String(200), nullable=True),
+    # What the provider charged, when the report says (a voice call's final callback).
+    Column("cost", Money, nullable=True),
     Column("delivery_id", Id, ForeignKey("deliveries.id"), nullable=True),
     Column("received_at", When, nullable=False),
     # The same report twice is one row: replays change nothing.

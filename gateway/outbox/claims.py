@@ -296,6 +296,7 @@ async def apply_early_reports(conn: AsyncConnection, *, channel: str, ids: Seque
                 (final_state == DeliveryState.FAILED.value, "rejected"),
                 else_=deliveries.c.error_kind,
             ),
+            cost=sa.func.coalesce(final(delivery_reports.c.cost), deliveries.c.cost),
             finished_at=sa.func.coalesce(deliveries.c.finished_at, deliveries.c.sent_at),
         )
     )

@@ -36,6 +36,7 @@ _APPLY_SQLITE = sa.text(
         error_reason = COALESCE(json_extract(v.value, '$.reason'), error_reason),
         error_kind = CASE WHEN json_extract(v.value, '$.state') = 'failed'
                           THEN 'rejected' ELSE error_kind END,
+        cost = COALESCE(CAST(json_extract(v.value, '$.cost') AS NUMERIC), cost),
         finished_at = :now
     FROM json_each(:payload) AS v
     WHERE deliveries.channel = json_extract(v.value, '$.channel')
@@ -50,9 +51,10 @@ _APPLY_PG = sa.text(
         state = v.state,
         error_reason = COALESCE(v.reason, d.error_reason),
         error_kind = CASE WHEN v.state = 'failed' THEN 'rejected' ELSE d.error_kind END,
+        cost = COALESCE(v.cost, d.cost),
         finished_at = CAST(:now AS timestamptz)
     FROM jsonb_to_recordset(CAST(:payload AS jsonb))
-        AS v(channel text, pmid text, state text, reason text)
+        AS v(channel text, pmid text, state text, reason text, cost numeric)
     WHERE d.channel = v.channel AND d.provider_message_id = v.pmid AND d.state = 'sent'
     """
 )
@@ -76,6 +78,7 @@ async def write_reports(
             "status_word": r.status_word,
             "state": r.state.value,
             "reason": None if r.reason is None else r.reason[:200],
+            "cost": r.cost,
             "received_at": now,
         }
         for channel, r in items
@@ -86,7 +89,13 @@ async def write_reports(
     # executemany: one cached statement, instead of compiling a new multi-row VALUES per batch.
     await conn.execute(statement, rows)
     finishing = [
-        {"channel": c, "pmid": r.provider_message_id, "state": r.state.value, "reason": r.reason}
+        {
+            "channel": c,
+            "pmid": r.provider_message_id,
+            "state": r.state.value,
+            "reason": r.reason,
+            "cost": None if r.cost is None else str(r.cost),
+        }
         for c, r in items
         if r.state.value in _FINISHING
     ]

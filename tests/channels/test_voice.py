@@ -464,7 +464,7 @@ def test_parse_voice_callback(form: dict[str, str], expected: tuple[Any, ...]) -
     if report is None:
         assert got is None
     else:
-        assert got == DeliveryReport("ATVId_abc123", report[0], report[1], report[2])
+        assert got == DeliveryReport("ATVId_abc123", report[0], report[1], report[2], cost=cost)
     assert N1 not in repr(callback)
 
 
@@ -628,7 +628,9 @@ async def test_indonesian_call_repeated_once_then_delivered(
     assert simulator.audio_fetches[message_url] == 2
     assert len(list((tmp_path / "audio").iterdir())) == 3
     assert gateway.reports == [
-        DeliveryReport(result.provider_message_id or "", DELIVERED, "Completed", None)
+        DeliveryReport(
+            result.provider_message_id or "", DELIVERED, "Completed", None, cost=Decimal("2.0000")
+        )
     ]
     assert gateway.costs == [Decimal("2.0000")]  # 5 plays x 5 s = 25 s: one started minute
     assert not simulator.unused_outcomes()

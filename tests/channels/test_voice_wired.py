@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,7 @@ async def voice_rows(world: World, announcement_id: int) -> dict[int, dict[str, 
                 deliveries.c.state,
                 deliveries.c.error_reason,
                 deliveries.c.provider_message_id,
+                deliveries.c.cost,
             ).where(
                 deliveries.c.announcement_id == announcement_id, deliveries.c.channel == "voice"
             )
@@ -216,6 +218,18 @@ async def test_announcement_is_called_played_repeated_and_reported(
         )
         assert {row["provider_message_id"] for row in rows.values()} == set(simulator.calls)
         assert not simulator.unused_outcomes()
+
+        # What each call cost, from its final callback's amount, is kept on the delivery and
+        # counts in the announcement's actual cost (a busy line costs nothing).
+        charged = {
+            number: Decimal(call.callbacks[-1]["amount"].split()[-1])
+            for number, call in calls.items()
+        }
+        assert charged[ID_LISTENER] > 0 and charged[BUSY] == 0
+        for number, subscriber_id in ids.items():
+            assert rows[subscriber_id]["cost"] == charged[number]
+        shown = await world.call("GET", f"/api/v1/announcements/{approved['id']}")
+        assert Decimal(str(shown.body["actual_cost"])) == sum(charged.values())
 
     leaked = [
         form

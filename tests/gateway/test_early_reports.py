@@ -1,9 +1,10 @@
 """A delivery report that overtakes the record of its send is applied once the send is
-recorded, with the same state, reason and error kind as a report arriving in order."""
+recorded, with the same state, reason, error kind and cost as a report arriving in order."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -49,6 +50,7 @@ async def test_an_early_failure_report_keeps_its_reason(engine: AsyncEngine) -> 
                     "status_word": "Failed",
                     "state": "failed",
                     "reason": "USER_BUSY",
+                    "cost": Decimal("0"),
                     "received_at": NOW,
                 },
                 {
@@ -57,6 +59,7 @@ async def test_an_early_failure_report_keeps_its_reason(engine: AsyncEngine) -> 
                     "status_word": "Completed",
                     "state": "delivered",
                     "reason": None,
+                    "cost": Decimal("4.0000"),
                     "received_at": NOW,
                 },
             ],
@@ -73,12 +76,13 @@ async def test_an_early_failure_report_keeps_its_reason(engine: AsyncEngine) -> 
                     deliveries.c.state,
                     deliveries.c.error_kind,
                     deliveries.c.error_reason,
+                    deliveries.c.cost,
                     deliveries.c.finished_at.is_not(None),
                 ).order_by(deliveries.c.id)
             )
         ).all()
     assert [tuple(r) for r in rows] == [
-        ("ATX-busy", "failed", "rejected", "USER_BUSY", True),
-        ("ATX-ok", "delivered", None, None, True),
-        ("ATX-none", "sent", None, None, False),
+        ("ATX-busy", "failed", "rejected", "USER_BUSY", Decimal("0"), True),
+        ("ATX-ok", "delivered", None, None, Decimal("4.0000"), True),
+        ("ATX-none", "sent", None, None, None, False),
     ]

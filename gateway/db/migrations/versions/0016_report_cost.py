@@ -1,0 +1,26 @@
+"""delivery reports carry what the provider charged (a voice call's amount)
+
+Revision ID: 0016
+Revises: 0011
+Create Date: 2026-11-27
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0016"
+down_revision = "0011"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("delivery_reports", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("cost", sa.Numeric(14, 4), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("delivery_reports", schema=None) as batch_op:
+        batch_op.drop_column("cost")
