@@ -357,3 +357,25 @@ async def reclaim_expired_leases(conn: AsyncConnection, *, now: datetime, max_at
         .values(state=DeliveryState.QUEUED.value, lease_until=None)
     )
     return int(result.rowcount or 0)
+
+
+async def renew_leases(
+    conn: AsyncConnection, ids: Sequence[int], *, now: datetime, until: datetime
+) -> int:
+    """A batch still in its worker's hands keeps its lease (one statement for the batch).
+
+    Only deliveries still ``sending`` under a lease that has not run out are renewed: one that
+    maintenance already reclaimed stays with whoever has it now.
+    """
+    if not ids:
+        return 0
+    result = await conn.execute(
+        sa.update(deliveries)
+        .where(
+            _among(conn, ids),
+            deliveries.c.state == DeliveryState.SENDING.value,
+            deliveries.c.lease_until >= now,
+        )
+        .values(lease_until=until)
+    )
+    return int(result.rowcount or 0)

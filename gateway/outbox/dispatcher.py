@@ -27,6 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from channels.base import Channel, OutgoingMessage, SendResult
@@ -41,7 +42,7 @@ from gateway.outbox.fanout import fan_out
 from gateway.outbox.shared_rate import shared_rate_limit
 from gateway.personal import PhoneVault
 from gateway.pricing import Tariff
-from gateway.ratelimit import TokenBucket
+from gateway.ratelimit import AnswerWindow, TokenBucket
 from gateway.renditions import Renderer
 
 log = logging.getLogger("warta.dispatch")
@@ -80,6 +81,10 @@ class Dispatcher:
         self._buckets = {
             name: TokenBucket(ch.rate_per_second, max(ch.rate_per_second, ch.batch_size))
             for name, ch in self.channels.items()
+        }
+        # Providers that count requests as they arrive (Telegram) are also paced by answers.
+        self._windows = {
+            name: _answer_window(ch) for name, ch in self.channels.items() if ch.paced_by_answers
         }
         # PostgreSQL with [dispatch] shared_rate_limit: the rate holds across processes.
         self._shared_rate = shared_rate_limit(engine, config.dispatch)
@@ -290,7 +295,11 @@ class Dispatcher:
             )
         if not batch:
             return 0
-        outcomes = await self._send_batch(channel, batch)
+        keeper = _LeaseKeeper(self, [item.id for item in batch])
+        try:
+            outcomes = await self._send_batch(channel, batch)
+        finally:
+            await keeper.stop()
         stopped = [o.id for o in outcomes if o.error_kind == RecipientStopped.kind]
         sent = [o.id for o in outcomes if o.state is DeliveryState.SENT]
         failed = [o.id for o in outcomes if o.state is DeliveryState.FAILED]
@@ -401,14 +410,27 @@ class Dispatcher:
             wait = bucket.take(len(request))
             if wait > 0:
                 await asyncio.sleep(wait)
+        window = self._windows.get(channel.name)
+        if window is not None:
+            await window.acquire(len(request))
+        loop = asyncio.get_running_loop()
         try:
+            # A 429 seen by another request while this one waited pauses it too.
+            paused = self._paused_until.get(channel.name, 0.0) - loop.time()
+            if paused > 0:
+                await asyncio.sleep(paused)
             return await channel.send(request)
         except Throttled as exc:
             pause = exc.retry_after or 1.0
-            self._paused_until[channel.name] = asyncio.get_running_loop().time() + pause
+            self._paused_until[channel.name] = max(
+                self._paused_until.get(channel.name, 0.0), loop.time() + pause
+            )
             return exc
         except ChannelError as exc:
             return exc
+        finally:
+            if window is not None:
+                window.release(len(request))
 
     def _outcome(self, result: SendResult, attempts: int) -> claims.Outcome:
         if result.error is not None:
@@ -621,3 +643,49 @@ class Dispatcher:
             log.warning("reclaimed %d deliveries whose lease expired", reclaimed)
         if reclaimed or fell_back:
             self._wake_workers()
+
+
+def _answer_window(channel: Channel) -> AnswerWindow:
+    """The channel's rate as a window the provider can check: one second, or long enough for
+    one whole request at the rate."""
+    window = max(1.0, channel.batch_size / channel.rate_per_second)
+    return AnswerWindow(channel.rate_per_second * window, window)
+
+
+class _LeaseKeeper:
+    """Renews a claimed batch's lease every third of it while the batch is still being sent.
+
+    A batch is sized to go out within half its lease (``Dispatcher.claim_size``), but 429
+    pauses and slow providers can stretch it; without renewal, maintenance would reclaim the
+    tail and another worker would send it a second time.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, ids: list[int]) -> None:
+        self._dispatcher = dispatcher
+        self._ids = ids
+        self._done = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        d = self._dispatcher
+        lease = d.config.dispatch.lease_seconds
+        while True:
+            try:
+                await asyncio.wait_for(self._done.wait(), lease / 3)
+                return
+            except TimeoutError:
+                pass
+            now = d.clock.now()
+            try:
+                async with d.engine.begin() as conn:
+                    renewed = await claims.renew_leases(
+                        conn, self._ids, now=now, until=now + timedelta(seconds=lease)
+                    )
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("could not renew a batch's lease: %s", type(exc).__name__)
+                continue
+            log.debug("renewed the lease of %d deliveries still being sent", renewed)
+
+    async def stop(self) -> None:
+        self._done.set()
+        await self._task

@@ -25,6 +25,7 @@ async def sms_world(
     *,
     simulator: SimulatorConfig | None = None,
     dispatch: dict[str, Any] | None = None,
+    africastalking: dict[str, Any] | None = None,
     clock: Clock | None = None,
 ) -> AsyncIterator[tuple[World, AfricasTalkingSimulator]]:
     sim_config = replace(simulator or SimulatorConfig(), api_key=keys["africastalking_api_key"])
@@ -33,7 +34,7 @@ async def sms_world(
     config = make_config(
         database_url,
         keys,
-        africastalking={"base_url": base_url, "request_timeout_s": 2.0},
+        africastalking={"base_url": base_url, "request_timeout_s": 2.0, **(africastalking or {})},
         dispatch={
             "idle_poll_s": 0.05,
             "backoff_base_s": 0.05,

@@ -1,0 +1,86 @@
+"""The answer window keeps a strict provider's rate however the network jitters or stalls.
+
+A stand-in provider inside the test counts requests as they arrive with a strict token bucket
+(rate R, burst R: Telegram's reading) and refuses any beyond it. Requests reach it after a
+random delay and their answers come back after another, as on a real network; and for a while
+the network stalls (a connection pool stuck behind a slow answer, a hiccup): what leaves in
+that time arrives all at once when it clears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from gateway.ratelimit import AnswerWindow, TokenBucket
+
+RATE = 100.0
+REQUESTS = 300
+
+
+STALL = (0.5, 2.0)  # seconds after the start: what leaves then arrives at the end of it
+
+
+async def _broadcast(pace: object, *, jitter: float, seed: int, stall: bool = True) -> int:
+    """Send REQUESTS one-unit requests concurrently; returns how many the provider refused."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    provider = TokenBucket(RATE, RATE, clock=loop.time)
+    rng = random.Random(seed)
+    delays = [(rng.uniform(0, jitter), rng.uniform(0, jitter)) for _ in range(REQUESTS)]
+    refused = 0
+
+    async def one(up: float, down: float) -> None:
+        nonlocal refused
+        if isinstance(pace, AnswerWindow):
+            await pace.acquire(1)
+        else:
+            assert isinstance(pace, TokenBucket)
+            wait = pace.take(1)
+            if wait > 0:
+                await asyncio.sleep(wait)
+        try:
+            left = loop.time() - start
+            if stall and STALL[0] <= left < STALL[1]:
+                up += STALL[1] - left
+            await asyncio.sleep(up)
+            if not provider.try_take():
+                refused += 1
+            await asyncio.sleep(down)
+        finally:
+            if isinstance(pace, AnswerWindow):
+                pace.release(1)
+
+    await asyncio.gather(*(one(up, down) for up, down in delays))
+    return refused
+
+
+async def test_a_token_bucket_alone_lets_jitter_bunch_requests_into_refusals() -> None:
+    # The control: pacing by departure is not enough (this is why the window exists).
+    bucket = TokenBucket(RATE, RATE, clock=asyncio.get_running_loop().time)
+    assert await _broadcast(bucket, jitter=0.01, seed=7) > 0
+
+
+async def test_the_answer_window_is_never_refused_whatever_the_jitter() -> None:
+    for seed, jitter, stall in ((7, 0.01, True), (11, 0.3, True), (13, 0.05, False)):
+        window = AnswerWindow(RATE, 1.0, clock=asyncio.get_running_loop().time)
+        refused = await _broadcast(window, jitter=jitter, seed=seed, stall=stall)
+        assert refused == 0, (seed, jitter, stall)
+
+
+async def test_waiters_go_in_order_and_an_oversized_request_goes_alone() -> None:
+    window = AnswerWindow(2, 0.05)
+    order: list[str] = []
+
+    async def take(name: str, n: int, hold: float) -> None:
+        await window.acquire(n)
+        order.append(name)
+        await asyncio.sleep(hold)
+        window.release(n)
+
+    first = asyncio.create_task(take("a", 2, 0.05))
+    await asyncio.sleep(0)
+    rest = [asyncio.create_task(take(name, n, 0.0)) for name, n in (("big", 5), ("c", 1))]
+    await asyncio.gather(first, *rest)
+    assert order == ["a", "big", "c"]
+    assert repr(window) == "<AnswerWindow capacity=2 window=0.05s>"
