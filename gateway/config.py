@@ -145,10 +145,11 @@ class DispatchConfig(_Section):
     # An emergency on Telegram or WhatsApp not confirmed delivered this long after it was
     # sent falls back to the subscriber's next channel (gateway.outbox.fallback).
     fallback_unconfirmed_s: float = Field(default=300.0, gt=0)
-    # PostgreSQL only: every process draws each channel's provider rate from one budget per
-    # second in the database (gateway.outbox.shared_rate), so N processes together keep to
-    # the rate instead of N times it. Off: each process keeps its own token buckets.
-    shared_rate_limit: bool = False
+    # PostgreSQL: every process draws each channel's provider rate from one budget per second
+    # in the database (gateway.outbox.shared_rate), so N processes together keep to the rate
+    # instead of N times it. Unset: on with PostgreSQL (SQLite has one process by design).
+    # false: each process keeps its own token buckets (one dispatching process only).
+    shared_rate_limit: bool | None = None
 
 
 class SchedulerSection(_Section):

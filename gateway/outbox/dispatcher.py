@@ -86,7 +86,7 @@ class Dispatcher:
         self._windows = {
             name: _answer_window(ch) for name, ch in self.channels.items() if ch.paced_by_answers
         }
-        # PostgreSQL with [dispatch] shared_rate_limit: the rate holds across processes.
+        # PostgreSQL (unless [dispatch] shared_rate_limit = false): rates hold across processes.
         self._shared_rate = shared_rate_limit(engine, config.dispatch)
         self._paused_until: dict[str, float] = {}
         self._texts: OrderedDict[tuple[int, str, str], str] = OrderedDict()

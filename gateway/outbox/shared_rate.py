@@ -1,8 +1,8 @@
 """Provider rates held across processes: one budget per channel and second, in PostgreSQL.
 
 Each process's token buckets (``gateway.ratelimit``) know only what that process sends; with
-N processes on one database a provider would see N times its rate. With ``[dispatch]
-shared_rate_limit = true`` on PostgreSQL, every provider request first reserves its messages
+N processes on one database a provider would see N times its rate. On PostgreSQL (unless
+``[dispatch] shared_rate_limit = false``), every provider request first reserves its messages
 in the ``rate_budgets`` table: time is cut into windows (one second, or longer for rates under
 one per second) and each window of a channel allows at most the channel's rate. A reservation
 is one statement that adds to a window only while the window stays within its limit::
@@ -157,10 +157,13 @@ class SharedRateLimit:
 
 
 def shared_rate_limit(engine: AsyncEngine, dispatch: DispatchConfig) -> SharedRateLimit | None:
-    """The shared budget when configured and on PostgreSQL; None keeps per-process buckets."""
-    if not dispatch.shared_rate_limit:
+    """The shared budget on PostgreSQL unless turned off; None keeps per-process buckets."""
+    if dispatch.shared_rate_limit is False:
         return None
     if engine.dialect.name != "postgresql":
-        log.info("[dispatch] shared_rate_limit needs PostgreSQL; this process paces itself alone")
+        if dispatch.shared_rate_limit:
+            log.info(
+                "[dispatch] shared_rate_limit needs PostgreSQL; this process paces itself alone"
+            )
         return None
     return SharedRateLimit(engine, lease_seconds=dispatch.lease_seconds)
