@@ -54,6 +54,9 @@ def serve_env(url: str, secrets: dict[str, str], sim_url: str, knobs: outbox.Kno
         "WARTA_DISPATCH__WORKERS_PER_CHANNEL": str(knobs.workers_per_channel),
         "WARTA_DISPATCH__CLAIM_BATCH": str(knobs.claim_batch),
         "WARTA_DISPATCH__IDLE_POLL_S": "0.05",
+        # The default with PostgreSQL: each provider request books its share of the rate in
+        # the database first, so the processes together keep to it.
+        "WARTA_DISPATCH__SHARED_RATE_LIMIT": "true",
         "WARTA_LOG_LEVEL": "WARNING",
         **{f"WARTA_SECRETS__{k.upper()}": v for k, v in secrets.items()},
         **{f"WARTA_{k.upper()}": v for k, v in settings.items()},
@@ -297,7 +300,7 @@ async def main(args: Any, command: str) -> None:
          "vs floor", "vs 1 worker", "accepted by simulator", "numbers sent twice"],
         table,
     ))  # fmt: skip
-    common.say(f"\nknobs per worker process: {knobs.describe()}, shared_rate_limit=false")
+    common.say(f"\nknobs per worker process: {knobs.describe()}, shared_rate_limit=true")
     common.say(
         f"\nExpected on more cores: this machine has {os.cpu_count()} cores shared by "
         "PostgreSQL, the simulator and the workers, so extra worker processes cannot add CPU "

@@ -70,9 +70,9 @@ class Channel(abc.ABC):
         rate_per_second: messages per second the provider allows us.
         supports_links: whether a link in the text is useful to the reader.
         status_map: provider status word -> our delivery state.
-        paced_by_answers: the provider counts our requests as they arrive and refuses any
-            beyond its rate (HTTP 429), so the dispatcher also holds each request's share of
-            the rate until a second after its answer (``gateway.ratelimit.AnswerWindow``).
+        paced_by_arrival: the provider counts our requests as they arrive and refuses any
+            beyond its rate (HTTP 429), so the dispatcher also bounds the requests in flight
+            and takes the rate as requests really leave (``gateway.ratelimit.ArrivalPacer``).
     """
 
     name: ClassVar[str]
@@ -87,7 +87,7 @@ class Channel(abc.ABC):
     accounts: tuple[str, ...] = ()
     supports_links: ClassVar[bool] = True
     status_map: ClassVar[Mapping[str, DeliveryState]] = {}
-    paced_by_answers: ClassVar[bool] = False
+    paced_by_arrival: ClassVar[bool] = False
 
     @classmethod
     def text_length(cls, text: str) -> int:

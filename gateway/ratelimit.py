@@ -1,12 +1,11 @@
 """Token buckets: per client (abuse limits on public endpoints) and per channel (provider rates);
-answer windows for providers that count requests as they arrive."""
+arrival pacing for providers that count requests as they arrive."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 
 
@@ -68,73 +67,80 @@ class KeyedLimiter:
         return bucket.try_take()
 
 
-class AnswerWindow:
-    """At most ``capacity`` units in any ``window`` seconds *as the provider receives them*.
+class ArrivalPacer:
+    """Paces requests so a provider that counts them *as they arrive* never sees too many.
 
-    A token bucket paces requests as they leave, but a provider counts them as they arrive:
-    a request held up in a connection pool or on the network arrives late, the ones behind it
-    catch up, and the provider sees a burst our bucket never allowed (Telegram answers 429).
-    Here a unit holds its place from the moment its request leaves until ``window`` seconds
-    after its answer came back. Any request the provider received in the ``window`` before a
-    new one arrives was either still unanswered when the new one left or answered less than
-    ``window`` before that, so it was counted: the provider never sees more than
-    ``capacity`` in a window, whatever the network does. The price is the answer time: each
-    unit is held ``latency + window``, so the rate reached is ``window / (latency + window)`` of
-    the limit (97% at 30 ms).
+    A provider such as Telegram holds each bot to a token bucket of ``rate`` per second with a
+    burst of ``burst`` (one second's worth), counted when requests reach it. A plain bucket on
+    our side, reserving departure times ahead, is not enough: a request held up in a
+    connection pool or on the network arrives late while the ones behind it do not, and after
+    a stall of the event loop every overdue request leaves at once.
 
-    Waiters go in arrival order (``asyncio.Lock`` is fair). A request larger than
-    ``capacity`` goes alone.
+    Two limits together keep any stretch ``[a, b]`` of arrivals within ``burst + rate *
+    (b - a)``, whatever the network or the event loop does:
+
+    - requests leave through a bucket of ``rate`` with a small burst ``depart_burst``, taken
+      at the moment a request really leaves (a waiter that overslept finds no more than
+      ``depart_burst`` tokens, never a backlog): what *leaves* in ``[a, b]`` is at most
+      ``depart_burst + rate * (b - a)``;
+    - at most ``in_flight`` units are unanswered at once: what arrives in ``[a, b]`` but left
+      before ``a`` was in flight at ``a``.
+
+    With ``in_flight + depart_burst <= burst`` the sum stays within the provider's bucket.
+    Throughput is the full rate while answers take less than ``in_flight / rate`` seconds
+    (two thirds of a second for Telegram's 30/s). Waiters go in arrival order
+    (``asyncio.Lock`` is fair); a request larger than a limit waits until it is alone.
     """
 
     __slots__ = (
         "_answered",
-        "_changed",
+        "_bucket",
         "_clock",
         "_in_flight",
-        "_recent",
         "_turn",
-        "capacity",
-        "window",
+        "depart_burst",
+        "in_flight",
+        "rate",
     )
 
     def __init__(
-        self, capacity: float, window: float, *, clock: Callable[[], float] = time.monotonic
+        self,
+        rate: float,
+        burst: float,
+        *,
+        smallest_burst: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.capacity = capacity
-        self.window = window
+        self.rate = rate
+        self.depart_burst = max(smallest_burst, burst / 3)
+        self.in_flight = max(smallest_burst, burst - self.depart_burst)
         self._clock = clock
+        self._bucket = TokenBucket(rate, self.depart_burst, clock=clock)
         self._in_flight = 0.0
-        self._recent = 0.0  # units answered within the last window
-        self._answered: deque[tuple[float, float]] = deque()
         self._turn = asyncio.Lock()
-        self._changed = asyncio.Event()
+        self._answered = asyncio.Event()
 
     def __repr__(self) -> str:
-        return f"<AnswerWindow capacity={self.capacity:g} window={self.window:g}s>"
-
-    def _forget(self, now: float) -> None:
-        while self._answered and self._answered[0][0] + self.window <= now:
-            self._recent -= self._answered.popleft()[1]
+        return (
+            f"<ArrivalPacer rate={self.rate:g}/s in_flight={self.in_flight:g} "
+            f"depart_burst={self.depart_burst:g}>"
+        )
 
     async def acquire(self, n: float) -> None:
-        """Wait until ``n`` units may leave; pair with ``release`` once answered."""
+        """Wait until ``n`` units may leave now; call ``release(n)`` once they are answered."""
         async with self._turn:
+            while self._in_flight and self._in_flight + n > self.in_flight:
+                self._answered.clear()
+                await self._answered.wait()
             while True:
-                self._forget(self._clock())
-                used = self._in_flight + self._recent
-                if used + n <= self.capacity or used == 0:
-                    self._in_flight += n
-                    return
-                self._changed.clear()
-                timeout = (
-                    self._answered[0][0] + self.window - self._clock() if self._answered else None
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), timeout)
+                wait = self._bucket.wait_time(min(n, self.depart_burst))
+                if wait <= 0:
+                    break
+                await asyncio.sleep(wait)
+            self._bucket.take(n)
+            self._in_flight += n
 
     def release(self, n: float) -> None:
-        """``n`` units were answered (or never left): they count for one more window."""
+        """``n`` units were answered (or failed without an answer)."""
         self._in_flight -= n
-        self._answered.append((self._clock(), n))
-        self._recent += n
-        self._changed.set()
+        self._answered.set()

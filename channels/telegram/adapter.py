@@ -7,10 +7,10 @@ cannot make Telegram refuse an alert.
 
 Limits, and who enforces them:
 
-- about 30 messages per second per bot: ``rate_per_second``, read by the dispatcher's token
-  bucket and, since ``paced_by_answers`` is set, its answer window, which keeps network
-  jitter from bunching requests into a burst Telegram refuses (PTB's ``AIORateLimiter`` only
-  works inside a PTB ``Application``, and has no per-chat limit anyway);
+- about 30 messages per second per bot: ``rate_per_second``, read by the dispatcher, whose
+  arrival pacer (``paced_by_arrival``) keeps network jitter and stalls from bunching requests
+  into a burst Telegram refuses (PTB's ``AIORateLimiter`` only works inside a PTB
+  ``Application``, and has no per-chat limit anyway);
 - about one message per second per chat, 20 per minute per group or channel: enforced here by
   ``ChatPacer`` (see ``channels.telegram.pacing``);
 - 4096 characters per message: ``max_length``.
@@ -68,8 +68,8 @@ class _TelegramBot(Channel):
     batch_size = 1
     rate_per_second = 30.0
     supports_links: ClassVar[bool] = True
-    # Telegram's flood control counts messages as they arrive (Bot FAQ): see Channel.
-    paced_by_answers: ClassVar[bool] = True
+    # Telegram's flood control counts messages as they arrive: see Channel.
+    paced_by_arrival: ClassVar[bool] = True
     status_map: ClassVar[Mapping[str, DeliveryState]] = STATUS_MAP
 
     def __init__(self, config: TelegramConfig) -> None:

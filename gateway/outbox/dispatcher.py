@@ -42,7 +42,7 @@ from gateway.outbox.fanout import fan_out
 from gateway.outbox.shared_rate import shared_rate_limit
 from gateway.personal import PhoneVault
 from gateway.pricing import Tariff
-from gateway.ratelimit import AnswerWindow, TokenBucket
+from gateway.ratelimit import ArrivalPacer, TokenBucket
 from gateway.renditions import Renderer
 
 log = logging.getLogger("warta.dispatch")
@@ -82,9 +82,9 @@ class Dispatcher:
             name: TokenBucket(ch.rate_per_second, max(ch.rate_per_second, ch.batch_size))
             for name, ch in self.channels.items()
         }
-        # Providers that count requests as they arrive (Telegram) are also paced by answers.
-        self._windows = {
-            name: _answer_window(ch) for name, ch in self.channels.items() if ch.paced_by_answers
+        # Providers that count requests as they arrive (Telegram) are paced for arrival.
+        self._arrivals = {
+            name: _arrival_pacer(ch) for name, ch in self.channels.items() if ch.paced_by_arrival
         }
         # PostgreSQL (unless [dispatch] shared_rate_limit = false): rates hold across processes.
         self._shared_rate = shared_rate_limit(engine, config.dispatch)
@@ -402,17 +402,17 @@ class Dispatcher:
         self, channel: Channel, request: list[OutgoingMessage]
     ) -> list[SendResult] | ChannelError:
         bucket = self._buckets[channel.name]
+        pacer = self._arrivals.get(channel.name)
         if self._shared_rate is not None:
             await self._shared_rate.acquire(
                 channel.name, len(request), rate=channel.rate_per_second, local=bucket
             )
-        else:
+        elif pacer is None:
             wait = bucket.take(len(request))
             if wait > 0:
                 await asyncio.sleep(wait)
-        window = self._windows.get(channel.name)
-        if window is not None:
-            await window.acquire(len(request))
+        if pacer is not None:
+            await pacer.acquire(len(request))
         loop = asyncio.get_running_loop()
         try:
             # A 429 seen by another request while this one waited pauses it too.
@@ -429,8 +429,8 @@ class Dispatcher:
         except ChannelError as exc:
             return exc
         finally:
-            if window is not None:
-                window.release(len(request))
+            if pacer is not None:
+                pacer.release(len(request))
 
     def _outcome(self, result: SendResult, attempts: int) -> claims.Outcome:
         if result.error is not None:
@@ -645,11 +645,10 @@ class Dispatcher:
             self._wake_workers()
 
 
-def _answer_window(channel: Channel) -> AnswerWindow:
-    """The channel's rate as a window the provider can check: one second, or long enough for
-    one whole request at the rate."""
-    window = max(1.0, channel.batch_size / channel.rate_per_second)
-    return AnswerWindow(channel.rate_per_second * window, window)
+def _arrival_pacer(channel: Channel) -> ArrivalPacer:
+    """The provider's bucket is taken to hold one second of the rate, or one whole request."""
+    burst = max(channel.rate_per_second, channel.batch_size)
+    return ArrivalPacer(channel.rate_per_second, burst, smallest_burst=channel.batch_size)
 
 
 class _LeaseKeeper:

@@ -37,7 +37,7 @@ from gateway.errors import (  # noqa: E402
     Rejected,
     Throttled,
 )
-from gateway.ratelimit import TokenBucket  # noqa: E402
+from gateway.ratelimit import ArrivalPacer  # noqa: E402
 from tests.support.telegram_harness import (  # noqa: E402
     GET_ME,
     TOKEN,
@@ -298,21 +298,20 @@ async def test_a_chat_busy_beyond_max_wait_is_handed_back_unsent() -> None:
 
 async def _broadcast(chats: list[str], *, rate: float, paced: bool) -> TelegramSimulator:
     """Send one message to each chat, concurrently, paced like the dispatcher or not at all."""
-    # Extra burst absorbs jitter between leaving and arriving: client and simulator share
-    # one event loop here, and a loop busy with a burst delays requests unevenly.
-    simulator = TelegramSimulator(
-        SimulatorConfig(token=TOKEN, enforce_bot_rate=rate, bot_burst=rate * 1.25)
-    )
+    # The simulator's strict reading: a bucket of ``rate`` with a burst of one second.
+    simulator = TelegramSimulator(SimulatorConfig(token=TOKEN, enforce_bot_rate=rate))
     channel = make_channel(await simulator.start())
-    bucket = TokenBucket(rate, rate)  # what the dispatcher builds from rate_per_second
+    pacer = ArrivalPacer(rate, rate)  # what the dispatcher builds for Telegram
 
     async def one(delivery_id: int, chat: str) -> None:
         if paced:
-            wait = bucket.take(1)
-            if wait > 0:
-                await asyncio.sleep(wait)
-        with contextlib.suppress(Throttled):
-            await channel.send(messages([chat], ALERT, first_id=delivery_id))
+            await pacer.acquire(1)
+        try:
+            with contextlib.suppress(Throttled):
+                await channel.send(messages([chat], ALERT, first_id=delivery_id))
+        finally:
+            if paced:
+                pacer.release(1)
 
     try:
         await channel.start()
@@ -323,7 +322,7 @@ async def _broadcast(chats: list[str], *, rate: float, paced: bool) -> TelegramS
     return simulator
 
 
-async def test_dispatcher_style_bucket_gives_zero_429s() -> None:
+async def test_dispatcher_style_pacing_gives_zero_429s() -> None:
     chats = [f"73{n:08d}" for n in range(1, 41)]
     paced = await _broadcast(chats, rate=20.0, paced=True)
     assert (paced.rate_limited_total, len(paced.accepted())) == (0, len(chats))

@@ -1,4 +1,4 @@
-"""The answer window keeps a strict provider's rate however the network jitters or stalls.
+"""The arrival pacer keeps a strict provider's rate however the network jitters or stalls.
 
 A stand-in provider inside the test counts requests as they arrive with a strict token bucket
 (rate R, burst R: Telegram's reading) and refuses any beyond it. Requests reach it after a
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-from gateway.ratelimit import AnswerWindow, TokenBucket
+from gateway.ratelimit import ArrivalPacer, TokenBucket
 
 RATE = 100.0
 REQUESTS = 300
@@ -32,7 +32,7 @@ async def _broadcast(pace: object, *, jitter: float, seed: int, stall: bool = Tr
 
     async def one(up: float, down: float) -> None:
         nonlocal refused
-        if isinstance(pace, AnswerWindow):
+        if isinstance(pace, ArrivalPacer):
             await pace.acquire(1)
         else:
             assert isinstance(pace, TokenBucket)
@@ -48,7 +48,7 @@ async def _broadcast(pace: object, *, jitter: float, seed: int, stall: bool = Tr
                 refused += 1
             await asyncio.sleep(down)
         finally:
-            if isinstance(pace, AnswerWindow):
+            if isinstance(pace, ArrivalPacer):
                 pace.release(1)
 
     await asyncio.gather(*(one(up, down) for up, down in delays))
@@ -56,31 +56,32 @@ async def _broadcast(pace: object, *, jitter: float, seed: int, stall: bool = Tr
 
 
 async def test_a_token_bucket_alone_lets_jitter_bunch_requests_into_refusals() -> None:
-    # The control: pacing by departure is not enough (this is why the window exists).
+    # The control: a bucket reserving departures ahead is not enough (why the pacer exists).
     bucket = TokenBucket(RATE, RATE, clock=asyncio.get_running_loop().time)
     assert await _broadcast(bucket, jitter=0.01, seed=7) > 0
 
 
-async def test_the_answer_window_is_never_refused_whatever_the_jitter() -> None:
+async def test_the_arrival_pacer_is_never_refused_whatever_the_jitter() -> None:
     for seed, jitter, stall in ((7, 0.01, True), (11, 0.3, True), (13, 0.05, False)):
-        window = AnswerWindow(RATE, 1.0, clock=asyncio.get_running_loop().time)
-        refused = await _broadcast(window, jitter=jitter, seed=seed, stall=stall)
+        pacer = ArrivalPacer(RATE, RATE, clock=asyncio.get_running_loop().time)
+        refused = await _broadcast(pacer, jitter=jitter, seed=seed, stall=stall)
         assert refused == 0, (seed, jitter, stall)
 
 
 async def test_waiters_go_in_order_and_an_oversized_request_goes_alone() -> None:
-    window = AnswerWindow(2, 0.05)
+    pacer = ArrivalPacer(100, 3)  # one in flight at once, a departure burst of 1
     order: list[str] = []
 
     async def take(name: str, n: int, hold: float) -> None:
-        await window.acquire(n)
+        await pacer.acquire(n)
         order.append(name)
         await asyncio.sleep(hold)
-        window.release(n)
+        pacer.release(n)
 
     first = asyncio.create_task(take("a", 2, 0.05))
     await asyncio.sleep(0)
     rest = [asyncio.create_task(take(name, n, 0.0)) for name, n in (("big", 5), ("c", 1))]
     await asyncio.gather(first, *rest)
     assert order == ["a", "big", "c"]
-    assert repr(window) == "<AnswerWindow capacity=2 window=0.05s>"
+    assert (pacer.in_flight, pacer.depart_burst) == (2, 1)
+    assert repr(pacer) == "<ArrivalPacer rate=100/s in_flight=2 depart_burst=1>"
