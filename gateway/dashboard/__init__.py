@@ -40,8 +40,9 @@ def install(app: web.Application) -> None:
             "dashboard: no secrets.blind_index_key; sessions use a per-process key and end "
             "at restart"
         )
+    # From the newest blind index key: rotating it signs everyone out once.
     app[SESSIONS] = SessionKeeper.derive(
-        None if secret is None else secret.get_secret_value(),
+        None if secret is None else secret.get_secret_value().split(",")[0].strip(),
         secure=config.http.public_url.lower().startswith("https://"),
     )
     app[TEMPLATES] = jinja2.Environment(
