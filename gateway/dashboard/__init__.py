@@ -10,6 +10,7 @@ import jinja2
 from aiohttp import web
 
 from gateway.appkeys import CONFIG
+from gateway.attempts import AttemptLimit
 from gateway.dashboard import announcement_views as a
 from gateway.dashboard import auth_views as auth
 from gateway.dashboard import operator_views as op
@@ -22,7 +23,6 @@ from gateway.dashboard.web import (
     TEMPLATES,
     redirect,
 )
-from gateway.ratelimit import KeyedLimiter
 
 log = logging.getLogger("warta.dashboard")
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "web" / "dashboard_templates"
@@ -50,9 +50,10 @@ def install(app: web.Application) -> None:
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
-    # Per address: generous, since an agency's staff may share one NAT address.
-    app[LOGIN_BY_ADDRESS] = KeyedLimiter(rate=0.2, burst=20)
-    app[LOGIN_BY_ACCOUNT] = KeyedLimiter(rate=1 / 60, burst=5)
+    # Per address: generous, since an agency's staff may share one NAT address. Counted in the
+    # database (gateway.attempts), so the limits hold across processes.
+    app[LOGIN_BY_ADDRESS] = AttemptLimit("login_address", limit=20, window_s=100)
+    app[LOGIN_BY_ACCOUNT] = AttemptLimit("login_account", limit=5, window_s=300)
     router = app.router
     router.add_get(PREFIX, _home)
     router.add_get(PREFIX + "/", _home)

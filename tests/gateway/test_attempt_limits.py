@@ -1,0 +1,63 @@
+"""Sign-in and verification limits hold across two gateway processes on one database: an
+attacker spreading attempts over both gets no more than from one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from gateway.app import create_app
+from gateway.config import WartaConfig
+from gateway.db.schema import attempt_counters
+from gateway.domain import Role
+from tests.gateway.test_dashboard import add_user, browsers  # noqa: F401  (fixture)
+from tests.support.world import World
+
+
+async def _second(aiohttp_client: Any, config: WartaConfig, first: World) -> World:
+    """Another gateway process on the same database."""
+    app = create_app(config)
+    return World(
+        client=await aiohttp_client(app), app=app, tokens=first.tokens, agency_ids=first.agency_ids
+    )
+
+
+async def test_sign_in_attempts_count_across_two_app_instances(
+    world: World,
+    aiohttp_client: Any,
+    config: WartaConfig,
+    browsers: Any,  # noqa: F811
+) -> None:
+    other = await _second(aiohttp_client, config, world)
+    email = await add_user(world, Role.AUTHOR)
+    on_first, on_second = browsers(world), browsers(other)
+    statuses = []
+    for n in range(5):
+        browser = on_first if n % 2 else on_second
+        statuses.append((await browser.login(email, password=f"wrong password {n}")).status)
+    assert statuses == [401] * 5
+    # Five wrong guesses spread over both processes: the sixth is refused by either.
+    assert (await on_first.login(email)).status == 429
+    assert (await on_second.login(email)).status == 429
+    # Another account from the same address still gets through on both.
+    approver = await add_user(world, Role.APPROVER)
+    assert (await on_second.login(approver)).status == 200
+    # What is stored is a digest, never the e-mail address or the client address.
+    async with world.engine.connect() as conn:
+        keys = (await conn.execute(sa.select(attempt_counters.c.key_hash))).scalars().all()
+    assert keys and all(len(key) == 64 and "@" not in key for key in keys)
+
+
+async def test_code_checks_count_across_two_app_instances(
+    world: World, aiohttp_client: Any, config: WartaConfig
+) -> None:
+    other = await _second(aiohttp_client, config, world)
+    statuses = []
+    for n in range(20):
+        instance = world if n % 2 else other
+        statuses.append((await instance.call("GET", "/api/v1/verify/ABCDEF", role=None)).status)
+    assert statuses == [200] * 20
+    # One process alone would allow 20; together they have used the address's 20 already.
+    assert (await world.call("GET", "/api/v1/verify/ABCDEF", role=None)).status == 429
+    assert (await other.call("GET", "/api/v1/verify/ABCDEF", role=None)).status == 429
