@@ -14,6 +14,7 @@ from gateway.attempts import AttemptLimit
 from gateway.dashboard import announcement_views as a
 from gateway.dashboard import auth_views as auth
 from gateway.dashboard import operator_views as op
+from gateway.dashboard import user_views
 from gateway.dashboard.sessions import SessionKeeper
 from gateway.dashboard.web import (
     LOGIN_BY_ACCOUNT,
@@ -75,3 +76,4 @@ def install(app: web.Application) -> None:
     router.add_get(PREFIX + "/subscribers", op.subscribers_page)
     router.add_post(PREFIX + "/subscribers/search", op.search)
     router.add_get(PREFIX + "/stats", op.stats)
+    user_views.install(app)
