@@ -239,8 +239,10 @@ async def _audit_verify(config: WartaConfig) -> int:
 async def _keys_rotate(config: WartaConfig, *, batch: int) -> int:
     from gateway.app import vault_from_config
     from gateway.blind_keys import rotate_blind_index
+    from gateway.clock import SystemClock
     from gateway.db.engine import create_engine, ensure_migrated
     from gateway.keys import remaining_under_old_keys, rotate_phone_keys
+    from gateway.store.audit import record
 
     vault = vault_from_config(config)
     engine = create_engine(config.database)
@@ -251,6 +253,21 @@ async def _keys_rotate(config: WartaConfig, *, batch: int) -> int:
         # The blind indexes are recomputed from the numbers, so after the re-encryption.
         indexed = await rotate_blind_index(engine, vault, batch=batch)
         index_left = await rotate_blind_index(engine, vault, batch=batch, dry_run=True)
+        async with engine.begin() as conn:
+            await record(
+                conn,
+                principal=None,
+                actor="cli",
+                action="keys.rotate",
+                subject=("keys", None),
+                after={
+                    "re_encrypted": report.total,
+                    "re_indexed": indexed.total,
+                    "left": sum(left.values()) + index_left.total,
+                    "blind_index_keys": vault.index_keys_in_use,
+                },
+                now=SystemClock().now(),
+            )
     finally:
         await engine.dispose()
     for column, count in report.re_encrypted.items():

@@ -11,8 +11,11 @@ from gateway.app import create_app
 from gateway.config import WartaConfig
 from gateway.db.schema import attempt_counters
 from gateway.domain import Role
-from tests.gateway.test_dashboard import add_user, browsers  # noqa: F401  (fixture)
+from tests.gateway import test_dashboard
+from tests.gateway.test_dashboard import add_user
 from tests.support.world import World
+
+browsers = test_dashboard.browsers  # the fixture: one cookie jar per person
 
 
 async def _second(aiohttp_client: Any, config: WartaConfig, first: World) -> World:
@@ -27,7 +30,7 @@ async def test_sign_in_attempts_count_across_two_app_instances(
     world: World,
     aiohttp_client: Any,
     config: WartaConfig,
-    browsers: Any,  # noqa: F811
+    browsers: Any,
 ) -> None:
     other = await _second(aiohttp_client, config, world)
     email = await add_user(world, Role.AUTHOR)

@@ -18,7 +18,15 @@ from channels.africastalking.simulator import AfricasTalkingSimulator
 from gateway.app import create_app, vault_from_config
 from gateway.appkeys import CONFIG
 from gateway.blind_keys import MESSAGES, SUBSCRIBERS, THREADS, rotate_blind_index
-from gateway.db.schema import inbound_messages, inbox_threads, subscriber_channels, subscribers
+from gateway.config import DatabaseConfig
+from gateway.db.engine import create_engine
+from gateway.db.schema import (
+    audit_events,
+    inbound_messages,
+    inbox_threads,
+    subscriber_channels,
+    subscribers,
+)
 from gateway.domain import Role
 from gateway.personal import PhoneVault
 from gateway.store import inbox
@@ -238,3 +246,70 @@ async def test_keys_rotate_command_recomputes_the_blind_index_and_says_the_old_k
     assert "older blind index keys may now be removed" in done.stdout
     assert "+62812" not in done.stdout + done.stderr
     assert new_key not in done.stdout + done.stderr
+    # The rotation is in the audit log, with counts only.
+    engine = create_engine(DatabaseConfig(url=database_url))
+    try:
+        async with engine.connect() as conn:
+            events = (
+                await conn.execute(
+                    sa.select(audit_events.c.actor, audit_events.c.after).where(
+                        audit_events.c.action == "keys.rotate"
+                    )
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    assert [(actor, after["re_indexed"], after["left"]) for actor, after in events] == [
+        ("cli", 25, 0)
+    ]
+
+
+async def test_telegram_threads_are_rekeyed_and_a_taken_index_is_skipped_not_a_crash(
+    world: World, keys: dict[str, str]
+) -> None:
+    old_key, new_key = keys["blind_index_key"], PhoneVault.generate_key()
+    old = PhoneVault.from_secrets(keys["phone_keys"], old_key)
+    vault = PhoneVault.from_secrets(keys["phone_keys"], f"{new_key},{old_key}")
+    agency = world.agency_ids[0]
+    chat_label = inbox.telegram_chat_label(777001)
+    now = sa.func.now()
+    async with world.engine.begin() as conn:
+        thread_id = await conn.scalar(
+            sa.insert(inbox_threads)
+            .values(
+                agency_id=agency,
+                citizen_key=inbox.chat_key(old.blind_index(chat_label)),
+                reply_ciphertext=old.encrypt("777001"),
+                channel="telegram",
+                status=inbox.OPEN,
+                opened_at=now,
+                last_message_at=now,
+            )
+            .returning(inbox_threads.c.id)
+        )
+        # A stale gateway (old key only) and a rotated one each stored the same number: the
+        # rotation must not break the unique (agency, phone_index) constraint over it.
+        for index in (old.blind_index(STRANGER), vault.blind_index(STRANGER)):
+            await conn.execute(
+                sa.insert(subscribers).values(
+                    agency_id=agency,
+                    phone_ciphertext=vault.encrypt(STRANGER),
+                    phone_index=index,
+                    phone_masked="+62 813-****-766",
+                    language="id",
+                    topics=[],
+                    created_at=now,
+                )
+            )
+
+    report = await rotate_blind_index(world.engine, vault, batch=10)
+
+    assert report.reindexed[THREADS] == 1
+    assert report.skipped == 1  # the duplicate kept its old index, reported, not overwritten
+    async with world.engine.connect() as conn:
+        key = await conn.scalar(
+            sa.select(inbox_threads.c.citizen_key).where(inbox_threads.c.id == thread_id)
+        )
+        stored = (await conn.execute(sa.select(subscribers.c.phone_index))).scalars().all()
+    assert key == inbox.chat_key(vault.blind_index(chat_label))
+    assert sorted(stored) == sorted([old.blind_index(STRANGER), vault.blind_index(STRANGER)])
