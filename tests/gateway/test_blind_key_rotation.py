@@ -313,3 +313,19 @@ async def test_telegram_threads_are_rekeyed_and_a_taken_index_is_skipped_not_a_c
         stored = (await conn.execute(sa.select(subscribers.c.phone_index))).scalars().all()
     assert key == inbox.chat_key(vault.blind_index(chat_label))
     assert sorted(stored) == sorted([old.blind_index(STRANGER), vault.blind_index(STRANGER)])
+
+
+def test_a_vault_with_two_blind_index_keys_writes_under_the_newest_and_matches_both(
+    keys: dict[str, str],
+) -> None:
+    old_key, new_key = keys["blind_index_key"], PhoneVault.generate_key()
+    before = PhoneVault.from_secrets(keys["phone_keys"], old_key)
+    during = PhoneVault.from_secrets(keys["phone_keys"], f"{new_key}, {old_key}")
+    after = PhoneVault.from_secrets(keys["phone_keys"], new_key)
+    assert during.blind_index(STRANGER) == after.blind_index(STRANGER)
+    assert during.blind_indexes(STRANGER) == (
+        after.blind_index(STRANGER),
+        before.blind_index(STRANGER),
+    )
+    assert during.index_keys_in_use == 2 and before.index_keys_in_use == 1
+    assert new_key not in repr(during) and old_key not in repr(during)
