@@ -3,11 +3,13 @@ attacker spreading attempts over both gets no more than from one."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from gateway.app import create_app
+from gateway.attempts import AttemptLimit
 from gateway.config import WartaConfig
 from gateway.db.schema import attempt_counters
 from gateway.domain import Role
@@ -64,3 +66,34 @@ async def test_code_checks_count_across_two_app_instances(
     # One process alone would allow 20; together they have used the address's 20 already.
     assert (await world.call("GET", "/api/v1/verify/ABCDEF", role=None)).status == 429
     assert (await other.call("GET", "/api/v1/verify/ABCDEF", role=None)).status == 429
+
+
+async def test_the_window_slides_and_old_windows_are_deleted(world: World) -> None:
+    limit = AttemptLimit("test", limit=3, window_s=60)
+    start = datetime(2026, 11, 27, 8, 0, 0, tzinfo=UTC)  # a window boundary
+    at = [start + timedelta(seconds=s) for s in (1, 2, 3, 4)]
+    assert [await limit.allow(world.engine, "10.0.0.1", now=t) for t in at] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+    # Just after the boundary the previous window still weighs almost fully: refused.
+    assert not await limit.allow(world.engine, "10.0.0.1", now=start + timedelta(seconds=61))
+    # Another key is counted on its own.
+    assert await limit.allow(world.engine, "10.0.0.2", now=start + timedelta(seconds=61))
+    # Two windows later the old counts are gone, rows and all.
+    assert await limit.allow(world.engine, "10.0.0.1", now=start + timedelta(seconds=185))
+    async with world.engine.connect() as conn:
+        windows = (
+            await conn.execute(
+                sa.select(attempt_counters.c.window_start).where(attempt_counters.c.scope == "test")
+            )
+        ).scalars()
+        assert set(windows) >= {int((start + timedelta(seconds=180)).timestamp())}
+        left = await conn.scalar(
+            sa.select(sa.func.min(attempt_counters.c.window_start)).where(
+                attempt_counters.c.scope == "test"
+            )
+        )
+    assert left is not None and left >= int((start + timedelta(seconds=120)).timestamp())
