@@ -25,12 +25,12 @@ from gateway.api.errors import error_middleware
 from gateway.api.openapi import build_openapi
 from gateway.api.routing import ApiRoutes
 from gateway.appkeys import CLOCK, CONFIG, DISPATCHER, ENGINE, RENDERER, REPORTS, VAULT
+from gateway.attempts import AttemptLimit
 from gateway.auth import auth_middleware
 from gateway.clock import Clock, SystemClock
 from gateway.config import ConfigProblem, WartaConfig
 from gateway.db.engine import create_engine, ensure_migrated
 from gateway.personal import PhoneVault
-from gateway.ratelimit import KeyedLimiter
 
 log = logging.getLogger("warta")
 
@@ -140,7 +140,7 @@ def create_app(
         app[RENDERER].check_all()
     except TemplateProblem as exc:
         raise ConfigProblem(f"templates: {exc}") from None
-    app[system.VERIFY_LIMITER] = KeyedLimiter(rate=1.0, burst=20)
+    app[system.VERIFY_LIMITER] = AttemptLimit("verify", limit=20, window_s=20)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_outbox)
     app[SCHEDULER_SETTINGS] = SchedulerSettings.from_config(config.scheduler)

@@ -103,12 +103,12 @@ async def sms_opt_out(request: web.Request) -> web.Response:
         return error_response(400, "invalid", str(exc), exc.field)
     except InvalidPhoneNumber:
         return error_response(400, "invalid", "phoneNumber is not a valid number", "phoneNumber")
-    index = app[VAULT].blind_index(number)
+    indexes = app[VAULT].blind_indexes(number)
     async with app[ENGINE].begin() as conn:
         ids = (
             (
                 await conn.execute(
-                    sa.select(subscribers.c.id).where(subscribers.c.phone_index == index)
+                    sa.select(subscribers.c.id).where(subscribers.c.phone_index.in_(indexes))
                 )
             )
             .scalars()

@@ -69,7 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     keys = commands.add_parser("keys", help="encryption keys of personal data")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     rotate = keys_commands.add_parser(
-        "rotate", help="re-encrypt stored phone numbers under the newest key (safe while serving)"
+        "rotate",
+        help="re-encrypt stored phone numbers under the newest phone key and recompute blind "
+        "indexes under the newest blind index key (safe while serving)",
     )
     rotate.add_argument("--config", type=Path, default=None)
     rotate.add_argument("--batch", type=int, default=1000, help="rows per statement")
@@ -236,8 +238,11 @@ async def _audit_verify(config: WartaConfig) -> int:
 
 async def _keys_rotate(config: WartaConfig, *, batch: int) -> int:
     from gateway.app import vault_from_config
+    from gateway.blind_keys import rotate_blind_index
+    from gateway.clock import SystemClock
     from gateway.db.engine import create_engine, ensure_migrated
     from gateway.keys import remaining_under_old_keys, rotate_phone_keys
+    from gateway.store.audit import record
 
     vault = vault_from_config(config)
     engine = create_engine(config.database)
@@ -245,16 +250,51 @@ async def _keys_rotate(config: WartaConfig, *, batch: int) -> int:
         await ensure_migrated(engine)
         report = await rotate_phone_keys(engine, vault, batch=batch)
         left = await remaining_under_old_keys(engine, vault)
+        # The blind indexes are recomputed from the numbers, so after the re-encryption.
+        indexed = await rotate_blind_index(engine, vault, batch=batch)
+        index_left = await rotate_blind_index(engine, vault, batch=batch, dry_run=True)
+        async with engine.begin() as conn:
+            await record(
+                conn,
+                principal=None,
+                actor="cli",
+                action="keys.rotate",
+                subject=("keys", None),
+                after={
+                    "re_encrypted": report.total,
+                    "re_indexed": indexed.total,
+                    "left": sum(left.values()) + index_left.total,
+                    "blind_index_keys": vault.index_keys_in_use,
+                },
+                now=SystemClock().now(),
+            )
     finally:
         await engine.dispose()
     for column, count in report.re_encrypted.items():
         print(f"{column}: {count} re-encrypted")
+    for column, count in indexed.reindexed.items():
+        print(f"{column}: {count} re-indexed")
+    if index_left.unrecoverable:
+        print(
+            f"{index_left.unrecoverable} inbound messages or threads keep their old index "
+            "(no number is stored to recompute it from)"
+        )
     remaining = sum(left.values())
-    if remaining:
+    remaining_index = index_left.total
+    if remaining or remaining_index:
         # Rows written under an old key meanwhile (a gateway not restarted with the new key).
-        print(f"{remaining} still under an old key: run it again", file=sys.stderr)
+        print(
+            f"{remaining} numbers and {remaining_index} blind indexes still under an old key: "
+            "run it again",
+            file=sys.stderr,
+        )
         return 5
-    print("every stored number is under the newest key; older keys may now be removed")
+    print("every stored number is under the newest key; older phone keys may now be removed")
+    if vault.index_keys_in_use > 1:
+        print(
+            "every blind index is under the newest key; older blind index keys may now be "
+            "removed from WARTA_SECRETS__BLIND_INDEX_KEY"
+        )
     return 0
 
 

@@ -11,8 +11,7 @@ one read, so a row changed meanwhile (a citizen re-subscribing, an erasure blank
 left to its writer, never overwritten with a stale number. Running it twice is harmless; when
 it reports nothing left, the old keys can be removed from the environment.
 
-The blind index key is not rotated here: every look-up by number goes through it, so
-rotating it needs both indexes side by side; change it only with a fresh database.
+The blind index key rotates in ``gateway.blind_keys`` (the same command runs both).
 """
 
 from __future__ import annotations

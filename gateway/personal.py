@@ -6,7 +6,9 @@
   decrypts. (Fernet/MultiFernet would do the same at 13x the CPU per number; a broadcast to a
   million citizens decrypts a million numbers, so the cheaper AEAD was chosen.)
 - Found by HMAC-SHA256 of the E.164 form under a separate key. A plain hash of a phone number
-  is reversible by enumerating the numbering plan; a keyed one is not without the key.
+  is reversible by enumerating the numbering plan; a keyed one is not without the key. That
+  key rotates too (``gateway.blind_rotation``): while several are configured, new rows get the
+  newest key's index and every look-up matches the index under any of them.
 - Shown masked (``+62 812-****-789``): enough for a citizen or operator to recognise a number,
   not enough to call it.
 
@@ -115,25 +117,33 @@ class PhoneVault:
 
     Args:
         encryption_keys: 32-byte AES keys, newest first; the first encrypts.
-        index_key: 32-byte secret for the blind index.
+        index_key: 32-byte secret for the blind index, or several, newest first: the first
+            indexes new rows, every one is matched in look-ups (during a rotation).
     """
 
-    __slots__ = ("_ciphers", "_current", "_index_key")
+    __slots__ = ("_ciphers", "_current", "_index_keys")
 
-    def __init__(self, encryption_keys: list[bytes], index_key: bytes) -> None:
+    def __init__(self, encryption_keys: list[bytes], index_key: bytes | Sequence[bytes]) -> None:
+        index_keys = [index_key] if isinstance(index_key, bytes) else list(index_key)
         if not encryption_keys:
             raise KeyProblem("no phone encryption key configured")
-        if any(len(key) != 32 for key in encryption_keys) or len(index_key) != 32:
+        if not index_keys:
+            raise KeyProblem("no blind index key configured")
+        if any(len(key) != 32 for key in [*encryption_keys, *index_keys]):
             raise KeyProblem("phone encryption and blind index keys must be 32 bytes")
         self._ciphers = {_fingerprint(key): AESGCM(key) for key in encryption_keys}
         self._current = _fingerprint(encryption_keys[0])
-        self._index_key = index_key
+        self._index_keys = tuple(dict.fromkeys(index_keys))
 
     @classmethod
     def from_secrets(cls, phone_keys: str, blind_index_key: str) -> PhoneVault:
-        """Build from the environment's text forms: comma-separated base64 keys, newest first."""
+        """Build from the environment's text forms: comma-separated base64 keys, newest first
+        (for the phone keys and for the blind index keys alike)."""
         keys = [_decode_key(k, "phone encryption key") for k in phone_keys.split(",") if k.strip()]
-        return cls(keys, _decode_key(blind_index_key, "blind index key"))
+        index_keys = [
+            _decode_key(k, "blind index key") for k in blind_index_key.split(",") if k.strip()
+        ]
+        return cls(keys, index_keys)
 
     @staticmethod
     def generate_key() -> str:
@@ -195,8 +205,19 @@ class PhoneVault:
         return bytes(ciphertext[:_FINGERPRINT]) == self._current
 
     def blind_index(self, number: PhoneNumber | str) -> str:
+        """The index new rows are written with (under the newest blind index key)."""
         e164 = number.e164 if isinstance(number, PhoneNumber) else number
-        return hmac.new(self._index_key, e164.encode(), hashlib.sha256).hexdigest()
+        return hmac.new(self._index_keys[0], e164.encode(), hashlib.sha256).hexdigest()
+
+    def blind_indexes(self, number: PhoneNumber | str) -> tuple[str, ...]:
+        """The index under every configured key, newest first: what a look-up matches."""
+        e164 = (number.e164 if isinstance(number, PhoneNumber) else number).encode()
+        return tuple(hmac.new(k, e164, hashlib.sha256).hexdigest() for k in self._index_keys)
+
+    @property
+    def index_keys_in_use(self) -> int:
+        """How many blind index keys are configured (more than one while rotating)."""
+        return len(self._index_keys)
 
     def __repr__(self) -> str:
-        return f"<PhoneVault keys={len(self._ciphers)}>"
+        return f"<PhoneVault keys={len(self._ciphers)} index_keys={len(self._index_keys)}>"

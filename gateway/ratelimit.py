@@ -1,11 +1,11 @@
-"""Token buckets: per client (abuse limits on public endpoints) and per channel (provider rates);
-arrival pacing for providers that count requests as they arrive."""
+"""Token buckets per channel (provider rates), and arrival pacing for providers that count
+requests as they arrive. Limits per client that must hold across processes (sign-in, code
+checks) are counted in the database instead (``gateway.attempts``)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 
@@ -45,26 +45,6 @@ class TokenBucket:
         self._refill()
         self._tokens -= n
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
-
-
-class KeyedLimiter:
-    """One bucket per key (e.g. client address), remembering at most ``max_keys`` keys."""
-
-    def __init__(self, rate: float, burst: float, *, max_keys: int = 10_000) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.max_keys = max_keys
-        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
-
-    def allow(self, key: str) -> bool:
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst)
-            if len(self._buckets) > self.max_keys:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(key)
-        return bucket.try_take()
 
 
 class ArrivalPacer:

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import re
+from collections.abc import Sequence
 from datetime import datetime
 
 from aiohttp import web
@@ -200,7 +201,7 @@ async def _list(
     limit: int,
     after_id: int | None,
     area_code: str | None = None,
-    phone_index: str | None = None,
+    phone_indexes: Sequence[str] | None = None,
 ) -> models.SubscriberList:
     async with reading(request.app[ENGINE]) as conn:
         people = await store.list_subscribers(
@@ -209,7 +210,7 @@ async def _list(
             limit=limit,
             after_id=after_id,
             area_code=area_code,
-            phone_index=phone_index,
+            phone_indexes=phone_indexes,
         )
     items = [_to_out(p) for p in people]
     return models.SubscriberList(
@@ -256,7 +257,7 @@ async def search_subscribers(
         principal,
         limit=body.limit,
         after_id=None,
-        phone_index=app[VAULT].blind_index(phone),
+        phone_indexes=app[VAULT].blind_indexes(phone),
     )
 
 

@@ -9,15 +9,16 @@ from gateway.api import models
 from gateway.api.announcements import public_url
 from gateway.api.errors import ApiError
 from gateway.api.routing import ApiRoutes
-from gateway.appkeys import ENGINE
+from gateway.appkeys import CLOCK, ENGINE
+from gateway.attempts import AttemptLimit
 from gateway.codes import normalise_code
 from gateway.db.engine import reading
-from gateway.ratelimit import KeyedLimiter
 from gateway.store.announcements import find_by_code
 
 routes = ApiRoutes()
-# Against enumeration: 887 million codes at 1 per second per address is a lifetime.
-VERIFY_LIMITER = web.AppKey("verify_limiter", KeyedLimiter)
+# Against enumeration: 887 million codes at 1 per second per address is a lifetime. Counted in
+# the database, so the limit holds across every process behind the load balancer.
+VERIFY_LIMITER = web.AppKey("verify_limiter", AttemptLimit)
 
 
 def client_address(request: web.Request) -> str:
@@ -27,7 +28,10 @@ def client_address(request: web.Request) -> str:
 async def verify_code(request: web.Request, raw: str) -> models.VerifyOut:
     """Shared by the API and the public /verify page."""
     limiter = request.app[VERIFY_LIMITER]
-    if not limiter.allow(client_address(request)):
+    allowed = await limiter.allow(
+        request.app[ENGINE], client_address(request), now=request.app[CLOCK].now()
+    )
+    if not allowed:
         raise ApiError(429, "rate_limited", "too many checks from this address; wait a minute")
     code = normalise_code(raw)
     if code is None:

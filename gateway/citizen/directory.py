@@ -83,7 +83,7 @@ def _subscription_query() -> sa.Select[Any]:
         )
         .where(
             person.agency_id == sa.bindparam("agency_id"),
-            person.phone_index == sa.bindparam("phone_index"),
+            person.phone_index.in_(sa.bindparam("phone_indexes", expanding=True)),
             person.erased_at.is_(None),
         )
         .order_by(choice.preference, choice.channel)
@@ -309,7 +309,7 @@ class SqlCitizenDirectory:
 
     async def _subscriber_id(self, conn: AsyncConnection, phone: PhoneNumber) -> int | None:
         return await find_by_phone(
-            conn, agency_id=self.agency_id, phone_index=self._vault.blind_index(phone)
+            conn, agency_id=self.agency_id, phone_indexes=self._vault.blind_indexes(phone)
         )
 
     async def subscription(self, phone: PhoneNumber) -> Subscription | None:
@@ -319,7 +319,7 @@ class SqlCitizenDirectory:
     async def _subscription(self, conn: AsyncConnection, phone: PhoneNumber) -> Subscription | None:
         found = await conn.execute(
             _SUBSCRIPTION,
-            {"agency_id": self.agency_id, "phone_index": self._vault.blind_index(phone)},
+            {"agency_id": self.agency_id, "phone_indexes": list(self._vault.blind_indexes(phone))},
         )
         rows = found.all()
         if not rows:
@@ -433,7 +433,7 @@ class SqlCitizenDirectory:
                 sa.update(subscriber_table)
                 .where(
                     subscriber_table.c.agency_id == self.agency_id,
-                    subscriber_table.c.phone_index == self._vault.blind_index(phone),
+                    subscriber_table.c.phone_index.in_(self._vault.blind_indexes(phone)),
                     subscriber_table.c.erased_at.is_(None),
                 )
                 .values(language=language)
@@ -450,10 +450,11 @@ class SqlCitizenDirectory:
         handled: str,
     ) -> bool:
         async with self._engine.begin() as conn:
-            index = self._vault.blind_index(phone) if phone is not None else None
+            indexes = self._vault.blind_indexes(phone) if phone is not None else ()
+            index = indexes[0] if indexes else None
             subscriber_id = (
-                await find_by_phone(conn, agency_id=self.agency_id, phone_index=index)
-                if index is not None
+                await find_by_phone(conn, agency_id=self.agency_id, phone_indexes=indexes)
+                if indexes
                 else None
             )
             statement = insert_ignoring_conflicts(

@@ -212,9 +212,11 @@ async def sms_inbound(request: web.Request) -> web.Response:
 async def _file_in_inbox(app: web.Application, *, agency_id: int, phone: PhoneNumber) -> None:
     """File the sender's free-text messages in their inbox thread (``gateway.store.inbox``)."""
     vault = app[VAULT]
-    index = vault.blind_index(phone)
+    index, *older = indexes = vault.blind_indexes(phone)
     async with app[ENGINE].begin() as conn:
-        subscriber_id = await find_by_phone(conn, agency_id=agency_id, phone_index=index)
+        subscriber_id = await find_by_phone(conn, agency_id=agency_id, phone_indexes=indexes)
+        # A thread opened under an older blind index key (mid-rotation) is carried over too.
+        earlier = tuple(inbox.phone_key(i) for i in older)
         citizen = inbox.Citizen(
             key=inbox.phone_key(index)
             if subscriber_id is None
@@ -222,13 +224,13 @@ async def _file_in_inbox(app: web.Application, *, agency_id: int, phone: PhoneNu
             subscriber_id=subscriber_id,
             phone_masked=str(phone),
             reply_ciphertext=vault.encrypt(phone),
-            aliases=() if subscriber_id is None else (inbox.phone_key(index),),
+            aliases=earlier if subscriber_id is None else (inbox.phone_key(index), *earlier),
         )
         await inbox.file_messages(
             conn,
             agency_id=agency_id,
             channel="sms",
             citizen=citizen,
-            waiting=inbound_messages.c.phone_index == index,
+            waiting=inbound_messages.c.phone_index.in_(indexes),
             now=app[CLOCK].now(),
         )

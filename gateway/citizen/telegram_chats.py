@@ -245,7 +245,10 @@ async def queue_reply(
             created_at=now,
         )
     )
-    chat_key = inbox.chat_key(vault.blind_index(inbox.telegram_chat_label(reply.chat_id)))
+    chat_key, *older = (
+        inbox.chat_key(index)
+        for index in vault.blind_indexes(inbox.telegram_chat_label(reply.chat_id))
+    )
     known = reply.subscriber_id
     await inbox.file_messages(
         conn,
@@ -256,7 +259,8 @@ async def queue_reply(
             subscriber_id=known,
             phone_masked=None,
             reply_ciphertext=address,
-            aliases=() if known is None else (chat_key,),
+            # Older blind index keys (mid-rotation): a thread opened under one is carried over.
+            aliases=tuple(older) if known is None else (chat_key, *older),
         ),
         waiting=inbound_messages.c.provider_message_id == update_key(reply.update_id),
         now=now,

@@ -10,9 +10,11 @@ import jinja2
 from aiohttp import web
 
 from gateway.appkeys import CONFIG
+from gateway.attempts import AttemptLimit
 from gateway.dashboard import announcement_views as a
 from gateway.dashboard import auth_views as auth
 from gateway.dashboard import operator_views as op
+from gateway.dashboard import user_views
 from gateway.dashboard.sessions import SessionKeeper
 from gateway.dashboard.web import (
     LOGIN_BY_ACCOUNT,
@@ -22,7 +24,6 @@ from gateway.dashboard.web import (
     TEMPLATES,
     redirect,
 )
-from gateway.ratelimit import KeyedLimiter
 
 log = logging.getLogger("warta.dashboard")
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "web" / "dashboard_templates"
@@ -40,8 +41,9 @@ def install(app: web.Application) -> None:
             "dashboard: no secrets.blind_index_key; sessions use a per-process key and end "
             "at restart"
         )
+    # From the newest blind index key: rotating it signs everyone out once.
     app[SESSIONS] = SessionKeeper.derive(
-        None if secret is None else secret.get_secret_value(),
+        None if secret is None else secret.get_secret_value().split(",")[0].strip(),
         secure=config.http.public_url.lower().startswith("https://"),
     )
     app[TEMPLATES] = jinja2.Environment(
@@ -49,9 +51,10 @@ def install(app: web.Application) -> None:
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
-    # Per address: generous, since an agency's staff may share one NAT address.
-    app[LOGIN_BY_ADDRESS] = KeyedLimiter(rate=0.2, burst=20)
-    app[LOGIN_BY_ACCOUNT] = KeyedLimiter(rate=1 / 60, burst=5)
+    # Per address: generous, since an agency's staff may share one NAT address. Counted in the
+    # database (gateway.attempts), so the limits hold across processes.
+    app[LOGIN_BY_ADDRESS] = AttemptLimit("login_address", limit=20, window_s=100)
+    app[LOGIN_BY_ACCOUNT] = AttemptLimit("login_account", limit=5, window_s=300)
     router = app.router
     router.add_get(PREFIX, _home)
     router.add_get(PREFIX + "/", _home)
@@ -73,3 +76,4 @@ def install(app: web.Application) -> None:
     router.add_get(PREFIX + "/subscribers", op.subscribers_page)
     router.add_post(PREFIX + "/subscribers/search", op.search)
     router.add_get(PREFIX + "/stats", op.stats)
+    user_views.install(app)

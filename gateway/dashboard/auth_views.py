@@ -3,8 +3,9 @@
 A wrong password, an unknown e-mail, an unknown agency and a disabled user all get the same
 page, after the same work (one argon2 verification, against a dummy hash when there is no
 user). Attempts are limited per client address and per account (agency + e-mail) before any
-hashing, so a flood costs the server nothing but a bucket lookup; the per-account limit is
-loose enough (a burst of 5, then one a minute) that an attacker can slow, not lock out, a user.
+hashing, so a flood costs the server one counter upsert per attempt; the counters are in the
+database (``gateway.attempts``), so the limits hold across every process. The per-account
+limit is loose enough (5 in 5 minutes) that an attacker can slow, not lock out, a user.
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ async def login(ctx: Ctx) -> web.StreamResponse:
             "login.html", status=status, error=ctx.t(key), agency=agency, email=email, next=target
         )
 
-    by_address = request.app[LOGIN_BY_ADDRESS].allow(client_address(request))
-    by_account = request.app[LOGIN_BY_ACCOUNT].allow(f"{agency}\n{email}")
+    engine, now = request.app[ENGINE], request.app[CLOCK].now()
+    by_address = await request.app[LOGIN_BY_ADDRESS].allow(engine, client_address(request), now=now)
+    by_account = await request.app[LOGIN_BY_ACCOUNT].allow(engine, f"{agency}\n{email}", now=now)
     if not (by_address and by_account):
         log.warning("dashboard: sign-in attempts throttled")
         return refuse("login_throttled", 429)

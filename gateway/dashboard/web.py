@@ -23,12 +23,12 @@ from multidict import MultiDictProxy
 from gateway.api import announcements, deliveries, inbox, stats, subscribers
 from gateway.api.errors import ApiError
 from gateway.appkeys import CLOCK, ENGINE
+from gateway.attempts import AttemptLimit
 from gateway.auth import Principal
 from gateway.dashboard import i18n
 from gateway.dashboard.sessions import Session, SessionKeeper
 from gateway.db.engine import reading
 from gateway.domain import Role
-from gateway.ratelimit import KeyedLimiter
 from gateway.store.users import User, get_user
 
 log = logging.getLogger("warta.dashboard")
@@ -36,8 +36,8 @@ log = logging.getLogger("warta.dashboard")
 PREFIX = "/dashboard"
 TEMPLATES = web.AppKey("dashboard_templates", jinja2.Environment)
 SESSIONS = web.AppKey("dashboard_sessions", SessionKeeper)
-LOGIN_BY_ADDRESS = web.AppKey("dashboard_login_by_address", KeyedLimiter)
-LOGIN_BY_ACCOUNT = web.AppKey("dashboard_login_by_account", KeyedLimiter)
+LOGIN_BY_ADDRESS = web.AppKey("dashboard_login_by_address", AttemptLimit)
+LOGIN_BY_ACCOUNT = web.AppKey("dashboard_login_by_account", AttemptLimit)
 LANG_COOKIE = "warta_lang"
 MAX_FORM_BYTES = 64 * 1024
 

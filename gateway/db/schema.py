@@ -384,6 +384,17 @@ users = Table(
     UniqueConstraint("agency_id", "email"),
 )
 
+# Sign-in and verification attempts per fixed window (gateway.attempts), shared by every
+# process on the database; keys are SHA-256 digests, rows of past windows are deleted.
+attempt_counters = Table(
+    "attempt_counters",
+    metadata,
+    Column("scope", String(32), primary_key=True),
+    Column("key_hash", String(64), primary_key=True),
+    Column("window_start", BigInteger, primary_key=True, autoincrement=False),
+    Column("attempts", Integer, nullable=False),
+)
+
 # The scheduler declares its tables (recurrences, quiet hours) on this metadata. Importing it
 # here keeps one complete picture of the schema for the migrations and the start-up check.
 from gateway.cap import tables as _cap_tables  # noqa: E402, F401

@@ -36,10 +36,12 @@ class OutboxReplies:
         now = app[CLOCK].now()
         async with app[ENGINE].begin() as conn:
             subscriber_id = await conn.scalar(
-                sa.select(subscribers.c.id).where(
+                sa.select(subscribers.c.id)
+                .where(
                     subscribers.c.agency_id == reply.agency_id,
-                    subscribers.c.phone_index == vault.blind_index(reply.phone),
+                    subscribers.c.phone_index.in_(vault.blind_indexes(reply.phone)),
                 )
+                .limit(1)
             )
             # Any conflict is the reply_key one: a replayed inbound message.
             statement = insert_ignoring_conflicts(conn, deliveries)

@@ -63,9 +63,10 @@ async def insert_subscribers(
         chunk = people[start : start + INSERT_CHUNK]
         rows = []
         channels_by_index: dict[str, list[str]] = {}
+        older = await _indexed_under_older_keys(conn, agency_id, chunk, vault)
         for person in chunk:
             index = vault.blind_index(person.phone)
-            if index in channels_by_index:
+            if index in channels_by_index or index in older:
                 continue  # the same number twice in one batch: the first one wins
             channels_by_index[index] = person.channels
             rows.append(
@@ -107,11 +108,38 @@ async def insert_subscribers(
     return inserted
 
 
-async def find_by_phone(conn: AsyncConnection, *, agency_id: int, phone_index: str) -> int | None:
-    return await conn.scalar(
-        sa.select(subscribers.c.id).where(
-            subscribers.c.agency_id == agency_id, subscribers.c.phone_index == phone_index
+async def _indexed_under_older_keys(
+    conn: AsyncConnection, agency_id: int, people: Sequence[NewSubscriber], vault: PhoneVault
+) -> set[str]:
+    """Newest-key indexes of the ``people`` the agency already has under an older key (while
+    the blind index key rotates): one SELECT for the chunk, none when one key is configured."""
+    if vault.index_keys_in_use < 2:
+        return set()
+    newest_of: dict[str, str] = {}
+    for person in people:
+        newest, *older = vault.blind_indexes(person.phone)
+        newest_of.update((old, newest) for old in older)
+    found = await conn.scalars(
+        sa.select(subscribers.c.phone_index).where(
+            subscribers.c.agency_id == agency_id,
+            subscribers.c.phone_index.in_(list(newest_of)),
         )
+    )
+    return {newest_of[index] for index in found}
+
+
+async def find_by_phone(
+    conn: AsyncConnection, *, agency_id: int, phone_indexes: Sequence[str]
+) -> int | None:
+    """The subscriber whose blind index is any of ``phone_indexes`` (one per configured key)."""
+    return await conn.scalar(
+        sa.select(subscribers.c.id)
+        .where(
+            subscribers.c.agency_id == agency_id,
+            subscribers.c.phone_index.in_(list(phone_indexes)),
+        )
+        .order_by(subscribers.c.id)
+        .limit(1)
     )
 
 
@@ -122,7 +150,7 @@ async def list_subscribers(
     limit: int,
     after_id: int | None,
     area_code: str | None = None,
-    phone_index: str | None = None,
+    phone_indexes: Sequence[str] | None = None,
     ids: Iterable[int] | None = None,
 ) -> list[dict[str, Any]]:
     query = (
@@ -148,8 +176,8 @@ async def list_subscribers(
                 subscribers.c.area_code.startswith(area_code + ".", autoescape=True),
             )
         )
-    if phone_index is not None:
-        query = query.where(subscribers.c.phone_index == phone_index)
+    if phone_indexes is not None:
+        query = query.where(subscribers.c.phone_index.in_(list(phone_indexes)))
     if ids is not None:
         query = query.where(subscribers.c.id.in_(list(ids)))
     people = [dict(row) for row in (await conn.execute(query)).mappings()]
@@ -235,19 +263,27 @@ async def erase(
     statement, whatever the number of deliveries.
     """
     query = sa.select(
-        subscribers.c.phone_index, subscribers.c.telegram_chat_id, subscribers.c.erased_at
+        subscribers.c.phone_index,
+        subscribers.c.phone_ciphertext,
+        subscribers.c.telegram_chat_id,
+        subscribers.c.erased_at,
     ).where(subscribers.c.id == subscriber_id, subscribers.c.agency_id == agency_id)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
     person = (await conn.execute(query)).first()
     if person is None:
         return None
+    # While the blind index key rotates, what they sent may be indexed under any of the keys.
+    phone_indexes: list[str] = []
+    if person.phone_ciphertext is not None and vault.index_keys_in_use > 1:
+        phone_indexes.extend(vault.blind_indexes(vault.decrypt(person.phone_ciphertext)))
+    if person.phone_index is not None and person.phone_index not in phone_indexes:
+        phone_indexes.append(person.phone_index)
     keys = [inbox.subscriber_key(subscriber_id)]
-    if person.phone_index is not None:
-        keys.append(inbox.phone_key(person.phone_index))
+    keys.extend(inbox.phone_key(index) for index in phone_indexes)
     if person.telegram_chat_id is not None:
-        chat = vault.blind_index(inbox.telegram_chat_label(person.telegram_chat_id))
-        keys.append(inbox.chat_key(chat))
+        label = inbox.telegram_chat_label(person.telegram_chat_id)
+        keys.extend(inbox.chat_key(chat) for chat in vault.blind_indexes(label))
     threads = sa.select(inbox_threads.c.id).where(
         inbox_threads.c.agency_id == agency_id,
         sa.or_(
@@ -278,8 +314,8 @@ async def erase(
         .values(subscriber_id=None, recipient_ciphertext=None, body=None)
     )
     from_them = [inbound_messages.c.subscriber_id == subscriber_id]
-    if person.phone_index is not None:
-        from_them.append(inbound_messages.c.phone_index == person.phone_index)
+    if phone_indexes:
+        from_them.append(inbound_messages.c.phone_index.in_(phone_indexes))
     from_them.append(inbound_messages.c.thread_id.in_(threads))
     # Automatic answers (keywords, the bot's acknowledgements) carry the reply key of the
     # message they answer, and their own encrypted copy of the address.

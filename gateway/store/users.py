@@ -206,3 +206,92 @@ async def disable_user(conn: AsyncConnection, *, user_id: int, now: datetime) ->
         await conn.execute(
             sa.update(api_tokens).where(api_tokens.c.id == token_id).values(revoked_at=now)
         )
+
+
+# -- management by an agency's administrators (gateway.dashboard.user_views) ----------------
+
+
+class LastAdmin(UserProblem):
+    """The change would leave the agency without an enabled administrator."""
+
+
+async def list_users(conn: AsyncConnection, *, agency_id: int) -> list[User]:
+    rows = await conn.execute(
+        _select().where(users.c.agency_id == agency_id).order_by(users.c.email)
+    )
+    return [_user(row) for row in rows.mappings()]
+
+
+async def lock_agency_users(conn: AsyncConnection, *, agency_id: int) -> None:
+    """Serialise changes to one agency's users until the transaction ends, so two admins
+    demoting each other at once cannot both pass the last-admin check (PostgreSQL; SQLite
+    has one writer at a time anyway)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(8_000_000 + agency_id)))
+
+
+async def _other_enabled_admins(conn: AsyncConnection, *, agency_id: int, user_id: int) -> int:
+    count = await conn.scalar(
+        sa.select(sa.func.count())
+        .select_from(users)
+        .where(
+            users.c.agency_id == agency_id,
+            users.c.id != user_id,
+            users.c.role == Role.ADMIN.value,
+            users.c.disabled_at.is_(None),
+        )
+    )
+    return int(count or 0)
+
+
+async def change_role(conn: AsyncConnection, *, user: User, role: Role) -> None:
+    """Give ``user`` another role (and their credential row with it).
+
+    Raises:
+        LastAdmin: ``user`` is the agency's last enabled administrator and ``role`` is not admin.
+    """
+    await lock_agency_users(conn, agency_id=user.agency_id)
+    if (
+        user.role is Role.ADMIN
+        and role is not Role.ADMIN
+        and not user.disabled
+        and await _other_enabled_admins(conn, agency_id=user.agency_id, user_id=user.id) == 0
+    ):
+        raise LastAdmin("the agency's last administrator cannot be given another role")
+    await conn.execute(sa.update(users).where(users.c.id == user.id).values(role=role.value))
+    await conn.execute(
+        sa.update(api_tokens).where(api_tokens.c.id == user.token_id).values(role=role.value)
+    )
+
+
+async def disable_checked(conn: AsyncConnection, *, user: User, now: datetime) -> None:
+    """``disable_user``, refused for the agency's last enabled administrator.
+
+    Raises:
+        LastAdmin: as it says.
+    """
+    await lock_agency_users(conn, agency_id=user.agency_id)
+    if (
+        user.role is Role.ADMIN
+        and await _other_enabled_admins(conn, agency_id=user.agency_id, user_id=user.id) == 0
+    ):
+        raise LastAdmin("the agency's last administrator cannot be disabled")
+    await disable_user(conn, user_id=user.id, now=now)
+
+
+async def enable_user(conn: AsyncConnection, *, user: User) -> None:
+    await conn.execute(sa.update(users).where(users.c.id == user.id).values(disabled_at=None))
+    await conn.execute(
+        sa.update(api_tokens).where(api_tokens.c.id == user.token_id).values(revoked_at=None)
+    )
+
+
+async def set_password(
+    conn: AsyncConnection, *, user_id: int, password_hash: str, now: datetime
+) -> None:
+    """A new password; every session the user had ends (they sign in with the new one)."""
+    await conn.execute(
+        sa.update(users)
+        .where(users.c.id == user_id)
+        .values(password_hash=password_hash, sessions_valid_after=now)
+    )

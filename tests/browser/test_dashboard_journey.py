@@ -104,6 +104,7 @@ async def test_compose_submit_approve_until_all_delivered(
         "dashboard-inbox": "/dashboard/inbox",
         "dashboard-subscribers": "/dashboard/subscribers",
         "dashboard-stats": "/dashboard/stats",
+        "dashboard-users": "/dashboard/users",
     }
     for name, path in pages.items():
         response = await admin.goto(live.url(path))

@@ -1,7 +1,7 @@
 """delivery reports carry what the provider charged (a voice call's amount)
 
 Revision ID: 0016
-Revises: 0011
+Revises: 0012
 Create Date: 2026-11-27
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0016"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

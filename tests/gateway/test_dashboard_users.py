@@ -1,0 +1,235 @@
+"""The dashboard's user management, through HTTP on both databases: only an agency's
+administrators see and change its users; every change is audited without secrets; CSRF on
+every form; the last administrator cannot be demoted or disabled."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from gateway.db.schema import audit_events, users
+from gateway.domain import Role
+from tests.gateway import test_dashboard
+from tests.gateway.test_dashboard import PASSWORD, Browser, add_user
+from tests.support.world import World
+
+browsers = test_dashboard.browsers  # the fixture: one cookie jar per person
+
+NEW_PASSWORD = "a brand new password 42"
+
+
+async def _signed_in(world: World, browsers: Any, role: Role, **kw: Any) -> tuple[Browser, str]:
+    email = await add_user(world, role, **kw)
+    browser = browsers(world)
+    assert (await browser.login(email, agency=kw.get("agency", 0))).status == 200
+    return browser, email
+
+
+async def _user_id(world: World, email: str) -> int:
+    async with world.engine.connect() as conn:
+        found = await conn.scalar(sa.select(users.c.id).where(users.c.email == email))
+    assert found is not None
+    return int(found)
+
+
+async def _events(world: World, action: str) -> list[dict[str, Any]]:
+    async with world.engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(audit_events)
+            .where(audit_events.c.action == action)
+            .order_by(audit_events.c.id)
+        )
+        return [dict(row) for row in rows.mappings()]
+
+
+async def _all_audit_text(world: World) -> str:
+    async with world.engine.connect() as conn:
+        rows = (await conn.execute(sa.select(audit_events))).mappings().all()
+    return json.dumps([dict(r) for r in rows], default=str)
+
+
+async def _user_count(world: World) -> int:
+    async with world.engine.connect() as conn:
+        return int(await conn.scalar(sa.select(sa.func.count()).select_from(users)) or 0)
+
+
+@pytest.mark.parametrize("role", [Role.AUTHOR, Role.APPROVER, Role.OPERATOR])
+async def test_only_admins_see_or_change_users(world: World, browsers: Any, role: Role) -> None:
+    browser, _ = await _signed_in(world, browsers, role)
+    target = await add_user(world, Role.ADMIN)
+    target_id = await _user_id(world, target)
+    page = await browser.get("/dashboard/users")
+    assert page.status == 403
+    assert 'href="/dashboard/users"' not in (await browser.get("/dashboard/announcements")).text
+    before = await _user_count(world)
+    for path, form in [
+        ("/dashboard/users", {"email": "x@alpha.go.id", "role": "admin", "password": PASSWORD}),
+        (f"/dashboard/users/{target_id}/role", {"role": "author"}),
+        (f"/dashboard/users/{target_id}/disable", {}),
+        (f"/dashboard/users/{target_id}/password", {"password": NEW_PASSWORD}),
+    ]:
+        await browser.get("/dashboard/announcements")
+        assert (await browser.post(path, form)).status == 403
+    assert await _user_count(world) == before
+    assert await _events(world, "user.role") == []
+
+
+async def test_admin_lists_only_their_agency_and_adds_a_user_who_can_sign_in(
+    world: World, browsers: Any
+) -> None:
+    admin, admin_email = await _signed_in(world, browsers, Role.ADMIN)
+    elsewhere = await add_user(world, Role.AUTHOR, agency=1)
+    page = await admin.get("/dashboard/users")
+    assert page.status == 200
+    assert admin_email in page.text and elsewhere not in page.text
+    assert 'href="/dashboard/users"' in page.text
+
+    added = await admin.post(
+        "/dashboard/users",
+        {
+            "email": "New.Approver@alpha.go.id",
+            "display_name": "Siti",
+            "role": "approver",
+            "password": NEW_PASSWORD,
+        },
+    )
+    assert added.status == 200
+    assert "new.approver@alpha.go.id" in added.text
+    newcomer = browsers(world)
+    assert (await newcomer.login("new.approver@alpha.go.id", password=NEW_PASSWORD)).status == 200
+    assert (await newcomer.get("/dashboard/approvals")).status == 200
+
+    (event,) = await _events(world, "user.create")
+    assert event["actor"].endswith(":admin")
+    assert event["after"] == {
+        "email": "new.approver@alpha.go.id",
+        "role": "approver",
+        "disabled": False,
+    }
+    audit = await _all_audit_text(world)
+    assert NEW_PASSWORD not in audit and "argon2" not in audit
+
+
+async def test_bad_input_is_a_422_naming_the_problem_and_writes_nothing(
+    world: World, browsers: Any
+) -> None:
+    admin, admin_email = await _signed_in(world, browsers, Role.ADMIN)
+    before = await _user_count(world)
+    cases = [
+        ({"email": "a@alpha.go.id", "role": "root", "password": NEW_PASSWORD}, "Peran tidak"),
+        ({"email": "a@alpha.go.id", "role": "author", "password": "short"}, "10 sampai 1024"),
+        ({"email": "not an email", "role": "author", "password": NEW_PASSWORD}, "tidak valid"),
+        ({"email": admin_email, "role": "author", "password": NEW_PASSWORD}, "sudah dipakai"),
+    ]
+    for form, message in cases:
+        await admin.get("/dashboard/users")
+        page = await admin.post("/dashboard/users", form)
+        assert page.status == 422, form
+        assert message in page.text
+    assert await _user_count(world) == before
+    assert await _events(world, "user.create") == []
+    await admin.get("/dashboard/users")
+    admin_id = await _user_id(world, admin_email)
+    assert (await admin.post(f"/dashboard/users/{admin_id}/role", {"role": "x"})).status == 422
+
+
+async def test_role_change_disable_enable_and_reset_are_audited_and_take_effect(
+    world: World, browsers: Any
+) -> None:
+    admin, _ = await _signed_in(world, browsers, Role.ADMIN)
+    person, email = await _signed_in(world, browsers, Role.AUTHOR)
+    person_id = await _user_id(world, email)
+
+    await admin.get("/dashboard/users")
+    assert (
+        await admin.post(f"/dashboard/users/{person_id}/role", {"role": "approver"})
+    ).status == 200
+    assert (await person.get("/dashboard/approvals")).status == 200
+    (changed,) = await _events(world, "user.role")
+    assert changed["before"]["role"] == "author" and changed["after"]["role"] == "approver"
+    assert changed["subject_id"] == str(person_id)
+
+    await admin.get("/dashboard/users")
+    assert (await admin.post(f"/dashboard/users/{person_id}/disable", {})).status == 200
+    # Their session ends at once, and they cannot sign in again.
+    assert (await person.get("/dashboard/announcements", follow=False)).status == 303
+    assert (await browsers(world).login(email)).status == 401
+    await admin.get("/dashboard/users")
+    assert (await admin.post(f"/dashboard/users/{person_id}/enable", {})).status == 200
+    assert [e["after"]["disabled"] for e in await _events(world, "user.disable")] == [True]
+    assert [e["after"]["disabled"] for e in await _events(world, "user.enable")] == [False]
+
+    again = browsers(world)
+    assert (await again.login(email)).status == 200
+    assert (await again.get("/dashboard/announcements")).status == 200
+    await admin.get("/dashboard/users")
+    reset = await admin.post(f"/dashboard/users/{person_id}/password", {"password": NEW_PASSWORD})
+    assert reset.status == 200
+    assert (await again.get("/dashboard/announcements", follow=False)).status == 303
+    assert (await browsers(world).login(email)).status == 401
+    assert (await browsers(world).login(email, password=NEW_PASSWORD)).status == 200
+    (event,) = await _events(world, "user.password_reset")
+    assert event["after"]["password"] == "reset"
+    assert NEW_PASSWORD not in await _all_audit_text(world)
+
+
+async def test_the_last_admin_cannot_be_demoted_or_disabled(world: World, browsers: Any) -> None:
+    admin, admin_email = await _signed_in(world, browsers, Role.ADMIN)
+    admin_id = await _user_id(world, admin_email)
+    await admin.get("/dashboard/users")
+    refused = await admin.post(f"/dashboard/users/{admin_id}/role", {"role": "operator"})
+    assert refused.status == 409
+    assert "Admin terakhir" in refused.text
+    await admin.get("/dashboard/users")
+    own = await admin.post(f"/dashboard/users/{admin_id}/disable", {})
+    assert own.status == 409
+
+    second_email = await add_user(world, Role.ADMIN, email="second@alpha.go.id")
+    second_id = await _user_id(world, second_email)
+    # With a second admin, one may step down; then the other is the last.
+    await admin.get("/dashboard/users")
+    assert (
+        await admin.post(f"/dashboard/users/{admin_id}/role", {"role": "operator"})
+    ).status == 200
+    second, _ = browsers(world), None
+    assert (await second.login(second_email)).status == 200
+    await second.get("/dashboard/users")
+    assert (
+        await second.post(f"/dashboard/users/{second_id}/role", {"role": "author"})
+    ).status == 409
+    # The former admin is an operator now: the page is closed to them.
+    assert (await admin.get("/dashboard/users")).status == 403
+    async with world.engine.connect() as conn:
+        admins = await conn.scalar(
+            sa.select(sa.func.count()).select_from(users).where(users.c.role == "admin")
+        )
+    assert admins == 1
+
+
+async def test_forms_need_the_csrf_token_and_other_agencies_users_are_not_found(
+    world: World, browsers: Any
+) -> None:
+    admin, _ = await _signed_in(world, browsers, Role.ADMIN)
+    person = await add_user(world, Role.AUTHOR)
+    person_id = await _user_id(world, person)
+    other = await _user_id(world, await add_user(world, Role.ADMIN, agency=1))
+    await admin.get("/dashboard/users")
+    for path, form in [
+        ("/dashboard/users", {"email": "y@alpha.go.id", "role": "admin", "password": PASSWORD}),
+        (f"/dashboard/users/{person_id}/role", {"role": "admin"}),
+        (f"/dashboard/users/{person_id}/disable", {}),
+        (f"/dashboard/users/{person_id}/password", {"password": NEW_PASSWORD}),
+    ]:
+        assert (await admin.post(path, form, csrf=None)).status == 403
+        assert (await admin.post(path, form, csrf="forged")).status == 403
+    await admin.get("/dashboard/users")
+    assert (await admin.post(f"/dashboard/users/{other}/disable", {})).status == 404
+    await admin.get("/dashboard/users")
+    assert (await admin.post(f"/dashboard/users/{other}/role", {"role": "author"})).status == 404
+    async with world.engine.connect() as conn:
+        rows = (await conn.execute(sa.select(users.c.role, users.c.disabled_at))).all()
+    assert all(row.disabled_at is None for row in rows)
+    assert await _events(world, "user.role") == [] and await _events(world, "user.create") == []
