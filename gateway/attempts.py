@@ -10,18 +10,30 @@ process sharing the database sees the same count. The limit applies to a sliding
 a fresh allowance at once. Keys (a client address, an agency and e-mail) are stored only as a
 SHA-256 digest, and rows older than the previous window are deleted as they age (at most once
 a window per process, one DELETE).
+
+SQLite has one process by design, so there the same counts are kept in memory: a public
+``/verify`` must not wait for SQLite's single write lock behind a busy dispatcher. When the
+database cannot take the write (read-only, full, unreachable), the process counts alone
+rather than refusing a check that only reads.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections import OrderedDict
 from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.schema import attempt_counters
+
+log = logging.getLogger("warta.attempts")
+
+_LOCAL_KEYS = 20_000  # keys remembered in memory per limit (oldest forgotten first)
 
 
 class AttemptLimit:
@@ -40,6 +52,8 @@ class AttemptLimit:
         self.limit = limit
         self.window_s = window_s
         self._swept_window: int | None = None
+        # (key digest, window start) -> attempts, for SQLite and when the database refuses.
+        self._local: OrderedDict[tuple[str, int], int] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"AttemptLimit({self.scope!r}, limit={self.limit}, window_s={self.window_s})"
@@ -52,6 +66,33 @@ class AttemptLimit:
         stamp = now.timestamp()
         window = int(stamp) // self.window_s * self.window_s
         digest = self._digest(key)
+        if engine.dialect.name == "sqlite":
+            return self._estimate(stamp, window, *self._count_locally(digest, window))
+        try:
+            previous, count = await self._count_in_database(engine, digest, window)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning(
+                "%s attempts counted by this process alone: %s", self.scope, type(exc).__name__
+            )
+            previous, count = self._count_locally(digest, window)
+        return self._estimate(stamp, window, previous, count)
+
+    def _estimate(self, stamp: float, window: int, previous: int, count: int) -> bool:
+        overlap = 1.0 - (stamp - window) / self.window_s
+        return previous * overlap + count <= self.limit
+
+    def _count_locally(self, digest: str, window: int) -> tuple[int, int]:
+        local = self._local
+        key = (digest, window)
+        local[key] = local.get(key, 0) + 1
+        local.move_to_end(key)
+        while len(local) > _LOCAL_KEYS:
+            local.popitem(last=False)
+        return local.get((digest, window - self.window_s), 0), local[key]
+
+    async def _count_in_database(
+        self, engine: AsyncEngine, digest: str, window: int
+    ) -> tuple[int, int]:
         table = attempt_counters
         async with engine.begin() as conn:
             previous = await conn.scalar(
@@ -80,6 +121,4 @@ class AttemptLimit:
                         table.c.window_start < window - self.window_s,
                     )
                 )
-        overlap = 1.0 - (stamp - window) / self.window_s
-        estimate = int(previous or 0) * overlap + int(count or 0)
-        return estimate <= self.limit
+        return int(previous or 0), int(count or 0)

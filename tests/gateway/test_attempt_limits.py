@@ -1,11 +1,13 @@
-"""Sign-in and verification limits hold across two gateway processes on one database: an
-attacker spreading attempts over both gets no more than from one."""
+"""Sign-in and verification limits hold across two gateway processes on one PostgreSQL: an
+attacker spreading attempts over both gets no more than from one. SQLite (one process by
+design) counts in memory, and a database that refuses the write does not stop a check."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from gateway.app import create_app
@@ -28,6 +30,7 @@ async def _second(aiohttp_client: Any, config: WartaConfig, first: World) -> Wor
     )
 
 
+@pytest.mark.parametrize("backend", ["postgres"])
 async def test_sign_in_attempts_count_across_two_app_instances(
     world: World,
     aiohttp_client: Any,
@@ -54,6 +57,7 @@ async def test_sign_in_attempts_count_across_two_app_instances(
     assert keys and all(len(key) == 64 and "@" not in key for key in keys)
 
 
+@pytest.mark.parametrize("backend", ["postgres"])
 async def test_code_checks_count_across_two_app_instances(
     world: World, aiohttp_client: Any, config: WartaConfig
 ) -> None:
@@ -68,7 +72,7 @@ async def test_code_checks_count_across_two_app_instances(
     assert (await other.call("GET", "/api/v1/verify/ABCDEF", role=None)).status == 429
 
 
-async def test_the_window_slides_and_old_windows_are_deleted(world: World) -> None:
+async def test_the_window_slides_and_old_windows_are_deleted(world: World, backend: str) -> None:
     limit = AttemptLimit("test", limit=3, window_s=60)
     start = datetime(2026, 11, 27, 8, 0, 0, tzinfo=UTC)  # a window boundary
     at = [start + timedelta(seconds=s) for s in (1, 2, 3, 4)]
@@ -84,6 +88,11 @@ async def test_the_window_slides_and_old_windows_are_deleted(world: World) -> No
     assert await limit.allow(world.engine, "10.0.0.2", now=start + timedelta(seconds=61))
     # Two windows later the old counts are gone, rows and all.
     assert await limit.allow(world.engine, "10.0.0.1", now=start + timedelta(seconds=185))
+    if backend == "sqlite":
+        # One process: counted in memory, so a public check never waits for the write lock.
+        async with world.engine.connect() as conn:
+            assert await conn.scalar(sa.select(sa.func.count()).select_from(attempt_counters)) == 0
+        return
     async with world.engine.connect() as conn:
         windows = (
             await conn.execute(
@@ -97,3 +106,21 @@ async def test_the_window_slides_and_old_windows_are_deleted(world: World) -> No
             )
         )
     assert left is not None and left >= int((start + timedelta(seconds=120)).timestamp())
+
+
+async def test_a_database_that_refuses_the_count_does_not_stop_the_check() -> None:
+    from gateway.config import DatabaseConfig
+    from gateway.db.engine import create_engine
+
+    # Nothing listens on port 1: every write fails at once, and the process counts alone.
+    engine = create_engine(DatabaseConfig(url="postgresql+asyncpg://warta@127.0.0.1:1/warta"))
+    limit = AttemptLimit("test", limit=2, window_s=60)
+    now = datetime(2026, 11, 27, 8, 0, 30, tzinfo=UTC)
+    try:
+        assert [await limit.allow(engine, "10.0.0.9", now=now) for _ in range(3)] == [
+            True,
+            True,
+            False,
+        ]
+    finally:
+        await engine.dispose()
