@@ -448,6 +448,7 @@ class SqlCitizenDirectory:
         channel: str,
         provider_message_id: str | None,
         handled: str,
+        announcement_id: int | None = None,
     ) -> bool:
         async with self._engine.begin() as conn:
             index = self._vault.blind_index(phone) if phone is not None else None
@@ -470,6 +471,7 @@ class SqlCitizenDirectory:
                     text=text,
                     received_at=self._clock.now(),
                     handled=handled,
+                    announcement_id=announcement_id,
                 ).returning(inbound_messages.c.id)
             )
         return new_id is not None

@@ -94,7 +94,10 @@ async def file_messages(
     unfiled = (
         await conn.execute(
             sa.select(
-                inbound_messages.c.id, inbound_messages.c.text, inbound_messages.c.received_at
+                inbound_messages.c.id,
+                inbound_messages.c.text,
+                inbound_messages.c.received_at,
+                inbound_messages.c.announcement_id,
             )
             .where(
                 inbound_messages.c.agency_id == agency_id,
@@ -113,13 +116,17 @@ async def file_messages(
     thread_id = await _open_thread(
         conn, agency_id=agency_id, citizen=citizen, channel=channel, at=first
     )
-    announcement_id = await linked_announcement(
-        conn,
-        agency_id=agency_id,
-        subscriber_id=citizen.subscriber_id,
-        texts=[row.text for row in unfiled],
-        at=last,
-    )
+    # The provider's own link (a WhatsApp reply to our message) beats any guess.
+    told = [row.announcement_id for row in unfiled if row.announcement_id is not None]
+    announcement_id = told[-1] if told else None
+    if announcement_id is None:
+        announcement_id = await linked_announcement(
+            conn,
+            agency_id=agency_id,
+            subscriber_id=citizen.subscriber_id,
+            texts=[row.text for row in unfiled],
+            at=last,
+        )
     ids = [row.id for row in unfiled]
     await conn.execute(
         sa.update(inbound_messages)
@@ -406,6 +413,18 @@ async def opted_out(conn: AsyncConnection, *, subscriber_id: int, channel: str) 
     if row is None:
         return False
     return row.erased_at is not None or row.opted_out_at is not None
+
+
+async def last_inbound_at(
+    conn: AsyncConnection, *, thread_id: int, channel: str
+) -> datetime | None:
+    """When the thread's citizen last wrote on ``channel`` (None: never)."""
+    found: datetime | None = await conn.scalar(
+        sa.select(sa.func.max(inbound_messages.c.received_at)).where(
+            inbound_messages.c.thread_id == thread_id, inbound_messages.c.channel == channel
+        )
+    )
+    return found
 
 
 async def record_reply(
