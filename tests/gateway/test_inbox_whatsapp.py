@@ -4,6 +4,7 @@ the outbox sends announcements and replies to the same simulator."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,12 +19,13 @@ import sqlalchemy as sa
 from channels.meta.signature import SIGNATURE_HEADER, sign
 from channels.meta.simconfig import SimulatorConfig
 from channels.meta.simulator import MetaSimulator
-from gateway.appkeys import DISPATCHER
+from gateway.appkeys import CONFIG, DISPATCHER
 from gateway.clock import ManualClock
 from gateway.db.schema import deliveries, inbound_messages, subscriber_channels
 from gateway.domain import Role
 from gateway.outbox.dispatcher import Dispatcher
 from gateway.personal import mask
+from gateway.phone import send_whatsapp
 from tests.support.config import make_config
 from tests.support.sms import broadcast
 from tests.support.world import World
@@ -274,5 +276,24 @@ async def test_replays_and_malformed_webhooks_change_nothing(gw: Gateway) -> Non
     unsigned = await gw.post(json.dumps(good).encode(), secret="another-secret")
     assert unsigned[0] == 401
     assert len(await gw.rows(inbound_messages)) == 1
+    (thread,) = await gw.threads()
+    assert thread["messages_in"] == 1
+
+
+async def test_the_terminal_phone_writes_on_whatsapp_and_reads_the_answer(
+    gw: Gateway, tmp_path: Path
+) -> None:
+    approved = await broadcast(gw.world, channels=["whatsapp"], title="Banjir", body="Air naik.")
+    code = approved["verification_code"]
+    base = gw.world.app[CONFIG].whatsapp.base_url
+    (tmp_path / "demo-credentials.json").write_text(json.dumps({"simulators": {"meta": base}}))
+    phone = asyncio.create_task(send_whatsapp(tmp_path, ANI, f"CEK {code}", poll_s=0.05))
+    while not phone.done():
+        await gw.send_all()
+        await asyncio.sleep(0.05)
+    (answer,) = phone.result()
+    assert f"ASLI. Kode {code}" in answer
+    free_text = await send_whatsapp(tmp_path, ANI, "Jalan depan rumah banjir", wait_s=0.3)
+    assert free_text == []
     (thread,) = await gw.threads()
     assert thread["messages_in"] == 1
