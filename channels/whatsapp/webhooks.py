@@ -200,6 +200,8 @@ class InboundMessage:
     sent_at: int | None = None
     context_id: str | None = None
     profile_name: str | None = field(default=None, repr=False)
+    # Where it sat in the webhook, e.g. ``entry[0].changes[0].value.messages[0]``.
+    path: str = field(default="", repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +274,7 @@ def _inbound(message: dict[str, Any], path: str, names: dict[str, str]) -> Inbou
         sent_at=int(timestamp) if timestamp is not None else None,
         context_id=context_id,
         profile_name=names.get(sender),
+        path=path,
     )
 
 

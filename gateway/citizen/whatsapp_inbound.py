@@ -37,11 +37,11 @@ CHANNEL = "whatsapp"
 
 
 class UnknownSender(ValueError):
-    """A message's ``from`` is not a phone number; ``field`` is its position in the batch."""
+    """A message's ``from`` is not a phone number; ``field`` is its path in the webhook."""
 
-    def __init__(self, position: int) -> None:
-        super().__init__(f"messages[{position}].from is not a phone number")
-        self.field = f"messages[{position}].from"
+    def __init__(self, path: str) -> None:
+        self.field = f"{path}.from"
+        super().__init__(f"{self.field} is not a phone number")
 
 
 class NoAgency(RuntimeError):
@@ -62,11 +62,11 @@ def senders(app: web.Application, messages: Sequence[InboundMessage]) -> list[_S
     """
     region = app[CONFIG].phone.default_region
     found = []
-    for position, message in enumerate(messages):
+    for message in messages:
         try:
             found.append(_Sender(message, normalise("+" + message.sender, region)))
         except InvalidPhoneNumber:
-            raise UnknownSender(position) from None
+            raise UnknownSender(message.path) from None
     return found
 
 

@@ -260,8 +260,9 @@ async def test_replays_and_malformed_webhooks_change_nothing(gw: Gateway) -> Non
     good = json.loads(payload)
     value = good["entry"][0]["changes"][0]["value"]
     status = {"id": "wamid.X", "status": "read", "timestamp": "1", "recipient_id": BUDI[1:]}
-    bad_sender = {**value["messages"][0], "id": "wamid.NEW", "from": "62abc"}
-    no_body = {**value["messages"][0], "id": "wamid.NEW2", "text": {}}
+    original = value["messages"][0]
+    bad_sender = {**original, "id": "wamid.NEW", "from": "62abc"}
+    no_body = {**original, "id": "wamid.NEW2", "text": {}}
     m0 = "entry[0].changes[0].value.messages[0]"
     for message, field in ((bad_sender, f"{m0}.from"), (no_body, f"{m0}.text.body")):
         value.update(messages=[message], statuses=[status])
@@ -270,8 +271,9 @@ async def test_replays_and_malformed_webhooks_change_nothing(gw: Gateway) -> Non
         assert answer[1]["error"]["field"] == field
         assert BUDI[1:] not in json.dumps(answer[1])
     # A number WhatsApp would not send (a valid pattern, no such number plan).
-    value.update(messages=[{**value["messages"][0], "id": "wamid.NEW3", "from": "999999999"}])
-    assert (await gw.post(json.dumps(good).encode()))[0] == 400
+    value.update(messages=[{**original, "id": "wamid.NEW3", "from": "999999999"}])
+    unplanned = await gw.post(json.dumps(good).encode())
+    assert (unplanned[0], unplanned[1]["error"]["field"]) == (400, f"{m0}.from")
 
     unsigned = await gw.post(json.dumps(good).encode(), secret="another-secret")
     assert unsigned[0] == 401
@@ -297,3 +299,17 @@ async def test_the_terminal_phone_writes_on_whatsapp_and_reads_the_answer(
     assert free_text == []
     (thread,) = await gw.threads()
     assert thread["messages_in"] == 1
+
+
+async def test_erasure_blanks_whatsapp_messages_and_cancels_their_answers(gw: Gateway) -> None:
+    ani = await gw.world.subscribe(ANI, channels=["whatsapp"])
+    await gw.says(ANI, "Rumah saya di Jl. Melati 5")
+    await gw.says(ANI, "CEK ABC-234")
+    erased = await gw.world.call("DELETE", f"/api/v1/subscribers/{ani.body['id']}")
+    assert erased.status == 204, erased.body
+    assert [(m["text"], m["phone_masked"]) for m in await gw.rows(inbound_messages)] == [
+        ("", None),
+        ("", None),
+    ]
+    (answer,) = await gw.rows(deliveries, deliveries.c.kind == "reply")
+    assert (answer["state"], answer["recipient_ciphertext"]) == ("cancelled", None)
