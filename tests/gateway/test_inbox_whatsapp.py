@@ -113,6 +113,8 @@ async def gateway(
     try:
         yield Gateway(world, clock, dispatcher, meta)
     finally:
+        # Status webhooks still on their way would hit a gateway shutting down.
+        await asyncio.wait_for(meta.wait_for_webhooks(), timeout=30)
         await dispatcher.channels["whatsapp"].close()
         await meta.stop()
 
@@ -177,11 +179,13 @@ async def test_messages_thread_link_and_the_reply_goes_back_as_text(gw: Gateway)
     assert (replied.body["channel"], replied.body["thread"]["response_seconds"]) == ("whatsapp", 90)
     await gw.send_all()
     detail = await gw.world.call("GET", f"{INBOX}/{thread_id}", role=Role.OPERATOR)
-    assert [(m["direction"], m["text"], m["state"]) for m in detail.body["messages"]] == [
-        ("in", "Air sudah masuk rumah", None),
-        ("in", "Tolong kirim perahu", None),
-        ("out", "Tim SAR\nOTW.", "sent"),
+    assert [(m["direction"], m["text"]) for m in detail.body["messages"]] == [
+        ("in", "Air sudah masuk rumah"),
+        ("in", "Tolong kirim perahu"),
+        ("out", "Tim SAR\nOTW."),
     ]
+    # The simulator's status webhooks may have moved it on to delivered already.
+    assert detail.body["messages"][-1]["state"] in ("sent", "delivered")
     texts = [r.body for r in gw.meta.received if r.body.get("type") == "text"]
     assert [(t["to"], t["text"]["body"]) for t in texts] == [(ANI, "Tim SAR\nOTW.")]
 
@@ -237,7 +241,9 @@ async def test_keywords_stop_and_check_are_answered_once_and_not_filed(gw: Gatew
 
     await gw.send_all()
     replies = await gw.rows(deliveries, deliveries.c.kind == "reply")
-    assert [(r["channel"], r["state"]) for r in replies] == [("whatsapp", "sent")] * 2
+    assert [(r["channel"], r["state"] in ("sent", "delivered")) for r in replies] == [
+        ("whatsapp", True)
+    ] * 2
     assert len(gw.meta.accepted_texts(BUDI)) == 1
     assert code in gw.meta.accepted_texts(BUDI)[0]
     assert gw.meta.accepted_texts(ANI) == [
