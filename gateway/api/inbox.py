@@ -184,11 +184,14 @@ def _check_length(text: str, channel: str) -> None:
         )
 
 
-async def _check_window(conn: Any, thread_id: int, channel: str, now: datetime) -> None:
+async def _check_window(conn: Any, thread: dict[str, Any], now: datetime) -> None:
+    channel = thread["channel"]
     window = SERVICE_WINDOWS.get(channel)
     if window is None:
         return
-    last = await store.last_inbound_at(conn, thread_id=thread_id, channel=channel)
+    last = await store.last_inbound_at(
+        conn, thread_id=thread["id"], subscriber_id=thread["subscriber_id"], channel=channel
+    )
     if last is None or now - last > window:
         raise ApiError(
             409,
@@ -226,7 +229,7 @@ async def reply(
             raise conflict(f"the citizen opted out of {channel}; no reply can be sent")
         if row["reply_ciphertext"] is None:
             raise conflict(f"no {channel} address is known for this citizen")
-        await _check_window(conn, thread_id, channel, now)
+        await _check_window(conn, row, now)
         language = row["language"] or await conn.scalar(
             agencies.select()
             .with_only_columns(agencies.c.default_language)

@@ -416,12 +416,16 @@ async def opted_out(conn: AsyncConnection, *, subscriber_id: int, channel: str) 
 
 
 async def last_inbound_at(
-    conn: AsyncConnection, *, thread_id: int, channel: str
+    conn: AsyncConnection, *, thread_id: int, subscriber_id: int | None, channel: str
 ) -> datetime | None:
-    """When the thread's citizen last wrote on ``channel`` (None: never)."""
+    """When the thread's citizen last wrote on ``channel`` (None: never): a message of the
+    thread or, for a subscriber, any of theirs (a keyword is not filed in a thread)."""
+    theirs = inbound_messages.c.thread_id == thread_id
+    if subscriber_id is not None:
+        theirs = sa.or_(theirs, inbound_messages.c.subscriber_id == subscriber_id)
     found: datetime | None = await conn.scalar(
         sa.select(sa.func.max(inbound_messages.c.received_at)).where(
-            inbound_messages.c.thread_id == thread_id, inbound_messages.c.channel == channel
+            theirs, inbound_messages.c.channel == channel
         )
     )
     return found

@@ -214,6 +214,18 @@ async def test_a_reply_after_the_24_hour_window_is_refused_not_queued(gw: Gatewa
     assert again.status == 202, again.body
 
 
+async def test_a_subscriber_keyword_also_opens_the_window(gw: Gateway) -> None:
+    ani = await gw.world.subscribe(ANI, channels=["whatsapp"])
+    assert ani.status == 201, ani.body
+    await gw.says(ANI, "Air naik")
+    (thread,) = await gw.threads()
+    path = f"{INBOX}/{thread['id']}/reply"
+    gw.clock.advance(timedelta(hours=30))
+    assert (await gw.world.call("POST", path, role=Role.OPERATOR, json={"text": "A"})).status == 409
+    await gw.says(ANI, "CEK ABC-234")  # answered automatically, not filed in the thread
+    assert (await gw.world.call("POST", path, role=Role.OPERATOR, json={"text": "B"})).status == 202
+
+
 async def test_keywords_stop_and_check_are_answered_once_and_not_filed(gw: Gateway) -> None:
     ani = await gw.world.subscribe(ANI, channels=["whatsapp", "sms"])
     assert ani.status == 201, ani.body
