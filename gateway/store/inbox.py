@@ -188,8 +188,11 @@ async def _open_thread(
         inbox_threads
     )
     # Two messages of one new citizen at once: the partial unique index lets one thread win.
+    # The predicate is spelt as a literal: bound as a parameter, PostgreSQL cannot match it to
+    # the partial index once asyncpg's prepared statement goes generic (from the sixth run on
+    # one connection), and the insert fails.
     statement = insert.on_conflict_do_nothing(
-        index_elements=["agency_id", "citizen_key"], index_where=inbox_threads.c.status == OPEN
+        index_elements=["agency_id", "citizen_key"], index_where=sa.text(f"status = '{OPEN}'")
     )
     created = await conn.scalar(
         statement.values(

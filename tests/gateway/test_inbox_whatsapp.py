@@ -331,3 +331,14 @@ async def test_erasure_blanks_whatsapp_messages_and_cancels_their_answers(gw: Ga
     ]
     (answer,) = await gw.rows(deliveries, deliveries.c.kind == "reply")
     assert (answer["state"], answer["recipient_ciphertext"]) == ("cancelled", None)
+
+
+async def test_many_new_senders_each_get_a_thread(gw: Gateway) -> None:
+    # More than five: asyncpg's prepared INSERT of a thread goes generic from the sixth run on
+    # a connection, which once broke the partial-index ON CONFLICT on PostgreSQL.
+    senders = [f"+62812{n:08d}" for n in range(1, 13)]
+    for n, sender in enumerate(senders):
+        await gw.says(sender, f"Pesan {n}")
+    listed = await gw.threads()
+    assert sorted(t["phone"] for t in listed) == sorted(mask(s) for s in senders)
+    assert {t["messages_in"] for t in listed} == {1}
