@@ -23,13 +23,19 @@ Reach = Literal["personal", "social"]
 
 @dataclass(frozen=True, slots=True)
 class OutgoingMessage:
-    """One rendition to one recipient. ``recipient`` is a phone number or chat id: never log it."""
+    """One rendition to one recipient. ``recipient`` is a phone number or chat id: never log it.
+
+    ``reply`` marks an answer to something the citizen sent (a keyword answer, an operator's
+    reply) rather than an announcement; a channel may send it another way (WhatsApp: as
+    free-form text inside the customer-service window instead of a template).
+    """
 
     delivery_id: int
     recipient: str = field(repr=False)
     text: str
     idempotency_key: str
     language: str = "id"
+    reply: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +70,7 @@ class Channel(abc.ABC):
         name: the channel's stable word, stored on deliveries.
         reach: ``personal`` (one delivery per subscriber) or ``social`` (one post per account).
         max_length: the longest text the provider accepts, in characters.
+        reply_max_length: the longest reply (``OutgoingMessage.reply``), when not max_length.
         max_segments: for SMS, the most concatenated segments we allow (None elsewhere).
         encoding: ``gsm7`` when GSM 03.38 segment rules apply, else ``unicode``.
         batch_size: recipients per provider request.
@@ -78,6 +85,7 @@ class Channel(abc.ABC):
     name: ClassVar[str]
     reach: ClassVar[Reach] = "personal"
     max_length: ClassVar[int] = 4096
+    reply_max_length: ClassVar[int | None] = None
     max_segments: ClassVar[int | None] = None
     encoding: ClassVar[Encoding] = "unicode"
     # Plain attributes: an instance may set its own from configuration.

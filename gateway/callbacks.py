@@ -33,7 +33,7 @@ class _Routes:
         app.router.add_post(base + "/sms/delivery", sms_delivery_report)
         app.router.add_post(base + "/sms/optout", sms_opt_out)
         app.router.add_get("/callbacks/meta/whatsapp", whatsapp_verify)
-        app.router.add_post("/callbacks/meta/whatsapp", whatsapp_statuses)
+        app.router.add_post("/callbacks/meta/whatsapp", whatsapp_webhook)
 
 
 routes = _Routes()
@@ -131,10 +131,13 @@ async def whatsapp_verify(request: web.Request) -> web.Response:
     return web.Response(text=challenge)
 
 
-async def whatsapp_statuses(request: web.Request) -> web.Response:
-    """Status webhooks, signed with ``X-Hub-Signature-256`` over the raw body."""
+async def whatsapp_webhook(request: web.Request) -> web.Response:
+    """Cloud API webhooks (statuses and citizens' messages), signed with
+    ``X-Hub-Signature-256`` over the raw body; the whole body is checked before anything is
+    written, so a malformed one (400, naming the field) changes nothing."""
     from channels.meta.signature import SIGNATURE_HEADER, verify_signature
-    from channels.whatsapp import WebhookFieldError, parse_status_webhook_body
+    from channels.whatsapp import WebhookFieldError, parse_webhook_body
+    from gateway.citizen import whatsapp_inbound
 
     secret = request.app[CONFIG].secrets.meta_app_secret
     if request.content_length is not None and request.content_length > 1024 * 1024:
@@ -146,9 +149,16 @@ async def whatsapp_statuses(request: web.Request) -> web.Response:
         log.warning("refused a WhatsApp webhook: bad signature")
         return error_response(401, "unauthenticated", "webhook signature does not match")
     try:
-        reports = parse_status_webhook_body(raw)
+        webhook = parse_webhook_body(raw)
+        people = whatsapp_inbound.senders(request.app, webhook.messages)
     except WebhookFieldError as exc:
         return error_response(400, "invalid", f"malformed webhook field {exc.field}", exc.field)
+    except whatsapp_inbound.UnknownSender as exc:
+        return error_response(400, "invalid", str(exc), exc.field)
     writer = request.app[REPORTS]
-    await asyncio.gather(*(writer.submit("whatsapp", report) for report in reports))
+    await asyncio.gather(*(writer.submit("whatsapp", report) for report in webhook.reports))
+    try:
+        await whatsapp_inbound.receive(request.app, people)
+    except whatsapp_inbound.NoAgency:
+        return error_response(503, "unavailable", "no agency is configured")
     return web.Response(text="OK")

@@ -6,7 +6,8 @@
     warta audit verify [--config warta.toml]
     warta keys rotate [--config warta.toml] [--batch 1000]
     warta users add --agency SLUG --email E --role R [--name N]   (password from stdin)
-    warta phone [--data-dir warta-demo] {ussd | sms "CEK K7P2QX" | telegram "/cek K7P2QX"}
+    warta phone [--data-dir warta-demo] {ussd | sms "CEK K7P2QX" | telegram "/cek K7P2QX" |
+                                         whatsapp "CEK K7P2QX"}
     warta simulate africastalking [--port 9090] [--report-url URL]
     warta simulate voice [--port 9090] [--report-url URL-of-the-voice-callback]
 
@@ -99,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
     telegram = phone_commands.add_parser("telegram", help="write to the bot, show its answers")
     telegram.add_argument("text", help='e.g. "/start 3171", "/cek K7P2QX", "/terbaru"')
     telegram.add_argument("--chat", type=int, default=None, help="the chat id (a demo one)")
+    whatsapp = phone_commands.add_parser(
+        "whatsapp", help="write to the agency on WhatsApp, show what comes back"
+    )
+    whatsapp.add_argument("text", help='e.g. "CEK K7P2QX", "STOP", "Jalan banjir"')
 
     simulate = commands.add_parser("simulate", help="run one provider simulator standalone")
     simulate.add_argument("provider", choices=sorted(SIMULATORS))
@@ -306,6 +311,7 @@ def _phone(args: argparse.Namespace) -> int:
         dial_ussd,
         send_sms,
         send_telegram,
+        send_whatsapp,
     )
 
     number = args.phone or DEMO_PHONE
@@ -317,6 +323,13 @@ def _phone(args: argparse.Namespace) -> int:
             chat = args.chat or DEMO_CHAT
             for answer in asyncio.run(send_telegram(args.data_dir, chat, args.text)):
                 print(f"Bot: {answer}")
+            return 0
+        if args.phone_command == "whatsapp":
+            answers = asyncio.run(send_whatsapp(args.data_dir, number, args.text))
+            for answer in answers:
+                print(f"WhatsApp: {answer}")
+            if not answers:
+                print("(no answer; free text goes to the operator inbox)")
             return 0
         replies = asyncio.run(send_sms(args.data_dir, number, args.text))
     except DemoNotRunning as exc:

@@ -7,7 +7,10 @@ Africa's Talking simulator's address, then plays what Africa's Talking would sen
 - ``warta phone sms "CEK K7P2QX"``: text the agency's short code, then show the SMS replies
   the gateway sent to this number through the simulator (waits a few seconds for them);
 - ``warta phone telegram "/cek K7P2QX"``: write to the bot from a Telegram chat, then show
-  what the bot answered (through the Telegram simulator).
+  what the bot answered (through the Telegram simulator);
+- ``warta phone whatsapp "CEK K7P2QX"``: write to the agency's WhatsApp number (the Meta
+  simulator signs the webhook and posts it to the gateway), then show what came back on
+  WhatsApp: a keyword's answer, or an operator's reply typed within the wait.
 
 The number is a made-up demo number unless ``--phone`` says otherwise.
 """
@@ -123,3 +126,20 @@ async def send_telegram(
             if answer.status != 200:
                 raise DemoNotRunning(f"the Telegram simulator answered {answer.status}")
         return await _collect(http, f"{chat}/messages", seen, wait_s=wait_s, poll_s=poll_s)
+
+
+async def send_whatsapp(
+    data_dir: Path, phone: str, text: str, *, wait_s: float = 8.0, poll_s: float = 0.3
+) -> list[str]:
+    """Write to the agency on WhatsApp from ``phone``; returns what came back within ``wait_s``."""
+    credentials = load_credentials(data_dir)
+    simulator = credentials["simulators"]["meta"].rstrip("/")
+    handset = f"{simulator}/simulator/phones/{phone.lstrip('+')}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{handset}/messages") as answer:
+            seen = int((await answer.json())["count"])
+        async with http.post(f"{handset}/say", json={"text": text}) as answer:
+            status = (await answer.json()).get("webhook_status") if answer.status == 200 else None
+        if status != 200:
+            raise DemoNotRunning(f"the gateway answered {status} to the WhatsApp message")
+        return await _collect(http, f"{handset}/messages", seen, wait_s=wait_s, poll_s=poll_s)

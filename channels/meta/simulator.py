@@ -1,7 +1,9 @@
 """A real aiohttp server speaking the Graph API wire formats Warta uses from Meta.
 
 - WhatsApp Cloud API: ``POST /{version}/{phone-number-id}/messages`` with a JSON template
-  message; answers ``{"messaging_product": "whatsapp", "contacts": [...], "messages":
+  message, or a free-form ``type: text`` message (``text.body``, at most 4,096 characters)
+  that it accepts only within 24 hours of that citizen's last message to us (else 131047,
+  as Meta); answers ``{"messaging_product": "whatsapp", "contacts": [...], "messages":
   [{"id": "wamid..."}]}``.
 - Facebook Pages: ``POST /{version}/{page-id}/feed`` with ``message`` and optional ``link``
   (form-encoded or JSON); answers ``{"id": "{page-id}_{post-id}"}``.
@@ -15,6 +17,12 @@ For each accepted WhatsApp message it later POSTs status webhooks (``sent``, the
 ``delivered``/``read`` or ``failed`` with ``errors[]``) to ``status_webhook_url``, signed with
 ``X-Hub-Signature-256: sha256=<HMAC-SHA256 of the raw body with the app secret>``, in order,
 from a bounded pool of workers that retry while the receiver errs or is down.
+
+A citizen writing in (``citizen_says``, or ``POST /simulator/phones/{number}/say`` with
+``{"text": ..., "context_id": ...}``) opens that number's window and POSTs the signed
+``messages`` webhook to ``status_webhook_url``; ``GET /simulator/phones/{number}/messages``
+lists the texts accepted for that number (``?after=`` a count already seen), for
+``warta phone whatsapp``. Neither route is Meta's.
 
 What it received: ``received`` (the last ``max_records`` requests), ``used_outcomes``,
 ``requests_total``, ``messages_accepted``, ``posts_created`` and ``webhooks`` (its
@@ -46,6 +54,8 @@ __all__ = ["MetaSimulator", "ReceivedRequest", "SimulatorConfig", "serve_forever
 log = logging.getLogger(__name__)
 MAX_POST_LENGTH = 63_206
 MAX_PARAMETER_LENGTH = 1024
+MAX_TEXT_BODY = 4096
+SERVICE_WINDOW_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +87,14 @@ class MetaSimulator:
         self._seq = 0
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        # WhatsApp id -> when the citizen last wrote to us (opens the 24-hour window).
+        self.last_inbound: dict[str, float] = {}
         self.app = web.Application(client_max_size=1024 * 1024)
         self.app.router.add_post("/{version}/{node}/messages", self._handle_whatsapp)
         self.app.router.add_post("/{version}/{node}/feed", self._handle_feed)
+        # Not Meta's: the simulator's own handset, for ``warta phone whatsapp``.
+        self.app.router.add_post("/simulator/phones/{number}/say", self._handle_say)
+        self.app.router.add_get("/simulator/phones/{number}/messages", self._handle_phone)
         self.app.cleanup_ctx.append(self.webhooks.run)
         self.app.on_shutdown.append(self._release_hanging)
 
@@ -128,6 +143,68 @@ class MetaSimulator:
         ):
             text = await response.text()
             return response.status == 200 and text == challenge
+
+    # -- citizens --------------------------------------------------------------------------
+
+    async def citizen_says(
+        self,
+        number: str,
+        text: str,
+        *,
+        context_id: str | None = None,
+        profile_name: str = "Warga",
+    ) -> tuple[str, int | None]:
+        """The citizen ``number`` sends ``text`` to our business number.
+
+        Opens the 24-hour window for free-form replies, then POSTs the signed webhook.
+        Returns the message's wamid and the receiver's HTTP status (None: no webhook URL).
+        """
+        sender = number.lstrip("+")
+        self._seq += 1
+        wamid = f"wamid.SIMIN{self._seq:012d}"
+        self.last_inbound[sender] = time.time()
+        payload = self.webhooks.message_payload(
+            wamid, sender, text, profile_name=profile_name, context_id=context_id
+        )
+        return wamid, await self.webhooks.post_once(payload)
+
+    def accepted_texts(self, number: str) -> list[str]:
+        """What WhatsApp would have shown ``number``, oldest first: template parameters and
+        free-form text bodies of the accepted messages still in ``received``."""
+        wanted = number.lstrip("+")
+        texts: list[str] = []
+        for record in self.received:
+            if record.endpoint != "whatsapp" or record.http_status != 200:
+                continue
+            if (record.recipient or "").lstrip("+") != wanted:
+                continue
+            texts.append(_shown_text(record.body))
+        return texts
+
+    async def _handle_say(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.json()
+            text = body["text"]
+            context_id = body.get("context_id")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise web.HTTPBadRequest(
+                text='POST {"text": …} to /simulator/phones/{number}/say'
+            ) from None
+        number = request.match_info["number"].lstrip("+")
+        if not isinstance(text, str) or not text or not number.isdigit():
+            raise web.HTTPBadRequest(text="text must be a non-empty string, number digits")
+        if context_id is not None and not isinstance(context_id, str):
+            raise web.HTTPBadRequest(text="context_id must be a string")
+        wamid, status = await self.citizen_says(number, text, context_id=context_id)
+        return web.json_response({"id": wamid, "webhook_status": status})
+
+    async def _handle_phone(self, request: web.Request) -> web.StreamResponse:
+        try:
+            after = int(request.query.get("after", "0"))
+        except ValueError:
+            raise web.HTTPBadRequest(text="after must be an integer") from None
+        texts = self.accepted_texts(request.match_info["number"])
+        return web.json_response({"messages": texts[after:], "count": len(texts)})
 
     # -- requests --------------------------------------------------------------------------
 
@@ -246,6 +323,8 @@ class MetaSimulator:
         template = body.get("template")
         if body.get("messaging_product") != "whatsapp" or not isinstance(body.get("to"), str):
             return self._graph_error(400, 100, "Invalid parameter")
+        if body.get("type") == "text":
+            return self._check_text(body)
         if body.get("type") != "template" or not isinstance(template, dict):
             return self._graph_error(400, 131047, "Re-engagement message")
         language = template.get("language")
@@ -262,6 +341,16 @@ class MetaSimulator:
                     return self._graph_error(400, 100, "Invalid parameter")
                 if len(text) > MAX_PARAMETER_LENGTH:
                     return self._graph_error(400, 132005, "Translated text too long")
+        return None
+
+    def _check_text(self, body: Mapping[str, Any]) -> web.Response | None:
+        text = body.get("text")
+        words = text.get("body") if isinstance(text, dict) else None
+        if not isinstance(words, str) or not words.strip() or len(words) > MAX_TEXT_BODY:
+            return self._graph_error(400, 100, "Invalid parameter")
+        wrote_at = self.last_inbound.get(str(body["to"]).lstrip("+"))
+        if wrote_at is None or time.time() - wrote_at > SERVICE_WINDOW_SECONDS:
+            return self._graph_error(400, 131047, "Re-engagement message")
         return None
 
     def _accept_whatsapp(self, to: str, body: Mapping[str, Any]) -> web.Response:
@@ -322,6 +411,19 @@ class MetaSimulator:
         if isinstance(message, str) and len(message) > MAX_POST_LENGTH:
             return self._graph_error(400, 100, "Invalid parameter")
         return None
+
+
+def _shown_text(body: Mapping[str, Any]) -> str:
+    text = body.get("text")
+    if isinstance(text, dict):
+        return str(text.get("body", ""))
+    template = body.get("template")
+    components = template.get("components") if isinstance(template, dict) else None
+    for component in components if isinstance(components, list) else []:
+        for parameter in component.get("parameters") or [] if isinstance(component, dict) else []:
+            if isinstance(parameter, dict) and isinstance(parameter.get("text"), str):
+                return str(parameter["text"])
+    return ""
 
 
 async def serve_forever(host: str, port: int, config: SimulatorConfig) -> None:

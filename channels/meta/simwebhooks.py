@@ -1,10 +1,13 @@
-"""The Meta simulator's status webhooks: built like Meta's, signed, posted in order, retried.
+"""The Meta simulator's webhooks: built like Meta's, signed, posted in order, retried.
 
 One job per accepted WhatsApp message: its statuses (``sent``, then ``delivered``/``read`` or
 ``failed`` with ``errors[]``), each POSTed as its own webhook after ``status_webhook_delay``,
 with ``X-Hub-Signature-256: sha256=<HMAC-SHA256 of the raw body with the app secret>``.
 A bounded pool of workers posts them; a receiver that errs (5xx, 429) or is down is retried
 with doubling backoff, a 4xx is counted as refused.
+
+A citizen's message (``message_payload``) goes to the same URL, Meta's one webhook per app,
+posted at once (``post_once``) so the caller sees the gateway's answer.
 """
 
 from __future__ import annotations
@@ -107,6 +110,57 @@ class StatusWebhooks:
         }
         # ensure_ascii escapes non-ASCII as \uXXXX, as Meta does before signing.
         return json.dumps(payload, ensure_ascii=True).encode()
+
+    def message_payload(
+        self,
+        wamid: str,
+        sender: str,
+        text: str,
+        *,
+        profile_name: str,
+        context_id: str | None = None,
+    ) -> bytes:
+        """The raw body of the webhook for a citizen's text message, as Meta sends it."""
+        message: dict[str, Any] = {
+            "from": sender,
+            "id": wamid,
+            "timestamp": str(int(time.time())),
+            "type": "text",
+            "text": {"body": text},
+        }
+        if context_id is not None:
+            message["context"] = {"from": self.config.display_phone_number, "id": context_id}
+        value = {
+            "messaging_product": "whatsapp",
+            "metadata": {
+                "display_phone_number": self.config.display_phone_number,
+                "phone_number_id": self.config.phone_number_id,
+            },
+            "contacts": [{"profile": {"name": profile_name}, "wa_id": sender}],
+            "messages": [message],
+        }
+        payload = {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {"id": self.config.waba_id, "changes": [{"value": value, "field": "messages"}]}
+            ],
+        }
+        return json.dumps(payload, ensure_ascii=True).encode()
+
+    async def post_once(self, payload: bytes) -> int | None:
+        """POST one signed webhook now; its HTTP status, or None when there is no URL."""
+        if self.url is None:
+            return None
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(payload, self.config.app_secret),
+        }
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
+            session.post(self.url, data=payload, headers=headers) as response,
+        ):
+            await response.read()
+            return response.status
 
     async def run(self, _app: web.Application) -> AsyncIterator[None]:
         """A ``cleanup_ctx`` generator: the worker pool lives as long as the app."""

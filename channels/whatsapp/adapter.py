@@ -50,6 +50,11 @@ class WhatsAppChannel(Channel):
     ``idempotency_key`` goes out as ``biz_opaque_callback_data``, which Meta echoes in status
     webhooks; the Cloud API has no idempotency key, so a retried request can send twice.
 
+    Replies (``OutgoingMessage.reply``: keyword answers and operator replies) go out as
+    free-form ``type: text`` messages of up to 4,096 characters, new lines kept. WhatsApp takes
+    those only within 24 hours of the citizen's last message (the customer-service window);
+    outside it Meta answers 131047, ``Rejected``. The inbox refuses such a reply before queueing.
+
     Errors for one recipient (undeliverable, stopped marketing messages, pair rate limit) are
     carried in that message's result; account errors (token, template, throughput) are raised
     when every request of the batch failed, else carried per message.
@@ -58,6 +63,7 @@ class WhatsAppChannel(Channel):
     name: ClassVar[str] = "whatsapp"
     reach: ClassVar[Reach] = "personal"
     max_length: ClassVar[int] = 1024
+    reply_max_length: ClassVar[int | None] = 4096
     max_segments: ClassVar[int | None] = None
     encoding: ClassVar[Encoding] = "unicode"
     batch_size = 1
@@ -91,6 +97,15 @@ class WhatsAppChannel(Channel):
 
     def request_body(self, message: OutgoingMessage) -> dict[str, Any]:
         """The exact JSON body of the Cloud API request for ``message``."""
+        if message.reply:
+            return {
+                "messaging_product": "whatsapp",
+                "recipient_type": "individual",
+                "to": message.recipient,
+                "type": "text",
+                "text": {"preview_url": False, "body": message.text.strip()},
+                "biz_opaque_callback_data": message.idempotency_key[:_OPAQUE_DATA_MAX],
+            }
         parameter: dict[str, str] = {"type": "text", "text": template_parameter_text(message.text)}
         if self._config.parameter_name:
             parameter["parameter_name"] = self._config.parameter_name
@@ -120,15 +135,15 @@ class WhatsAppChannel(Channel):
         for message in batch:
             if not _E164.fullmatch(message.recipient):
                 results.append(failed(message, Rejected("invalid_phone_number")))
-            elif not template_parameter_text(message.text):
+            elif not _sendable_text(message):
                 results.append(failed(message, Rejected("empty_text")))
-            elif len(template_parameter_text(message.text)) > self.max_length:
+            elif len(_sendable_text(message)) > _most(message):
                 results.append(failed(message, Rejected("text_too_long")))
             else:
                 to_send.append(message)
         if not to_send:
             return results
-        log.debug("sending %d WhatsApp template message(s)", len(to_send))
+        log.debug("sending %d WhatsApp message(s)", len(to_send))
         return results + await send_each(to_send, self._send_one)
 
     async def _send_one(self, message: OutgoingMessage) -> SendResult:
@@ -151,6 +166,15 @@ class WhatsAppChannel(Channel):
             state=DeliveryState.SENT,
             provider_message_id=message_id,
         )
+
+
+def _sendable_text(message: OutgoingMessage) -> str:
+    return message.text.strip() if message.reply else template_parameter_text(message.text)
+
+
+def _most(message: OutgoingMessage) -> int:
+    limit = WhatsAppChannel.reply_max_length if message.reply else WhatsAppChannel.max_length
+    return limit or WhatsAppChannel.max_length
 
 
 def _message_id(answer: Mapping[str, Any]) -> str | None:

@@ -13,9 +13,23 @@ Meta POSTs JSON (signed, see ``channels.meta.signature``)::
 
 (Status messages webhook reference,
 https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/messages/status.)
-Incoming citizen messages (``value.messages``) and other fields are skipped here.
+``parse_status_webhook`` skips incoming citizen messages; ``parse_webhook`` reads both.
 
-Errors name the field by its path, never its value: ``recipient_id`` is a phone number.
+A citizen's message comes in the same envelope, as ``value.messages`` with ``value.contacts``::
+
+    "contacts": [{"profile": {"name": ...}, "wa_id": "6281..."}],
+    "messages": [{"from": "6281...", "id": "wamid...", "timestamp": "1700000000",
+                  "type": "text", "text": {"body": "..."},
+                  "context": {"from": <our number>, "id": "<wamid of our message>"}}]
+
+``button`` (a template's quick reply: ``button.text``) and ``interactive`` (``button_reply``
+or ``list_reply``: its ``title``) are read as their text; every other type (image, audio,
+location, reaction ...) as ``[type]`` plus a caption where there is one, so an operator sees
+that something arrived (Messages webhook reference, same site, ``.../messages/text``,
+``.../button``, ``.../interactive``).
+
+Errors name the field by its path, never its value: ``recipient_id`` and ``from`` are phone
+numbers.
 """
 
 from __future__ import annotations
@@ -23,6 +37,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from channels.base import DeliveryReport
@@ -38,6 +54,11 @@ _WORD = re.compile(r"[a-z_]{1,32}")
 # Bounds on one webhook; Meta batches at most a few hundred statuses.
 MAX_ENTRIES = 1000
 MAX_STATUSES = 10_000
+MAX_MESSAGES = 1000
+# Our inbound table keeps provider message ids of up to 128 characters.
+MAX_ID_LENGTH = 128
+_WA_ID = re.compile(r"[1-9]\d{5,14}")
+_CAPTIONED = frozenset({"image", "video", "document"})
 
 
 class WebhookFieldError(ValueError):
@@ -115,6 +136,36 @@ def _report(status: dict[str, Any], path: str) -> DeliveryReport:
     )
 
 
+def _values(payload: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each ``messages`` change's ``value`` with its path; other fields are skipped."""
+    body = _object(payload, "body")
+    if body.get("object") != WEBHOOK_OBJECT:
+        raise WebhookFieldError("object", "missing" if "object" not in body else "malformed")
+    entries = _list(body, "entry", "entry", required=True)
+    if len(entries) > MAX_ENTRIES:
+        raise WebhookFieldError("entry", "too many items in")
+    for e, raw_entry in enumerate(entries):
+        entry = _object(raw_entry, f"entry[{e}]")
+        for c, raw_change in enumerate(
+            _list(entry, "changes", f"entry[{e}].changes", required=True)
+        ):
+            path = f"entry[{e}].changes[{c}]"
+            change = _object(raw_change, path)
+            if change.get("field", "messages") != "messages":
+                continue
+            yield f"{path}.value", _object(change.get("value"), f"{path}.value")
+
+
+def _reports(value: dict[str, Any], path: str, already: int) -> list[DeliveryReport]:
+    statuses = _list(value, "statuses", f"{path}.statuses", required=False)
+    if already + len(statuses) > MAX_STATUSES:
+        raise WebhookFieldError(f"{path}.statuses", "too many items in")
+    return [
+        _report(_object(raw, f"{path}.statuses[{s}]"), f"{path}.statuses[{s}]")
+        for s, raw in enumerate(statuses)
+    ]
+
+
 def parse_status_webhook(payload: Any) -> list[DeliveryReport]:
     """Every message status in a decoded webhook payload, in order, as ``DeliveryReport``s.
 
@@ -127,30 +178,144 @@ def parse_status_webhook(payload: Any) -> list[DeliveryReport]:
             status lacks ``id``/``status`` or has a malformed one; ``field`` is its path,
             e.g. ``entry[0].changes[0].value.statuses[1].status``.
     """
-    body = _object(payload, "body")
-    if body.get("object") != WEBHOOK_OBJECT:
-        raise WebhookFieldError("object", "missing" if "object" not in body else "malformed")
-    entries = _list(body, "entry", "entry", required=True)
-    if len(entries) > MAX_ENTRIES:
-        raise WebhookFieldError("entry", "too many items in")
     reports: list[DeliveryReport] = []
-    for e, raw_entry in enumerate(entries):
-        entry = _object(raw_entry, f"entry[{e}]")
-        for c, raw_change in enumerate(
-            _list(entry, "changes", f"entry[{e}].changes", required=True)
-        ):
-            path = f"entry[{e}].changes[{c}]"
-            change = _object(raw_change, path)
-            if change.get("field", "messages") != "messages":
-                continue
-            value = _object(change.get("value"), f"{path}.value")
-            statuses = _list(value, "statuses", f"{path}.value.statuses", required=False)
-            if len(reports) + len(statuses) > MAX_STATUSES:
-                raise WebhookFieldError(f"{path}.value.statuses", "too many items in")
-            for s, raw_status in enumerate(statuses):
-                status_path = f"{path}.value.statuses[{s}]"
-                reports.append(_report(_object(raw_status, status_path), status_path))
+    for path, value in _values(payload):
+        reports.extend(_reports(value, path, len(reports)))
     return reports
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """One message a citizen sent to our business number.
+
+    ``sender`` is the citizen's WhatsApp id (their number in international form without
+    ``+``): personal data, kept out of reprs. ``context_id`` is the id of our message they
+    answered, when they used WhatsApp's reply; ``sent_at`` is WhatsApp's Unix timestamp.
+    """
+
+    message_id: str
+    sender: str = field(repr=False)
+    kind: str
+    text: str = field(repr=False)
+    sent_at: int | None = None
+    context_id: str | None = None
+    profile_name: str | None = field(default=None, repr=False)
+    # Where it sat in the webhook, e.g. ``entry[0].changes[0].value.messages[0]``.
+    path: str = field(default="", repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """Everything one webhook carries: status reports and citizens' messages, in order."""
+
+    reports: list[DeliveryReport]
+    messages: list[InboundMessage]
+
+
+def _optional_text(container: dict[str, Any], key: str, path: str) -> str | None:
+    value = container.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise WebhookFieldError(path, "malformed")
+    return value.strip() or None
+
+
+def _message_text(message: dict[str, Any], kind: str, path: str) -> str:
+    """What the operator reads for one message: its words, or ``[kind]`` and a caption."""
+    if kind == "text":
+        return _text(_object(message.get("text"), f"{path}.text"), "body", f"{path}.text.body")
+    if kind == "button":
+        button = _object(message.get("button"), f"{path}.button")
+        words = _optional_text(button, "text", f"{path}.button.text")
+        return words or _text(button, "payload", f"{path}.button.payload")
+    if kind == "interactive":
+        interactive = _object(message.get("interactive"), f"{path}.interactive")
+        reply_type = interactive.get("type")
+        if reply_type in ("button_reply", "list_reply"):
+            where = f"{path}.interactive.{reply_type}"
+            return _text(_object(interactive.get(reply_type), where), "title", f"{where}.title")
+        return "[interactive]"
+    if kind == "reaction":
+        reaction = _object(message.get("reaction"), f"{path}.reaction")
+        emoji = _optional_text(reaction, "emoji", f"{path}.reaction.emoji")
+        return f"[reaction] {emoji}" if emoji else "[reaction]"
+    caption = None
+    media = message.get(kind)
+    if kind in _CAPTIONED and isinstance(media, dict):
+        caption = _optional_text(media, "caption", f"{path}.{kind}.caption")
+    return f"[{kind}] {caption}" if caption else f"[{kind}]"
+
+
+def _inbound(message: dict[str, Any], path: str, names: dict[str, str]) -> InboundMessage:
+    message_id = _text(message, "id", f"{path}.id")
+    if len(message_id) > MAX_ID_LENGTH:
+        raise WebhookFieldError(f"{path}.id", "too long")
+    sender = _text(message, "from", f"{path}.from")
+    if not _WA_ID.fullmatch(sender):
+        raise WebhookFieldError(f"{path}.from", "malformed")
+    kind = _text(message, "type", f"{path}.type").lower()
+    if not _WORD.fullmatch(kind):
+        raise WebhookFieldError(f"{path}.type", "malformed")
+    timestamp = message.get("timestamp")
+    if timestamp is not None and not (isinstance(timestamp, str) and timestamp.isdigit()):
+        raise WebhookFieldError(f"{path}.timestamp", "malformed")
+    context_id = None
+    if message.get("context") is not None:
+        context = _object(message["context"], f"{path}.context")
+        context_id = _optional_text(context, "id", f"{path}.context.id")
+        if context_id is not None and len(context_id) > MAX_ID_LENGTH:
+            raise WebhookFieldError(f"{path}.context.id", "too long")
+    return InboundMessage(
+        message_id=message_id,
+        sender=sender,
+        kind=kind,
+        text=_message_text(message, kind, path),
+        sent_at=int(timestamp) if timestamp is not None else None,
+        context_id=context_id,
+        profile_name=names.get(sender),
+        path=path,
+    )
+
+
+def _profile_names(value: dict[str, Any], path: str) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for n, raw in enumerate(_list(value, "contacts", f"{path}.contacts", required=False)):
+        contact = _object(raw, f"{path}.contacts[{n}]")
+        wa_id = _optional_text(contact, "wa_id", f"{path}.contacts[{n}].wa_id")
+        profile = contact.get("profile")
+        if profile is not None:
+            profile = _object(profile, f"{path}.contacts[{n}].profile")
+            name = _optional_text(profile, "name", f"{path}.contacts[{n}].profile.name")
+            if wa_id is not None and name is not None:
+                names[wa_id] = name
+    return names
+
+
+def parse_webhook(payload: Any) -> Webhook:
+    """Statuses (as ``parse_status_webhook``) and citizens' messages of a decoded webhook.
+
+    The whole payload is read before anything is returned, so a caller acting on it never
+    acts on half of a malformed webhook.
+
+    Raises:
+        WebhookFieldError: as ``parse_status_webhook``, or a message lacks ``id``, ``from``,
+            ``type`` or the content its type needs (``text.body``, ``button.text``,
+            ``interactive.button_reply.title`` ...), or has a malformed one; ``field`` is its
+            path, e.g. ``entry[0].changes[0].value.messages[0].from``.
+    """
+    reports: list[DeliveryReport] = []
+    messages: list[InboundMessage] = []
+    for path, value in _values(payload):
+        reports.extend(_reports(value, path, len(reports)))
+        raw_messages = _list(value, "messages", f"{path}.messages", required=False)
+        if len(messages) + len(raw_messages) > MAX_MESSAGES:
+            raise WebhookFieldError(f"{path}.messages", "too many items in")
+        names = _profile_names(value, path) if raw_messages else {}
+        for m, raw in enumerate(raw_messages):
+            where = f"{path}.messages[{m}]"
+            messages.append(_inbound(_object(raw, where), where, names))
+    return Webhook(reports=reports, messages=messages)
 
 
 def parse_status_webhook_body(raw_body: bytes) -> list[DeliveryReport]:
@@ -164,3 +329,16 @@ def parse_status_webhook_body(raw_body: bytes) -> list[DeliveryReport]:
     except ValueError:
         raise WebhookFieldError("body", "malformed") from None
     return parse_status_webhook(payload)
+
+
+def parse_webhook_body(raw_body: bytes) -> Webhook:
+    """``parse_webhook`` over the raw body (check its signature first).
+
+    Raises:
+        WebhookFieldError: ``body`` when the body is not UTF-8 JSON, else as above.
+    """
+    try:
+        payload = json.loads(raw_body)
+    except ValueError:
+        raise WebhookFieldError("body", "malformed") from None
+    return parse_webhook(payload)

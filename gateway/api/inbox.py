@@ -1,13 +1,17 @@
 """``/api/v1/inbox``: what citizens wrote, as threads an operator reads, assigns, answers, closes.
 
 Replies go through the outbox as ``kind='reply'`` deliveries on the channel the citizen last
-wrote from, so they are claimed, sent, retried and reported like everything else. Another
+wrote from, so they are claimed, sent, retried and reported like everything else. On WhatsApp
+a reply is free-form text, which WhatsApp takes only within 24 hours of the citizen's last
+message (the customer-service window): later, the reply is refused with a 409
+``outside_window`` instead of being queued to fail. Another
 agency's thread is a 404, never a 403: its existence is not ours to reveal. Every change is
 audited with ids and counts only (a reply's text may hold personal data).
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -27,6 +31,8 @@ from gateway.store.audit import record
 
 routes = ApiRoutes()
 TAGS = ("inbox",)
+# Channels that take free-form replies only this long after the citizen's last message.
+SERVICE_WINDOWS = {"whatsapp": timedelta(hours=24)}
 
 
 def thread_out(row: dict[str, Any]) -> models.InboxThreadOut:
@@ -171,19 +177,36 @@ def _check_length(text: str, channel: str) -> None:
     if adapter is None:
         return
     length = adapter.text_length(text)
-    if length > adapter.max_length:
+    most = adapter.reply_max_length or adapter.max_length
+    if length > most:
         raise ApiError(
-            422,
-            "invalid",
-            f"text: {length} characters; {channel} takes at most {adapter.max_length}",
-            "text",
+            422, "invalid", f"text: {length} characters; {channel} takes at most {most}", "text"
+        )
+
+
+async def _check_window(conn: Any, thread: dict[str, Any], now: datetime) -> None:
+    channel = thread["channel"]
+    window = SERVICE_WINDOWS.get(channel)
+    if window is None:
+        return
+    last = await store.last_inbound_at(
+        conn, thread_id=thread["id"], subscriber_id=thread["subscriber_id"], channel=channel
+    )
+    if last is None or now - last > window:
+        raise ApiError(
+            409,
+            "outside_window",
+            f"the citizen last wrote on {channel} more than {window.total_seconds() / 3600:g} "
+            f"hours ago; {channel} takes a free-form reply only within that window",
+            "channel",
         )
 
 
 @routes.post(
     "/inbox/{thread_id}/reply",
     summary="Answer the citizen on the channel they wrote from, through the outbox "
-    "(409 when they opted out of that channel)",
+    "(409 when they opted out of that channel, or on WhatsApp more than 24 hours after "
+    "their last message)",
     roles=[Role.OPERATOR],
     body=models.InboxReplyIn,
     response=models.InboxReplyOut,
@@ -206,6 +229,7 @@ async def reply(
             raise conflict(f"the citizen opted out of {channel}; no reply can be sent")
         if row["reply_ciphertext"] is None:
             raise conflict(f"no {channel} address is known for this citizen")
+        await _check_window(conn, row, now)
         language = row["language"] or await conn.scalar(
             agencies.select()
             .with_only_columns(agencies.c.default_language)

@@ -448,6 +448,7 @@ class SqlCitizenDirectory:
         channel: str,
         provider_message_id: str | None,
         handled: str,
+        announcement_id: int | None = None,
     ) -> bool:
         async with self._engine.begin() as conn:
             indexes = self._vault.blind_indexes(phone) if phone is not None else ()
@@ -471,6 +472,7 @@ class SqlCitizenDirectory:
                     text=text,
                     received_at=self._clock.now(),
                     handled=handled,
+                    announcement_id=announcement_id,
                 ).returning(inbound_messages.c.id)
             )
         return new_id is not None

@@ -10,6 +10,9 @@ Keywords (case, spacing and trailing punctuation do not matter; ``DAFTAR3171`` w
     BAHASA [EN|ID] / LANG [EN|ID] the language of replies and deliveries (BAHASA alone: Bahasa
                                  Indonesia; LANG alone: English)
 
+On WhatsApp (``channel="whatsapp"``) only STOP/BERHENTI (opt out of WhatsApp alone) and
+CEK/CHECK are keywords; the rest goes to the inbox, as does anything that is not a keyword.
+
 Replies are in the subscriber's language (after the keyword took effect), otherwise the
 keyword's own language, otherwise the agency's. Anything else gets no reply and waits in the
 operator inbox. Every message is recorded once per provider message id; a replayed message
@@ -53,6 +56,8 @@ _LANGUAGE_WORDS = {
     "INGGRIS": "en",
 }
 _TRAILING = re.compile(r"[\s.!?,;:]+$")
+# Keywords other channels than SMS answer (subscribing and the rest are the SMS's own).
+_EVERY_CHANNEL = frozenset({"stop", "check"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,30 +105,38 @@ async def answer_sms(
     *,
     default_language: str,
     provider_message_id: str | None,
+    channel: str = "sms",
+    announcement_id: int | None = None,
 ) -> SmsAnswer:
-    """Act on one inbound SMS and build the reply (the caller queues it for sending).
+    """Act on one inbound text message and build the reply (the caller queues it for sending).
 
-    A keyword takes effect before the message is recorded, and every effect is idempotent,
-    so a crash between the two is repaired by the provider's retry.
+    ``channel`` is where it came from (``sms`` or ``whatsapp``); ``announcement_id`` the
+    announcement it answers, when the provider told us. A keyword takes effect before the
+    message is recorded, and every effect is idempotent, so a crash between the two is
+    repaired by the provider's retry.
     """
     keyword = parse_keyword(text)
+    if keyword is not None and channel != "sms" and keyword.action not in _EVERY_CHANNEL:
+        keyword = None
     default = wording.supported(default_language)
     if keyword is None or phone is None:
         new = await directory.record_inbound(
             phone=phone,
             text=text[:MAX_TEXT],
-            channel="sms",
+            channel=channel,
             provider_message_id=provider_message_id,
             handled="inbox",
+            announcement_id=announcement_id,
         )
         return SmsAnswer(reply=None, language=default, keyword=None, duplicate=not new)
-    reply, language = await _act(keyword, phone, directory, default)
+    reply, language = await _act(keyword, phone, directory, default, channel)
     new = await directory.record_inbound(
         phone=phone,
         text=text[:MAX_TEXT],
-        channel="sms",
+        channel=channel,
         provider_message_id=provider_message_id,
         handled="keyword",
+        announcement_id=announcement_id,
     )
     if not new:
         return SmsAnswer(reply=None, language=language, keyword=keyword.action, duplicate=True)
@@ -131,7 +144,7 @@ async def answer_sms(
 
 
 async def _act(
-    keyword: Keyword, phone: PhoneNumber, directory: CitizenDirectory, default: str
+    keyword: Keyword, phone: PhoneNumber, directory: CitizenDirectory, default: str, channel: str
 ) -> tuple[str, str]:
     subscription = await directory.subscription(phone)
     language = (
@@ -163,6 +176,10 @@ async def _act(
         return say(
             language, "sms_registered", agency=agency, area=wording.area_phrase(language, area)
         ), language
+    if keyword.action == "stop" and channel != "sms":
+        if not await directory.unsubscribe(phone, [channel]):
+            return say(language, "wa_not_subscribed", agency=agency), language
+        return say(language, "wa_stopped", agency=agency), language
     if keyword.action == "stop":
         if not await directory.unsubscribe(phone, None):
             return say(language, "sms_not_subscribed"), language

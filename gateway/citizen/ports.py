@@ -128,9 +128,12 @@ class CitizenDirectory(Protocol):
         channel: str,
         provider_message_id: str | None,
         handled: str,
+        announcement_id: int | None = None,
     ) -> bool:
         """Keep a citizen's message for the operator inbox (blind index and mask only).
 
-        Returns False when a message with this provider id was already recorded.
+        ``announcement_id``: the announcement it answers, when the provider says so (a
+        WhatsApp reply to our message). Returns False when a message with this provider id
+        was already recorded.
         """
         ...

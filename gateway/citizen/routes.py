@@ -57,13 +57,15 @@ class CitizenSettings:
 
 @dataclass(frozen=True, slots=True)
 class SmsReply:
-    """A reply to send to a citizen by SMS, in answer to the provider message ``in_reply_to``."""
+    """A reply to send to a citizen's number, in answer to the provider message
+    ``in_reply_to``, on ``channel`` (SMS, or WhatsApp for a WhatsApp message)."""
 
     agency_id: int
     phone: PhoneNumber = field(repr=False)
     text: str
     language: str
     in_reply_to: str | None
+    channel: str = "sms"
 
 
 SmsReplySink = Callable[[SmsReply], Awaitable[None]]

@@ -59,6 +59,9 @@ _WORDS: dict[str, dict[str, str]] = {
         "sms_language_set": "Bahasa diubah ke Bahasa Indonesia.",
         "sms_help": "Perintah: DAFTAR <wilayah>, STOP, CEK <kode>, BAHASA/LANG.",
         "sms_latest": "Terbaru: {title} (kode {code}).",
+        # WhatsApp replies
+        "wa_stopped": "Anda tidak akan lagi menerima pesan WhatsApp dari {agency}.",
+        "wa_not_subscribed": "Nomor WhatsApp ini tidak berlangganan {agency}.",
     },
     "en": {
         "home": "1 Latest news\n2 Check a code\n3 Subscribe\n4 Unsubscribe\n5 Bahasa/Language",
@@ -105,6 +108,8 @@ _WORDS: dict[str, dict[str, str]] = {
         "sms_language_set": "Language changed to English.",
         "sms_help": "Commands: REG <area>, STOP, CHECK <code>, LANG/BAHASA.",
         "sms_latest": "Latest: {title} (code {code}).",
+        "wa_stopped": "You will no longer get WhatsApp messages from {agency}.",
+        "wa_not_subscribed": "This WhatsApp number is not subscribed to {agency}.",
     },
 }
 

@@ -375,6 +375,7 @@ class Dispatcher:
                     text=text,
                     idempotency_key=f"warta-{item.id}",
                     language=item.language,
+                    reply=item.announcement_id is None,
                 )
             )
         attempts = {item.id: item.attempts for item in batch}

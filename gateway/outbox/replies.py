@@ -25,7 +25,7 @@ REPLY_PRIORITY = 2
 
 
 class OutboxReplies:
-    """The SMS reply sink the citizen routes call."""
+    """The reply sink the citizen routes call, for replies to a number (SMS, WhatsApp)."""
 
     def __init__(self, app: web.Application) -> None:
         self.app = app
@@ -54,7 +54,7 @@ class OutboxReplies:
                     body=reply.text,
                     recipient_ciphertext=vault.encrypt(reply.phone),
                     reply_key=reply.in_reply_to,
-                    channel="sms",
+                    channel=reply.channel,
                     language=reply.language,
                     state=DeliveryState.QUEUED.value,
                     priority=REPLY_PRIORITY,
@@ -64,4 +64,4 @@ class OutboxReplies:
             )
         dispatcher = app.get(DISPATCHER)
         if dispatcher is not None:
-            dispatcher.wake_channel("sms")
+            dispatcher.wake_channel(reply.channel)

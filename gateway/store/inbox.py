@@ -94,7 +94,10 @@ async def file_messages(
     unfiled = (
         await conn.execute(
             sa.select(
-                inbound_messages.c.id, inbound_messages.c.text, inbound_messages.c.received_at
+                inbound_messages.c.id,
+                inbound_messages.c.text,
+                inbound_messages.c.received_at,
+                inbound_messages.c.announcement_id,
             )
             .where(
                 inbound_messages.c.agency_id == agency_id,
@@ -113,13 +116,17 @@ async def file_messages(
     thread_id = await _open_thread(
         conn, agency_id=agency_id, citizen=citizen, channel=channel, at=first
     )
-    announcement_id = await linked_announcement(
-        conn,
-        agency_id=agency_id,
-        subscriber_id=citizen.subscriber_id,
-        texts=[row.text for row in unfiled],
-        at=last,
-    )
+    # The provider's own link (a WhatsApp reply to our message) beats any guess.
+    told = [row.announcement_id for row in unfiled if row.announcement_id is not None]
+    announcement_id = told[-1] if told else None
+    if announcement_id is None:
+        announcement_id = await linked_announcement(
+            conn,
+            agency_id=agency_id,
+            subscriber_id=citizen.subscriber_id,
+            texts=[row.text for row in unfiled],
+            at=last,
+        )
     ids = [row.id for row in unfiled]
     await conn.execute(
         sa.update(inbound_messages)
@@ -181,8 +188,11 @@ async def _open_thread(
         inbox_threads
     )
     # Two messages of one new citizen at once: the partial unique index lets one thread win.
+    # The predicate is spelt as a literal: bound as a parameter, PostgreSQL cannot match it to
+    # the partial index once asyncpg's prepared statement goes generic (from the sixth run on
+    # one connection), and the insert fails.
     statement = insert.on_conflict_do_nothing(
-        index_elements=["agency_id", "citizen_key"], index_where=inbox_threads.c.status == OPEN
+        index_elements=["agency_id", "citizen_key"], index_where=sa.text(f"status = '{OPEN}'")
     )
     created = await conn.scalar(
         statement.values(
@@ -406,6 +416,22 @@ async def opted_out(conn: AsyncConnection, *, subscriber_id: int, channel: str) 
     if row is None:
         return False
     return row.erased_at is not None or row.opted_out_at is not None
+
+
+async def last_inbound_at(
+    conn: AsyncConnection, *, thread_id: int, subscriber_id: int | None, channel: str
+) -> datetime | None:
+    """When the thread's citizen last wrote on ``channel`` (None: never): a message of the
+    thread or, for a subscriber, any of theirs (a keyword is not filed in a thread)."""
+    theirs = inbound_messages.c.thread_id == thread_id
+    if subscriber_id is not None:
+        theirs = sa.or_(theirs, inbound_messages.c.subscriber_id == subscriber_id)
+    found: datetime | None = await conn.scalar(
+        sa.select(sa.func.max(inbound_messages.c.received_at)).where(
+            theirs, inbound_messages.c.channel == channel
+        )
+    )
+    return found
 
 
 async def record_reply(

@@ -206,8 +206,10 @@ async def opt_out(
     subscriber_ids: Sequence[int],
     channels: Sequence[str] | None,
     now: datetime,
+    keep_replies: bool = True,
 ) -> int:
-    """Opt the subscribers out of ``channels`` (all when None) and cancel what is still queued.
+    """Opt the subscribers out of ``channels`` (all when None) and cancel the announcements
+    still queued for them; replies to what they wrote too unless ``keep_replies``.
 
     Takes effect at once: deliveries not yet handed to a provider are cancelled in the same
     transaction. Returns how many queued deliveries were cancelled.
@@ -222,6 +224,10 @@ async def opt_out(
         deliveries.c.subscriber_id.in_(subscriber_ids),
         deliveries.c.state == DeliveryState.QUEUED.value,
     )
+    if keep_replies:
+        # The confirmation of this very opt-out is a reply, and a replayed STOP must not
+        # cancel it.
+        pending = pending.where(deliveries.c.kind != "reply")
     if channels is not None:
         choice = choice.where(subscriber_channels.c.channel.in_(channels))
         pending = pending.where(deliveries.c.channel.in_(channels))
@@ -294,7 +300,9 @@ async def erase(
     # Operator replies to the number from before it subscribed carry no subscriber id.
     replies = sa.select(inbox_replies.c.delivery_id).where(inbox_replies.c.thread_id.in_(threads))
 
-    cancelled = await opt_out(conn, subscriber_ids=[subscriber_id], channels=None, now=now)
+    cancelled = await opt_out(
+        conn, subscriber_ids=[subscriber_id], channels=None, now=now, keep_replies=False
+    )
     stopped = await conn.execute(
         sa.update(deliveries)
         .where(deliveries.c.id.in_(replies), deliveries.c.state == DeliveryState.QUEUED.value)

@@ -96,6 +96,7 @@ class MemoryDirectory:
         channel: str,
         provider_message_id: str | None,
         handled: str,
+        announcement_id: int | None = None,
     ) -> bool:
         key = f"{channel}:{provider_message_id}"
         if provider_message_id is not None and key in self.inbox:

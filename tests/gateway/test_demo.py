@@ -77,6 +77,7 @@ def test_the_demo_broadcasts_to_every_channel_and_answers_the_terminal_phone(
         assert f"ASLI. Kode {code}" in _phone(data_dir, "sms", f"CEK {code}")
         assert _phone(data_dir, "ussd").startswith("CON ")
         assert "Selamat datang" in _phone(data_dir, "telegram", "/start 3171")
+        assert f"ASLI. Kode {code}" in _phone(data_dir, "whatsapp", f"CEK {code}")
     finally:
         demo.send_signal(signal.SIGINT)
         try:

@@ -121,6 +121,11 @@ JSON_VALUE = st.recursive(
                         "recipient_id",
                         "timestamp",
                         "errors",
+                        "messages",
+                        "contacts",
+                        "type",
+                        "body",
+                        "context",
                     ]
                 ),
                 st.text(max_size=8),
@@ -132,6 +137,46 @@ JSON_VALUE = st.recursive(
     max_leaves=20,
 )
 FORM_TYPE = "application/x-www-form-urlencoded"
+# A Cloud API envelope around citizens' messages whose fields are each plausible or odd.
+WA_MESSAGE = st.fixed_dictionaries(
+    {},
+    optional={
+        "from": st.one_of(st.sampled_from(["6281200000001", "999999999", "+62812"]), JSON_VALUE),
+        "id": st.one_of(st.sampled_from(["wamid.F1", "wamid.F2", "w" * 200]), JSON_VALUE),
+        "timestamp": st.one_of(st.just("1760000000"), JSON_VALUE),
+        "type": st.one_of(
+            st.sampled_from(["text", "button", "interactive", "image", "reaction", "Text!"]),
+            JSON_VALUE,
+        ),
+        "text": st.one_of(st.fixed_dictionaries({"body": VALUE}), JSON_VALUE),
+        "button": st.one_of(st.fixed_dictionaries({"text": VALUE}), JSON_VALUE),
+        "interactive": st.one_of(
+            st.fixed_dictionaries(
+                {"type": st.just("button_reply"), "button_reply": st.just({"title": "Ya"})}
+            ),
+            JSON_VALUE,
+        ),
+        "context": st.one_of(st.fixed_dictionaries({"id": VALUE}), JSON_VALUE),
+    },
+)
+WA_WEBHOOK = st.tuples(
+    st.lists(WA_MESSAGE, max_size=3),
+    st.one_of(st.just([{"profile": {"name": "Ani"}, "wa_id": "6281200000001"}]), JSON_VALUE),
+).map(
+    lambda t: json.dumps(
+        {
+            "object": "whatsapp_business_account",
+            "entry": [
+                {
+                    "id": "1",
+                    "changes": [
+                        {"field": "messages", "value": {"messages": t[0], "contacts": t[1]}}
+                    ],
+                }
+            ],
+        }
+    ).encode()
+)
 
 
 def _encode_form(fields: dict[str, str], how: str) -> bytes:
@@ -160,6 +205,7 @@ BODY = st.one_of(
         JSON_VALUE.map(lambda v: json.dumps(v).encode()),
         st.sampled_from(["application/json", FORM_TYPE, "text/plain"]),
     ),
+    st.tuples(WA_WEBHOOK, st.just("application/json")),
     st.tuples(
         st.binary(max_size=300),
         st.sampled_from(["application/json", FORM_TYPE, "multipart/form-data", "", "text/xml"]),
