@@ -194,7 +194,7 @@ async def sms_inbound(request: web.Request) -> web.Response:
     )
     if answer.keyword is None and phone is not None:
         # Also for a replayed message: filing is idempotent, and repairs a crash before it.
-        await _file_in_inbox(app, agency_id=directory.agency_id, phone=phone)
+        await file_in_inbox(app, agency_id=directory.agency_id, phone=phone)
     if answer.reply is not None and phone is not None:
         reply = SmsReply(
             agency_id=directory.agency_id,
@@ -211,8 +211,11 @@ async def sms_inbound(request: web.Request) -> web.Response:
     return _text("OK")
 
 
-async def _file_in_inbox(app: web.Application, *, agency_id: int, phone: PhoneNumber) -> None:
-    """File the sender's free-text messages in their inbox thread (``gateway.store.inbox``)."""
+async def file_in_inbox(
+    app: web.Application, *, agency_id: int, phone: PhoneNumber, channel: str = "sms"
+) -> None:
+    """File a sender's free-text messages (SMS, WhatsApp) in their inbox thread
+    (``gateway.store.inbox``); the thread answers on ``channel``."""
     vault = app[VAULT]
     index, *older = indexes = vault.blind_indexes(phone)
     async with app[ENGINE].begin() as conn:
@@ -231,7 +234,7 @@ async def _file_in_inbox(app: web.Application, *, agency_id: int, phone: PhoneNu
         await inbox.file_messages(
             conn,
             agency_id=agency_id,
-            channel="sms",
+            channel=channel,
             citizen=citizen,
             waiting=inbound_messages.c.phone_index.in_(indexes),
             now=app[CLOCK].now(),

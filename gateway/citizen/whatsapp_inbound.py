@@ -26,11 +26,9 @@ from channels.whatsapp import InboundMessage
 from gateway.appkeys import CLOCK, CONFIG, ENGINE, VAULT
 from gateway.citizen.directory import SqlCitizenDirectory
 from gateway.citizen.keywords import answer_sms
-from gateway.citizen.routes import SMS_REPLIES, SmsReply
-from gateway.db.schema import deliveries, inbound_messages
+from gateway.citizen.routes import SMS_REPLIES, SmsReply, file_in_inbox
+from gateway.db.schema import deliveries
 from gateway.personal import InvalidPhoneNumber, PhoneNumber, normalise
-from gateway.store import inbox
-from gateway.store.subscribers import find_by_phone
 
 log = logging.getLogger("warta.citizen")
 CHANNEL = "whatsapp"
@@ -121,7 +119,7 @@ async def _one(
     )
     if answer.keyword is None:
         # Also for a replayed message: filing is idempotent, and repairs a crash before it.
-        await _file(app, agency_id=directory.agency_id, phone=phone)
+        await file_in_inbox(app, agency_id=directory.agency_id, phone=phone, channel=CHANNEL)
         return
     if answer.reply is None:
         return
@@ -139,27 +137,3 @@ async def _one(
             channel=CHANNEL,
         )
     )
-
-
-async def _file(app: web.Application, *, agency_id: int, phone: PhoneNumber) -> None:
-    vault = app[VAULT]
-    index = vault.blind_index(phone)
-    async with app[ENGINE].begin() as conn:
-        subscriber_id = await find_by_phone(conn, agency_id=agency_id, phone_index=index)
-        citizen = inbox.Citizen(
-            key=inbox.phone_key(index)
-            if subscriber_id is None
-            else inbox.subscriber_key(subscriber_id),
-            subscriber_id=subscriber_id,
-            phone_masked=str(phone),
-            reply_ciphertext=vault.encrypt(phone),
-            aliases=() if subscriber_id is None else (inbox.phone_key(index),),
-        )
-        await inbox.file_messages(
-            conn,
-            agency_id=agency_id,
-            channel=CHANNEL,
-            citizen=citizen,
-            waiting=inbound_messages.c.phone_index == index,
-            now=app[CLOCK].now(),
-        )
