@@ -172,7 +172,9 @@ def create_app(
         ),
         replies=OutboxReplies(app),
     )
-    telegram_bot.install(app)
+    telegram_bot.install(
+        app, settings=telegram_bot.TelegramBotSettings(agency_slug=config.telegram.agency)
+    )
     public.install(app)
     dashboard.install(app)
     return app

@@ -87,6 +87,8 @@ class AfricasTalkingSection(_Section):
 
 class WhatsAppSection(_Section):
     phone_number_id: str | None = None
+    # The agency (slug) whose citizens write to this number; unset: the first agency.
+    agency: str | None = None
     template_name: str = "warta_announcement"
     template_languages: dict[str, str] = Field(default_factory=lambda: {"id": "id", "en": "en"})
     base_url: str = "https://graph.facebook.com"
@@ -105,6 +107,8 @@ class GraphSection(_Section):
 class TelegramSection(_Section):
     base_url: str = "https://api.telegram.org"
     bot_username: str | None = None
+    # The agency (slug) whose citizens the bot serves; unset: the first agency.
+    agency: str | None = None
     # The agency channels one announcement is posted to ("@name" or "-100…" ids).
     channels: list[str] = Field(default_factory=list)
     request_timeout_s: float = Field(default=10.0, gt=0)

@@ -77,7 +77,7 @@ async def receive(app: web.Application, people: Sequence[_Sender]) -> None:
     if not people:
         return
     directory = await SqlCitizenDirectory.for_agency(
-        app[ENGINE], vault=app[VAULT], clock=app[CLOCK], slug=None
+        app[ENGINE], vault=app[VAULT], clock=app[CLOCK], slug=app[CONFIG].whatsapp.agency
     )
     if directory is None:
         raise NoAgency("no agency is configured")

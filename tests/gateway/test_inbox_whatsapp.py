@@ -77,7 +77,12 @@ class Gateway:
 
 @asynccontextmanager
 async def gateway(
-    aiohttp_client: Any, database_url: str, keys: dict[str, str], tmp_path: Path
+    aiohttp_client: Any,
+    database_url: str,
+    keys: dict[str, str],
+    tmp_path: Path,
+    *,
+    agency: str | None = None,
 ) -> AsyncIterator[Gateway]:
     meta = MetaSimulator(
         SimulatorConfig(
@@ -103,6 +108,7 @@ async def gateway(
             "base_url": base_url,
             "template_name": TEMPLATE,
             "template_languages": {"id": "id"},
+            "agency": agency,
         },
         dispatch={"enabled": False},
     )
@@ -342,3 +348,14 @@ async def test_many_new_senders_each_get_a_thread(gw: Gateway) -> None:
     listed = await gw.threads()
     assert sorted(t["phone"] for t in listed) == sorted(mask(s) for s in senders)
     assert {t["messages_in"] for t in listed} == {1}
+
+
+async def test_the_number_serves_the_configured_agency(
+    aiohttp_client: Any, database_url: str, keys: dict[str, str], tmp_path: Path
+) -> None:
+    async with gateway(aiohttp_client, database_url, keys, tmp_path, agency="beta") as gw:
+        await gw.says(BUDI, "Halo dari Bandung")
+        beta = await gw.world.call("GET", INBOX, role=Role.OPERATOR, agency=1)
+        alpha = await gw.world.call("GET", INBOX, role=Role.OPERATOR, agency=0)
+        assert [t["messages_in"] for t in beta.body["items"]] == [1]
+        assert alpha.body["items"] == []
