@@ -401,6 +401,9 @@ class Dispatcher:
             wait = bucket.take(len(request))
             if wait > 0:
                 await asyncio.sleep(wait)
+        held = await self._wait_out_pause(channel.name)
+        if held is not None:
+            return held
         try:
             return await channel.send(request)
         except Throttled as exc:
@@ -409,6 +412,25 @@ class Dispatcher:
             return exc
         except ChannelError as exc:
             return exc
+
+    async def _wait_out_pause(self, channel_name: str) -> Throttled | None:
+        """Hold a request while its channel is paused by a 429 that another request met.
+
+        Workers claim before they wait for the rate, so a request claimed before the 429 may
+        come up during the provider's ``Retry-After``: it waits until the pause ends. A pause
+        longer than half the lease would outlive the claim (maintenance would queue the batch
+        again and it could go out twice), so then the request is handed back as throttled.
+        """
+        loop = asyncio.get_running_loop()
+        budget = self.config.dispatch.lease_seconds / 2
+        left = self._paused_until.get(channel_name, 0.0) - loop.time()
+        while left > 0:
+            if left > budget:
+                return Throttled("channel paused after HTTP 429", retry_after=left)
+            await asyncio.sleep(left)
+            # Another 429 while waiting moves the end of the pause.
+            left = self._paused_until.get(channel_name, 0.0) - loop.time()
+        return None
 
     def _outcome(self, result: SendResult, attempts: int) -> claims.Outcome:
         if result.error is not None:
