@@ -11,7 +11,10 @@ arrival time and recipients, what each accepted per recipient) and from the data
   or failed with the right reason; the provider saw each recipient exactly as often as the
   database counts attempts, never more than ``max_attempts``; retries waited at least the
   configured backoff; duplicates only where the provider sent and the answer was lost.
-- 429 with ``Retry-After``: no SMS request reaches the provider before it runs out.
+- 429 with ``Retry-After``: no SMS request reaches the provider before it runs out; a batch
+  claimed before the 429 waits, or goes back to the queue if the pause would outlive its lease.
+- A provider hanging past the client's timeout: every Telegram message of the announcement
+  goes out while SMS has reached nobody.
 - An outage (the port refuses connections): nothing lost, nothing sent twice, Telegram
   finishes before SMS comes back; with too few attempts left the deliveries fail, saying why.
 """
@@ -76,6 +79,14 @@ class Gateway:
             http.post(base + CONTROL_PATH, json=fault) as answer,
         ):
             assert answer.status == 201, await answer.text()
+
+    async def clear_faults(self, provider: str) -> None:
+        base = self.sms_url if provider == "sms" else self.telegram_url
+        async with (
+            aiohttp.ClientSession() as http,
+            http.delete(base + CONTROL_PATH) as answer,
+        ):
+            assert answer.status == 200, await answer.text()
 
     async def rows(self, announcement_id: int) -> list[dict[str, Any]]:
         async with self.world.engine.connect() as conn:
@@ -389,6 +400,37 @@ async def test_attempts_that_run_out_in_an_outage_end_failed_saying_why(
     ) == {("sms", "failed", "connection", "connection error", 3): len(phones)}
     assert gw.sms.sent_count.total() == 0
     assert Counter(r["state"] for r in rows if r["channel"] == "telegram") == {"sent": len(phones)}
+
+
+async def test_a_hanging_provider_does_not_hold_up_the_other_channel(
+    database_url: str, aiohttp_client: Any, keys: dict[str, str]
+) -> None:
+    phones = numbers(30)
+    async with gateway(aiohttp_client, database_url, keys, max_attempts=20) as gw:
+        await subscribe_everyone(gw.world, phones)
+        # Every SMS request hangs past the client's timeout until the faults are cleared.
+        await gw.fault("sms", kind="hang", seconds=CLIENT_TIMEOUT_S * 2, count=10_000)
+        approved = await broadcast(gw.world, channels=["sms", "telegram"])
+
+        def telegram_done(counts: dict[str, int], body: dict[str, Any]) -> bool:
+            per_channel = {c["channel"]: c["counts"] for c in body["stats"]}
+            return per_channel.get("telegram", {}).get("sent", 0) == len(phones)
+
+        await wait_for(gw.world, approved["id"], telegram_done, timeout=60)
+        # By order of events: every Telegram message went out while SMS was hanging and had
+        # reached nobody.
+        assert gw.sms.faults.met["hang"] >= 1
+        assert gw.sms.sent_count.total() == 0
+        await gw.clear_faults("sms")
+        await settle(gw, approved["id"], timeout=60)
+        rows = await gw.rows(approved["id"])
+
+    assert Counter((r["channel"], r["state"]) for r in rows) == {
+        ("sms", "delivered"): len(phones),
+        ("telegram", "sent"): len(phones),
+    }
+    assert gw.sms.sent_count.duplicates() == {}
+    assert gw.telegram.sent_count == Counter(chat_of(n) for n in range(1, len(phones) + 1))
 
 
 @pytest.mark.slow
