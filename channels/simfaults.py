@@ -250,6 +250,7 @@ def _reset(request: web.Request) -> web.StreamResponse:
             # Linger 0: close() sends RST instead of FIN, as a crashed load balancer would.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         transport.abort()
+    # What aiohttp sees when a client goes away mid-request: it drops the connection quietly.
     raise asyncio.CancelledError
 
 
