@@ -61,30 +61,45 @@ class Fault:
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
-            raise ValueError(f"kind must be one of {sorted(FAULT_KINDS)}")
+            raise FaultInvalid("kind", f"kind must be one of {', '.join(sorted(FAULT_KINDS))}")
         if self.count < 1:
-            raise ValueError("count must be at least 1")
+            raise FaultInvalid("count", "count must be at least 1")
         if not 400 <= self.status <= 599:
-            raise ValueError("status must be an HTTP error status")
+            raise FaultInvalid("status", "status must be an HTTP error status (400-599)")
         if self.seconds < 0 or (self.kind in ("throttle", "down") and self.seconds <= 0):
-            raise ValueError("seconds must be positive")
+            raise FaultInvalid("seconds", "seconds must be positive")
 
     @classmethod
     def from_json(cls, body: Any) -> Fault:
+        """The fault a control request asks for.
+
+        Raises:
+            FaultInvalid: naming the field that is missing, unknown or out of range.
+        """
         if not isinstance(body, dict):
-            raise ValueError("the body must be a JSON object")
-        unknown = set(body) - {"kind", "count", "status", "seconds"}
+            raise FaultInvalid(None, "the body must be a JSON object")
+        unknown = sorted(set(body) - {"kind", "count", "status", "seconds"})
         if unknown:
-            raise ValueError(f"unknown field {sorted(unknown)[0]!r}")
-        try:
-            return cls(
-                kind=body.get("kind", ""),
-                count=int(body.get("count", 1)),
-                status=int(body.get("status", 503)),
-                seconds=float(body.get("seconds", 0.0)),
-            )
-        except (TypeError, ValueError) as exc:
-            raise ValueError(str(exc)) from None
+            raise FaultInvalid(str(unknown[0]), f"unknown field {unknown[0]!r}")
+        values: dict[str, Any] = {"kind": body.get("kind", "")}
+        for name, convert, default in (("count", int, 1), ("status", int, 503)):
+            value = body.get(name, default)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise FaultInvalid(name, f"{name} must be an integer")
+            values[name] = convert(value)
+        seconds = body.get("seconds", 0.0)
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+            raise FaultInvalid("seconds", "seconds must be a number")
+        return cls(**values, seconds=float(seconds))
+
+
+class FaultInvalid(ValueError):
+    """A fault that cannot be scheduled; ``field`` names the culprit (None: the whole body)."""
+
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,8 +238,10 @@ class FaultSchedule:
     async def _handle_add(self, request: web.Request) -> web.StreamResponse:
         try:
             fault = Fault.from_json(await request.json())
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
+        except FaultInvalid as exc:
+            return _invalid(exc.field, exc.message)
+        except ValueError:
+            return _invalid(None, "the body must be JSON")
         await self.add(fault)
         return web.json_response({"pending": len(self.pending)}, status=201)
 
@@ -239,6 +256,12 @@ class FaultSchedule:
     async def _handle_clear(self, _request: web.Request) -> web.StreamResponse:
         self.clear()
         return web.json_response({"pending": 0})
+
+
+def _invalid(field: str | None, message: str) -> web.Response:
+    # The gateway API's error shape, so one client can read both.
+    error = {"code": "invalid", "message": message, "field": field}
+    return web.json_response({"error": error}, status=400)
 
 
 def _reset(request: web.Request) -> web.StreamResponse:
