@@ -21,6 +21,8 @@ What it received, for tests and benchmarks:
   but stored as integers (~70 bytes per distinct number, so a million numbers fit in ~70 MB);
   ``sent_count.duplicates()`` names numbers that were sent more than once.
 - ``requests_total``, ``recipients_total`` and the delivery report counters.
+- ``faults``: the fault schedule (``channels.simfaults``: 5xx bursts, 429s, resets, hangs, an
+  outage, on demand at ``/simulator/faults``) and its ``arrivals``, every send request's time.
 
 Nothing here logs a phone number or a key.
 """
@@ -53,6 +55,7 @@ from channels.africastalking.simconfig import (
     count_segments,
     split_report_outcome,
 )
+from channels.simfaults import FaultSchedule
 
 __all__ = [
     "AfricasTalkingSimulator",
@@ -165,8 +168,16 @@ class AfricasTalkingSimulator:
         self._reports: asyncio.Queue[tuple[float, dict[str, str]]] | None = None
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
-        self.app = web.Application(client_max_size=32 * 1024 * 1024)
+        self.faults = FaultSchedule(
+            is_send=lambda request: request.path == MESSAGING_PATH,
+            recipients=_recipients_of,
+            throttled=_throttled,
+        )
+        self.app = web.Application(
+            client_max_size=32 * 1024 * 1024, middlewares=[self.faults.middleware]
+        )
         self.app.router.add_post(MESSAGING_PATH, self._handle_send)
+        self.faults.add_routes(self.app)
         self.app.router.add_get(PHONE_PATH, self._handle_phone)
         self.app.cleanup_ctx.append(self._report_workers)
         self.app.on_shutdown.append(self._release_hanging)
@@ -185,12 +196,14 @@ class AfricasTalkingSimulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
+        self.faults.bind(self._runner)
         bound_host, bound_port = self._runner.addresses[0][:2]
         return f"http://{bound_host}:{bound_port}"
 
     async def stop(self) -> None:
         """Release hanging requests, stop reporting and close the port."""
         self._closing.set()
+        await self.faults.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -322,8 +335,7 @@ class AfricasTalkingSimulator:
             request_outcome = _draw(config.request_failure_shares, self._rng)
         if request_outcome == "throttled":
             self._record(fields, recipients, 429)
-            headers = {"Retry-After": str(config.retry_after_seconds)}
-            return web.Response(status=429, text="Too Many Requests", headers=headers)
+            return _throttled(config.retry_after_seconds)
         if request_outcome == "server_error":
             self._record(fields, recipients, 500)
             return web.Response(status=500, text="Internal Server Error")
@@ -399,6 +411,16 @@ class AfricasTalkingSimulator:
         if reason is not None:
             report["failureReason"] = reason
         self._reports.put_nowait((due, report))
+
+
+async def _recipients_of(request: web.Request) -> tuple[str, ...]:
+    form = await request.post()  # aiohttp keeps the parsed form for the handler
+    return tuple(part.strip() for part in str(form.get("to", "")).split(",") if part.strip())
+
+
+def _throttled(retry_after: int) -> web.Response:
+    headers = {"Retry-After": str(retry_after)}
+    return web.Response(status=429, text="Too Many Requests", headers=headers)
 
 
 async def serve_forever(host: str, port: int, config: SimulatorConfig) -> None:

@@ -16,7 +16,9 @@ Citizens' side: ``deliver(update)`` POSTs an update to the webhook set with ``se
 What it received, for tests and benchmarks: ``received`` (the last ``max_records`` requests,
 with monotonic arrival times), ``sent_count`` (accepted messages per chat id, never bounded),
 ``requests_total``, ``throttled_total`` (429 answers) and ``rate_limited_total`` (the 429s
-the enforced flood limits caused). Nothing here logs a token, a chat id or a text.
+the enforced flood limits caused). ``faults`` is the fault schedule (``channels.simfaults``:
+5xx bursts, 429s, resets, hangs, an outage, on demand at ``/simulator/faults``) with
+``arrivals``, every ``sendMessage``'s time and chat. Nothing here logs a token, a chat id or a text.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from channels.simfaults import FaultSchedule
 from channels.telegram.simconfig import (
     ERRORS,
     REQUEST_OUTCOMES,
@@ -109,8 +112,14 @@ class TelegramSimulator:
             "first_name": self.config.bot_first_name,
             "username": self.config.bot_username,
         }
-        self.app = web.Application()
+        self.faults = FaultSchedule(
+            is_send=lambda request: request.match_info.get("method", "").lower() == "sendmessage",
+            recipients=self._chat_of,
+            throttled=self._throttled,
+        )
+        self.app = web.Application(middlewares=[self.faults.middleware])
         self.app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        self.faults.add_routes(self.app)
         # Not Telegram's: the simulator's own handset, for ``warta phone telegram``.
         self.app.router.add_post("/simulator/chats/{chat_id}/say", self._handle_say)
         self.app.router.add_get("/simulator/chats/{chat_id}/messages", self._handle_messages)
@@ -162,12 +171,14 @@ class TelegramSimulator:
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
+        self.faults.bind(self._runner)
         bound_host, bound_port = self._runner.addresses[0][:2]
         return f"http://{bound_host}:{bound_port}"
 
     async def stop(self) -> None:
         """Release hanging requests and close the port."""
         self._closing.set()
+        await self.faults.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -211,7 +222,7 @@ class TelegramSimulator:
 
     async def _params(self, request: web.Request) -> dict[str, str] | None:
         params = {key: value for key, value in request.query.items()}
-        if request.method != "POST" or not request.can_read_body:
+        if request.method != "POST" or not request.body_exists:
             return params
         if request.content_type == "application/json":
             try:
@@ -361,6 +372,11 @@ class TelegramSimulator:
             return canned
         drawn = draw(self.config.request_failure_shares, self._rng)
         return drawn or draw(self.config.recipient_failure_shares, self._rng) or "ok"
+
+    async def _chat_of(self, request: web.Request) -> tuple[str, ...]:
+        params = await self._params(request)  # aiohttp keeps the body for the handler
+        chat = (params or {}).get("chat_id")
+        return (chat,) if chat else ()
 
     def _throttled(self, wait: float) -> web.Response:
         self.throttled_total += 1

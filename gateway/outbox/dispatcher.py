@@ -412,14 +412,13 @@ class Dispatcher:
             wait = bucket.take(len(request))
             if wait > 0:
                 await asyncio.sleep(wait)
+        held = await self._wait_out_pause(channel.name)
+        if held is not None:
+            return held
         if pacer is not None:
             await pacer.acquire(len(request))
         loop = asyncio.get_running_loop()
         try:
-            # A 429 seen by another request while this one waited pauses it too.
-            paused = self._paused_until.get(channel.name, 0.0) - loop.time()
-            if paused > 0:
-                await asyncio.sleep(paused)
             return await channel.send(request)
         except Throttled as exc:
             pause = exc.retry_after or 1.0
@@ -432,6 +431,25 @@ class Dispatcher:
         finally:
             if pacer is not None:
                 pacer.release(len(request))
+
+    async def _wait_out_pause(self, channel_name: str) -> Throttled | None:
+        """Hold a request while its channel is paused by a 429 that another request met.
+
+        Workers claim before they wait for the rate, so a request claimed before the 429 may
+        come up during the provider's ``Retry-After``: it waits until the pause ends. A pause
+        longer than half the lease hands the request back as throttled instead (queued again
+        for after the pause) rather than hold a worker and its batch that long.
+        """
+        loop = asyncio.get_running_loop()
+        budget = self.config.dispatch.lease_seconds / 2
+        left = self._paused_until.get(channel_name, 0.0) - loop.time()
+        while left > 0:
+            if left > budget:
+                return Throttled("channel paused after HTTP 429", retry_after=left)
+            await asyncio.sleep(left)
+            # Another 429 while waiting moves the end of the pause.
+            left = self._paused_until.get(channel_name, 0.0) - loop.time()
+        return None
 
     def _outcome(self, result: SendResult, attempts: int) -> claims.Outcome:
         if result.error is not None:
