@@ -73,3 +73,4 @@ def install(app: web.Application) -> None:
     router.add_get(PREFIX + "/subscribers", op.subscribers_page)
     router.add_post(PREFIX + "/subscribers/search", op.search)
     router.add_get(PREFIX + "/stats", op.stats)
+    router.add_get(PREFIX + "/stats.csv", op.stats_csv)

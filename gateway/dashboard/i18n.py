@@ -165,6 +165,17 @@ TEXT: dict[str, tuple[str, str]] = {
     # stats
     "window": ("Rentang", "Window"),
     "days": ("hari", "days"),
+    "period": ("Periode", "Period"),
+    "period_from": ("Dari tanggal", "From"),
+    "period_to": ("Sampai tanggal", "To"),
+    "show": ("Tampilkan", "Show"),
+    "period_hint": (
+        "Tanggal menurut zona waktu instansi ({tz}); kedua hari ikut dihitung.",
+        "Days in the agency's time zone ({tz}); both days are included.",
+    ),
+    "export_stats_csv": ("Unduh statistik (CSV)", "Download statistics (CSV)"),
+    "reach_total": ("Warga terjangkau (semua kanal)", "Citizens reached (all channels)"),
+    "reach": ("Warga terjangkau", "Citizens reached"),
     "deliveries": ("Pengiriman", "Deliveries"),
     "threads_opened": ("Percakapan dibuka", "Threads opened"),
     "threads_answered": ("Percakapan dijawab", "Threads answered"),

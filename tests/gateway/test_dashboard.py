@@ -14,8 +14,9 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -27,7 +28,7 @@ from gateway.db.schema import audit_events
 from gateway.domain import Role
 from gateway.store import users
 from tests.support.config import make_config
-from tests.support.sms import import_numbers, numbers, sms_world
+from tests.support.sms import broadcast, import_numbers, numbers, sms_world, wait_for
 from tests.support.world import AGENCY_SLUGS, World
 
 PASSWORD = "correct horse battery staple"
@@ -562,3 +563,65 @@ async def test_cli_users_add_reads_the_password_from_stdin(
     async with world.app[ENGINE].connect() as conn:
         actions = (await conn.execute(sa.select(audit_events.c.action))).scalars().all()
     assert "user.create" in actions
+
+
+async def test_stats_over_a_chosen_period_and_its_csv(
+    aiohttp_client: Any, database_url: str, keys: dict[str, str], browsers: Any
+) -> None:
+    async with sms_world(aiohttp_client, make_config, database_url, keys) as (world, _sim):
+        await import_numbers(world, numbers(3, start=5560001), area_code="31.71")
+        await import_numbers(world, numbers(2, start=5570001), area_code="32.73")
+        sent = await broadcast(world)
+        await wait_for(world, sent["id"], lambda counts, _b: counts.get("delivered", 0) == 5)
+        operator = browsers(world)
+        await operator.login(await add_user(world, Role.OPERATOR))
+        today = world.app[CLOCK].now().astimezone(ZoneInfo("Asia/Jakarta")).date().isoformat()
+
+        # The default week: the form shows its first and last day.
+        week = await operator.get("/dashboard/stats")
+        assert week.status == 200
+        assert f'id="to" name="to" value="{today}"' in week.text
+        page = await operator.get(f"/dashboard/stats?from={today}&to={today}")
+        assert page.status == 200
+        assert re.search(r'data-state="delivered">5<', page.text)
+        assert '<strong id="reach">5</strong>' in page.text
+        by_area = re.findall(
+            r'<th scope="row">([\d.]+)</th><td class="num">(\d+)</td><td class="num">(\d+)</td>'
+            r'<td class="num" data-reach>(\d+)</td>',
+            page.text,
+        )
+        assert by_area == [("31.71", "3", "3", "3"), ("32.73", "2", "2", "2")]
+        link = re.search(r'href="(/dashboard/stats\.csv\?[^"]+)"', page.text)
+        assert link is not None
+        async with operator.session.get(operator.url(link.group(1).replace("&amp;", "&"))) as got:
+            assert got.status == 200
+            assert got.headers["Content-Type"].startswith("text/csv")
+            assert f"warta-stats-{today}-{today}.csv" in got.headers["Content-Disposition"]
+            rows = list(csv.DictReader(io.StringIO(await got.text())))
+        assert {(r["breakdown"], r["channel"], r["state"], r["deliveries"]) for r in rows} >= {
+            ("channel_state", "sms", "delivered", "5")
+        }
+        assert [
+            (r["area"], r["deliveries"], r["reach"]) for r in rows if r["breakdown"] == "area"
+        ] == [
+            ("31.71", "3", "3"),
+            ("32.73", "2", "2"),
+        ]
+        assert [r["reach"] for r in rows if r["breakdown"] == "total"] == ["5"]
+
+        yesterday = (date.fromisoformat(today) - timedelta(days=1)).isoformat()
+        empty = await operator.get(f"/dashboard/stats?from={yesterday}&to={yesterday}")
+        assert '<strong id="reach">0</strong>' in empty.text
+        bad = await operator.get(f"/dashboard/stats?from={today}&to={yesterday}")
+        assert bad.status == 422
+        assert 'name="to" value="' in bad.text and 'aria-invalid="true"' in bad.text
+        assert "to: must not be before from" in bad.text
+        async with operator.session.get(
+            operator.url("/dashboard/stats.csv?from=2026-02-30")
+        ) as got:
+            assert got.status == 422
+        # Another agency's operator sees none of it.
+        other = browsers(world)
+        await other.login(await add_user(world, Role.OPERATOR, agency=1), agency=1)
+        theirs = await other.get(f"/dashboard/stats?from={today}&to={today}")
+        assert '<strong id="reach">0</strong>' in theirs.text
