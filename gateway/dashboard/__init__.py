@@ -12,6 +12,7 @@ from aiohttp import web
 from gateway.appkeys import CONFIG
 from gateway.dashboard import announcement_views as a
 from gateway.dashboard import auth_views as auth
+from gateway.dashboard import compose_views as c
 from gateway.dashboard import operator_views as op
 from gateway.dashboard.sessions import SessionKeeper
 from gateway.dashboard.web import (
@@ -74,3 +75,8 @@ def install(app: web.Application) -> None:
     router.add_post(PREFIX + "/subscribers/search", op.search)
     router.add_get(PREFIX + "/stats", op.stats)
     router.add_get(PREFIX + "/stats.csv", op.stats_csv)
+    router.add_get(PREFIX + "/announcements/{id}/edit", c.edit_form)
+    # Before "/announcements/{id}", which would take "preview" for an id.
+    router.add_post(PREFIX + "/announcements/preview", c.live_preview)
+    router.add_post(PREFIX + "/announcements/{id}", c.update)
+    router.add_get(PREFIX + "/static/live-preview.js", c.live_preview_script)
