@@ -253,6 +253,13 @@ async def update(ctx: Ctx) -> web.StreamResponse:
 FRAGMENT_HEADER = "X-Warta-Fragment"
 
 
+def _fragment(response: web.Response) -> web.Response:
+    """Mark a block for the script, which shows nothing else (a login page after the session
+    ended, say, is not a preview)."""
+    response.headers[FRAGMENT_HEADER] = "1"
+    return response
+
+
 @page(api=api_deliveries.preview_draft)
 async def live_preview(ctx: Ctx) -> web.StreamResponse:
     """The preview of the compose form as it is, saving nothing.
@@ -285,7 +292,9 @@ async def live_preview(ctx: Ctx) -> web.StreamResponse:
         if exc.status == 404:
             raise
         if fragment:
-            return ctx.render("_live_preview.html", status=exc.status, preview=None, error=exc)
+            return _fragment(
+                ctx.render("_live_preview.html", status=exc.status, preview=None, error=exc)
+            )
         return _compose_page(
             ctx,
             zone=zone,
@@ -295,7 +304,7 @@ async def live_preview(ctx: Ctx) -> web.StreamResponse:
             editing=editing,
         )
     if fragment:
-        return ctx.render("_live_preview.html", preview=result, error=None)
+        return _fragment(ctx.render("_live_preview.html", preview=result, error=None))
     return _compose_page(
         ctx, zone=zone, values=_submitted_values(ctx), editing=editing, preview=result
     )

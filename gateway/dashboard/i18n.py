@@ -92,6 +92,10 @@ TEXT: dict[str, tuple[str, str]] = {
         "the real one is given when you save.",
     ),
     "preview_waits": ("Pratinjau menunggu", "The preview waits"),
+    "preview_unavailable": (
+        "Pratinjau tidak tersedia (sesi berakhir?). Muat ulang halaman.",
+        "The preview is unavailable (did the session end?). Reload the page.",
+    ),
     "keep_gsm7": (
         "Ganti huruf khusus agar SMS tetap GSM-7 (lebih murah)",
         "Replace special letters so SMS stays GSM-7 (cheaper)",

@@ -666,6 +666,7 @@ async def test_live_preview_renders_the_form_without_saving_it(world: World, bro
     )
     assert live.status == 200, live.text
     assert "<html" not in live.text  # a block for the page, not a page
+    assert live.headers["X-Warta-Fragment"] == "1"  # the script shows nothing else
     assert live.text.count("Semua fakta ada") == 2
     shown = _metrics(live.text)
     assert [(m[0], m[3]) for m in shown] == [("sms · id", "0"), ("sms · en", "1")]
@@ -684,6 +685,7 @@ async def test_live_preview_renders_the_form_without_saving_it(world: World, bro
     page = await author.post("/dashboard/announcements/preview", both, csrf=csrf)
     assert page.status == 200
     assert 'value="Road closed"' in page.text and "<form" in page.text
+    assert "X-Warta-Fragment" not in page.headers
     assert _metrics(page.text) == shown
     # CSRF applies; an approver may not compose, so may not preview either.
     forged = await author.post(

@@ -32,11 +32,18 @@
       body: new URLSearchParams(new FormData(form)),
       signal: inFlight ? inFlight.signal : undefined
     })
-      .then(function (response) { return response.text(); })
+      .then(function (response) {
+        var isBlock = response.headers.get("X-Warta-Fragment") === "1";
+        return response.text().then(function (html) { return isBlock ? html : null; });
+      })
       .then(function (html) {
-        if (mine === latest) {
+        if (mine !== latest) { return; }
+        target.removeAttribute("aria-busy");
+        if (html !== null) {
           target.innerHTML = html;
-          target.removeAttribute("aria-busy");
+        } else {
+          /* Not a preview (the session ended?): the form still saves as usual. */
+          target.textContent = target.getAttribute("data-unavailable") || "";
         }
       })
       .catch(function (error) {
