@@ -35,7 +35,8 @@ def _start_of(day: date, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=zone)
 
 
-def _zone(name: str | None) -> ZoneInfo:
+def zone_of(name: str | None) -> ZoneInfo:
+    """The agency's time zone (Asia/Jakarta when unset or unknown)."""
     try:
         return ZoneInfo(name or "Asia/Jakarta")
     except (ValueError, ZoneInfoNotFoundError):
@@ -92,7 +93,7 @@ async def get_stats(
                 sa.select(agencies.c.slug, agencies.c.timezone).where(agencies.c.id == agency)
             )
         ).one()
-    zone = _zone(zone_name)
+    zone = zone_of(zone_name)
     since, until = window_of(query, now=request.app[CLOCK].now(), zone=zone)
     async with reading(engine) as conn:
         counts = await inbox.delivery_counts(conn, agency_id=agency, since=since, until=until)

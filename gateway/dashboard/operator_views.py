@@ -7,7 +7,6 @@ import csv
 import io
 from datetime import timedelta
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from aiohttp import web
@@ -22,7 +21,7 @@ from gateway.api.routing import path_id
 from gateway.appkeys import CLOCK, ENGINE
 from gateway.dashboard.web import PREFIX, SECURITY_HEADERS, Ctx, page, redirect
 from gateway.db.engine import reading
-from gateway.db.schema import subscriber_channels, subscribers
+from gateway.db.schema import agencies, subscriber_channels, subscribers
 from gateway.domain import DeliveryState
 from gateway.store import inbox as inbox_store
 
@@ -145,16 +144,21 @@ async def search(ctx: Ctx) -> web.StreamResponse:
     return ctx.render("subscribers.html", counts=counts, found=found.items)
 
 
-def _stats_query(ctx: Ctx) -> tuple[models.StatsQuery, str, str]:
-    """The period asked for (``from``/``to`` dates, or ``days`` back from today), and the
-    dates to show in the form. Raises a 422 ``ApiError`` naming the field."""
+async def _stats_query(ctx: Ctx) -> tuple[models.StatsQuery, str, str]:
+    """The period asked for: ``from``/``to`` dates, or the last ``days`` whole days up to
+    today (in the agency's time zone), and the dates to show in the form and the CSV link.
+    Raises a 422 ``ApiError`` naming the field."""
     query = ctx.request.query
     start, end = query.get("from", "").strip(), query.get("to", "").strip()
     if not start and not end:
         raw = query.get("days", "7")
         days = int(raw) if raw.isascii() and raw.isdigit() and int(raw) in WINDOWS else 7
-        until = ctx.request.app[CLOCK].now()
-        return models.StatsQuery(since=until - timedelta(days=days), until=until), "", ""
+        async with reading(ctx.request.app[ENGINE]) as conn:
+            zone = await conn.scalar(
+                sa.select(agencies.c.timezone).where(agencies.c.id == ctx.principal.agency_id)
+            )
+        today = ctx.request.app[CLOCK].now().astimezone(api_stats.zone_of(zone)).date()
+        start, end = (today - timedelta(days=days - 1)).isoformat(), today.isoformat()
     given = {"from": start or None, "to": end or None}
     try:
         return models.StatsQuery.model_validate(given), start, end
@@ -164,7 +168,7 @@ def _stats_query(ctx: Ctx) -> tuple[models.StatsQuery, str, str]:
 
 async def _stats(ctx: Ctx) -> tuple[models.StatsOut | None, str, str, ApiError | None]:
     try:
-        query, start, end = _stats_query(ctx)
+        query, start, end = await _stats_query(ctx)
         return await api_stats.get_stats(ctx.request, ctx.principal, query), start, end, None
     except ApiError as exc:
         if exc.status != 422:
@@ -175,12 +179,9 @@ async def _stats(ctx: Ctx) -> tuple[models.StatsOut | None, str, str, ApiError |
 @page(api=api_stats.get_stats)
 async def stats(ctx: Ctx) -> web.StreamResponse:
     result, start, end, error = await _stats(ctx)
-    if result is not None and not start:
-        zone = ZoneInfo(result.timezone)
-        start = result.since.astimezone(zone).date().isoformat()
-        end = (result.until - timedelta(microseconds=1)).astimezone(zone).date().isoformat()
-    raw = ctx.request.query.get("days", "")
-    days = int(raw) if raw.isascii() and raw.isdigit() else None
+    query = ctx.request.query
+    raw = query.get("days", "7")
+    days = int(raw) if raw.isascii() and raw.isdigit() and int(raw) in WINDOWS else 7
     return ctx.render(
         "stats.html",
         status=422 if error else 200,
@@ -188,7 +189,7 @@ async def stats(ctx: Ctx) -> web.StreamResponse:
         error=error,
         start=start,
         end=end,
-        days=days if "from" not in ctx.request.query else None,
+        days=None if "from" in query or "to" in query else days,
         windows=WINDOWS,
         csv_query=urlencode({"from": start, "to": end}) if start and end else "",
         states=list(DeliveryState),

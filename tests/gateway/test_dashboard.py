@@ -588,10 +588,15 @@ async def test_stats_over_a_chosen_period_and_its_csv(
         await operator.login(await add_user(world, Role.OPERATOR))
         today = world.app[CLOCK].now().astimezone(ZoneInfo("Asia/Jakarta")).date().isoformat()
 
-        # The default week: the form shows its first and last day.
+        # The default week: the last seven whole days, shown in the form and its CSV link.
         week = await operator.get("/dashboard/stats")
         assert week.status == 200
+        first = (date.fromisoformat(today) - timedelta(days=6)).isoformat()
+        assert f'id="from" name="from" value="{first}"' in week.text
         assert f'id="to" name="to" value="{today}"' in week.text
+        assert f"stats.csv?from={first}&amp;to={today}" in week.text
+        assert '<strong id="reach">5</strong>' in week.text
+        assert (await operator.get("/dashboard/stats?days=1")).text.count(f'value="{today}"') == 2
         page = await operator.get(f"/dashboard/stats?from={today}&to={today}")
         assert page.status == 200
         assert re.search(r'data-state="delivered">5<', page.text)
