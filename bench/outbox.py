@@ -77,7 +77,8 @@ async def bench_fanout(backend: str, n: int, secrets: dict[str, str], workdir: A
                     added = await fan_out(
                         conn, announcement=ann, now=common.now(),
                         segments_by_channel={"sms": {"id": 1}},
-                        tariff=Tariff(default=Decimal(350), per_region={"KE": Decimal(12)}),
+                        tariff=Tariff(currency="IDR", default=Decimal(350),
+                                      per_region={"KE": Decimal(12)}),
                     )  # fmt: skip
                     rows[label] = added["sms"]
                 else:

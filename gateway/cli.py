@@ -24,6 +24,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -118,6 +119,18 @@ def _parser() -> argparse.ArgumentParser:
         "--report-delay", type=float, default=1.0, help="seconds before a report (voice: answer)"
     )
     simulate.add_argument("--latency", type=float, default=0.0)
+    simulate.add_argument(
+        "--currency",
+        default=None,
+        help="africastalking/voice: the currency of reported costs (default KES, as the "
+        "sandbox); give your gateway's [pricing] currency to compare with its estimates",
+    )
+    simulate.add_argument(
+        "--price",
+        type=Decimal,
+        default=None,
+        help="africastalking: price per SMS segment; voice: price per minute",
+    )
     return parser
 
 
@@ -161,6 +174,16 @@ def stop_signal() -> asyncio.Event:
 SIMULATORS = ("africastalking", "voice", "telegram", "meta", "x", "mastodon")
 
 
+def _prices(args: argparse.Namespace, *, price_field: str) -> dict[str, Any]:
+    """The simulator's currency and price options that were given on the command line."""
+    given: dict[str, Any] = {}
+    if args.currency is not None:
+        given["currency"] = args.currency
+    if args.price is not None:
+        given[price_field] = args.price
+    return given
+
+
 async def _simulate(args: argparse.Namespace) -> None:
     """Run one provider simulator until Ctrl-C, with its default (test) credentials."""
     stop = stop_signal()
@@ -174,6 +197,7 @@ async def _simulate(args: argparse.Namespace) -> None:
                 delivery_report_url=args.report_url,
                 delivery_report_delay=args.report_delay,
                 seed=None,
+                **_prices(args, price_field="cost_per_segment"),
             )
         )
     elif args.provider == "voice":
@@ -186,6 +210,7 @@ async def _simulate(args: argparse.Namespace) -> None:
                 callback_url=args.report_url,
                 answer_delay=args.report_delay,
                 seed=None,
+                **_prices(args, price_field="price_per_minute"),
             )
         )
     elif args.provider == "telegram":

@@ -296,7 +296,8 @@ async def run_demo(
     keys = _secrets(data_dir)
     base_url = f"http://{host}:{port}"
     simulators = DemoSimulators()
-    await simulators.start(base_url, keys)
+    pricing = demo_config(data_dir, host=host, port=port, settings={}, keys=keys).pricing
+    await simulators.start(base_url, keys, pricing=pricing)
     config = demo_config(
         data_dir,
         host=host,

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from gateway.config import PricingConfig
+
 DEMO_TELEGRAM_CHANNEL = "@warta_demo"
 # The demo's Africa's Talking voice number (Jakarta); the voice simulator accepts only it.
 DEMO_VOICE_NUMBER = "+622150880000"
@@ -32,7 +34,13 @@ class DemoSimulators:
     voice: bool = False
     notes: list[str] = field(default_factory=list)
 
-    async def start(self, base_url: str, keys: dict[str, str]) -> None:
+    async def start(
+        self, base_url: str, keys: dict[str, str], *, pricing: PricingConfig | None = None
+    ) -> None:
+        """Start every simulator. Africa's Talking charges in the gateway's own currency and
+        tariff (``pricing``, the defaults when None), so the cost it reports can be read
+        against the gateway's estimate."""
+        pricing = pricing or PricingConfig()
         from channels.africastalking.simconfig import SimulatorConfig as AtConfig
         from channels.africastalking.simulator import AfricasTalkingSimulator
         from channels.africastalking.voice_sim import VoiceSimulator
@@ -55,7 +63,8 @@ class DemoSimulators:
                 delivery_report_url=callbacks["africastalking_sms_delivery"],
                 delivery_report_delay=(0.5, 3.0),
                 delivery_report_shares={"Failed:DeliveryFailure": 0.01, "AbsentSubscriber": 0.01},
-                currency="IDR",
+                currency=pricing.currency,
+                cost_per_segment=pricing.per_region.get("ID", pricing.default_per_segment),
                 seed=None,
             )
         )
@@ -81,7 +90,7 @@ class DemoSimulators:
                 latency=(0.02, 0.08),
                 answer_delay=(1.0, 4.0),
                 call_outcome_shares={"NO_ANSWER": 0.08, "USER_BUSY": 0.04},
-                currency="IDR",
+                currency=pricing.currency,
                 price_per_minute=Decimal("2500"),
                 seed=None,
             )

@@ -109,16 +109,8 @@ async def create_announcement(
             )
     except FieldError as exc:
         raise unprocessable(exc.message, exc.field) from None
-    values = body.model_dump(
-        mode="json", exclude={"send_at", "expires_at", "urgency", "recurrence"}
-    )
-    values.update(
-        agency_id=principal.agency_id,
-        urgency=body.urgency.value,
-        send_at=body.send_at,
-        expires_at=body.expires_at,
-        created_by=principal.token_id,
-    )
+    values = _stored_values(body)
+    values.update(agency_id=principal.agency_id, created_by=principal.token_id)
     engine = request.app[ENGINE]
     after: dict[str, Any] = {
         "title": body.title,
@@ -151,6 +143,64 @@ async def create_announcement(
         )
         row = await store.get_announcement(conn, new_id, agency_id=principal.agency_id)
         series = await series_of(conn, new_id) if body.recurrence is not None else None
+    return to_out(request, row, series=series)
+
+
+def _stored_values(body: models.AnnouncementIn) -> dict[str, Any]:
+    """The columns an announcement's content is stored in, from what the author wrote."""
+    values = body.model_dump(
+        mode="json", exclude={"send_at", "expires_at", "urgency", "recurrence"}
+    )
+    values.update(urgency=body.urgency.value, send_at=body.send_at, expires_at=body.expires_at)
+    return values
+
+
+_EDITED = ("title", "body", "language", "facts", "translations", "areas", "topics", "channels")
+_EDITED_SETTINGS = ("urgency", "send_at", "expires_at", "keep_gsm7")
+
+
+@routes.route(
+    "PUT",
+    "/announcements/{id}",
+    summary="Replace a draft's content (its author, while it is a draft: new or sent back by "
+    "an approver); submit it again afterwards",
+    roles=[Role.AUTHOR],
+    body=models.AnnouncementIn,
+    response=models.AnnouncementOut,
+    tags=TAGS,
+)
+async def update_announcement(
+    request: web.Request, principal: Principal, body: models.AnnouncementIn
+) -> models.AnnouncementOut:
+    """403 for anyone but its author (or an admin); 409 ``conflict`` once it is no longer a
+    draft. A recurrence is set when creating and cannot be given here (422). The audit event
+    ``announcement.update`` names the fields that changed."""
+    announcement_id = path_id(request)
+    now = request.app[CLOCK].now()
+    if body.recurrence is not None:
+        raise unprocessable("recurrence: set when creating; it cannot be edited", "recurrence")
+    try:
+        validate_send_window(send_at=body.send_at, expires_at=body.expires_at, now=now)
+    except FieldError as exc:
+        raise unprocessable(exc.message, exc.field) from None
+    values = _stored_values(body)
+    async with request.app[ENGINE].begin() as conn:
+        row = await store.get_announcement(conn, announcement_id, agency_id=principal.agency_id)
+        if row["created_by"] != principal.token_id and principal.role is not Role.ADMIN:
+            raise ApiError(403, "forbidden", "only its author may edit an announcement")
+        changed = [key for key in (*_EDITED, *_EDITED_SETTINGS) if row[key] != values[key]]
+        await store.replace_draft(conn, announcement_id, values=values, now=now)
+        await record(
+            conn,
+            principal=principal,
+            action="announcement.update",
+            subject=("announcement", announcement_id),
+            before={"status": row["status"], "title": row["title"]},
+            after={"status": row["status"], "title": body.title, "changed": changed},
+            now=now,
+        )
+        row = await store.get_announcement(conn, announcement_id, agency_id=principal.agency_id)
+        series = await series_of(conn, announcement_id)
     return to_out(request, row, series=series)
 
 

@@ -15,8 +15,10 @@ from gateway.api.announcements import TAGS, public_url
 from gateway.api.routing import ApiRoutes, path_id
 from gateway.appkeys import CONFIG, ENGINE, RENDERER
 from gateway.auth import Principal
+from gateway.codes import new_code
 from gateway.db.engine import reading
-from gateway.db.schema import deliveries, subscribers
+from gateway.db.schema import agencies, deliveries, subscribers
+from gateway.domain import Role
 from gateway.outbox.content import content_for, languages_of
 from gateway.outbox.fanout import count_audience
 from gateway.pricing import Tariff
@@ -176,6 +178,53 @@ async def preview(request: web.Request, principal: Principal) -> Preview:
     async with reading(request.app[ENGINE]) as conn:
         row = await get_announcement(conn, path_id(request), agency_id=principal.agency_id)
     return await build_preview(request, row)
+
+
+async def preview_unsaved(
+    request: web.Request,
+    principal: Principal,
+    body: models.AnnouncementIn,
+    *,
+    announcement_id: int = 0,
+    verification_code: str | None = None,
+) -> Preview:
+    """The preview of what ``body`` would be, without storing anything.
+
+    A new announcement has no verification code yet: the renditions carry a freshly drawn
+    one (same length and alphabet, so the characters and segments are what they will be);
+    an edited draft passes its own code and id (``announcement_id`` 0 means not saved yet).
+    """
+    async with reading(request.app[ENGINE]) as conn:
+        slug, name = (
+            await conn.execute(
+                sa.select(agencies.c.slug, agencies.c.name).where(
+                    agencies.c.id == principal.agency_id
+                )
+            )
+        ).one()
+    values = body.model_dump(mode="json", exclude={"recurrence"})
+    values.update(
+        id=announcement_id,
+        agency_id=principal.agency_id,
+        verification_code=verification_code or new_code(),
+    )
+    row = AnnouncementRow(values=values, agency_slug=str(slug), agency_name=str(name))
+    return await build_preview(request, row)
+
+
+@routes.post(
+    "/announcements/preview",
+    summary="Preview an announcement without saving it: renditions per channel and language, "
+    "recipients, SMS segments and estimated cost (the verification code shown is a sample)",
+    roles=[Role.AUTHOR],
+    body=models.AnnouncementIn,
+    response=Preview,
+    tags=TAGS,
+)
+async def preview_draft(
+    request: web.Request, principal: Principal, body: models.AnnouncementIn
+) -> Preview:
+    return await preview_unsaved(request, principal, body)
 
 
 @routes.get(

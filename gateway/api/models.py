@@ -3,7 +3,7 @@ document). Unknown fields are refused so a typo is an error, not a silently igno
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -376,9 +376,26 @@ class InboxReplyOut(BaseModel):
 class StatsQuery(Strict):
     since: AwareDatetime | None = Field(default=None, description="default: until - 7 days")
     until: AwareDatetime | None = Field(default=None, description="default: now")
+    from_: date | None = Field(
+        default=None,
+        alias="from",
+        description="first day of the period (ISO date, in the agency's time zone); "
+        "instead of since",
+    )
+    to: date | None = Field(
+        default=None,
+        description="last day of the period, included (ISO date, in the agency's time zone); "
+        "instead of until",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> StatsQuery:
+        if self.from_ is not None and self.since is not None:
+            raise invalid("from", "give either from or since")
+        if self.to is not None and self.until is not None:
+            raise invalid("to", "give either to or until")
+        if self.from_ is not None and self.to is not None and self.to < self.from_:
+            raise invalid("to", "must not be before from")
         if self.since is not None and self.until is not None and self.until <= self.since:
             raise invalid("until", "must be after since")
         return self
@@ -391,9 +408,19 @@ class InboxStats(BaseModel):
     response_seconds_p90: float | None
 
 
+class AreaStats(BaseModel):
+    area: str | None = Field(description="the subscriber's area code; null for social posts")
+    deliveries: int
+    delivered: int
+    reach: int = Field(description="distinct citizens with a delivered message")
+
+
 class StatsOut(BaseModel):
     agency: str
     since: datetime
     until: datetime
-    deliveries: list[CountsByState]
+    timezone: str = Field(description="the agency's time zone, in which from/to are days")
+    deliveries: list[CountsByState] = Field(description="per channel × state")
+    areas: list[AreaStats] = Field(description="per area, most deliveries first")
+    reach: int = Field(description="distinct citizens with a delivered message, all channels")
     inbox: InboxStats

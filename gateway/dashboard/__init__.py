@@ -13,6 +13,7 @@ from gateway.appkeys import CONFIG
 from gateway.attempts import AttemptLimit
 from gateway.dashboard import announcement_views as a
 from gateway.dashboard import auth_views as auth
+from gateway.dashboard import compose_views as c
 from gateway.dashboard import operator_views as op
 from gateway.dashboard import user_views
 from gateway.dashboard.sessions import SessionKeeper
@@ -76,4 +77,10 @@ def install(app: web.Application) -> None:
     router.add_get(PREFIX + "/subscribers", op.subscribers_page)
     router.add_post(PREFIX + "/subscribers/search", op.search)
     router.add_get(PREFIX + "/stats", op.stats)
+    router.add_get(PREFIX + "/stats.csv", op.stats_csv)
+    router.add_get(PREFIX + "/announcements/{id}/edit", c.edit_form)
+    # Before "/announcements/{id}", which would take "preview" for an id.
+    router.add_post(PREFIX + "/announcements/preview", c.live_preview)
+    router.add_post(PREFIX + "/announcements/{id}", c.update)
+    router.add_get(PREFIX + "/static/live-preview.js", c.live_preview_script)
     user_views.install(app)

@@ -1,5 +1,5 @@
-"""Announcements in the dashboard: list, compose, preview, submit, approve or reject, cancel,
-watch the broadcast, export its deliveries.
+"""Announcements in the dashboard: list, detail with preview, submit, approve or reject,
+cancel, watch the broadcast, export its deliveries (composing and editing: ``compose_views``).
 
 Every change goes through the API's own handler functions (``gateway.api.announcements``), so
 the facts-parity and length checks at submit, the budget check and the two-person rule at
@@ -10,26 +10,24 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from aiohttp import web
-from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.api import announcements as api
 from gateway.api import deliveries as api_deliveries
-from gateway.api import models
-from gateway.api.errors import ApiError, from_validation_error, unprocessable
+from gateway.api.errors import ApiError
 from gateway.api.routing import path_id
 from gateway.appkeys import CLOCK, CONFIG, ENGINE
+from gateway.dashboard.compose_views import compose as compose
+from gateway.dashboard.compose_views import compose_form as compose_form
 from gateway.dashboard.web import PREFIX, Ctx, page, redirect
 from gateway.db.engine import reading
-from gateway.db.schema import agencies, audit_events, deliveries, subscribers
-from gateway.domain import CHANNELS, AnnouncementStatus, DeliveryState
+from gateway.db.schema import announcements, audit_events, deliveries, subscribers
+from gateway.domain import AnnouncementStatus, DeliveryState, Role
 from gateway.store import announcements as store
 from gateway.store.audit import record
 
@@ -48,57 +46,6 @@ _IN_FLIGHT = (
     AnnouncementStatus.SENDING,
 )
 _BEFORE_SENDING = (AnnouncementStatus.DRAFT, AnnouncementStatus.PENDING_APPROVAL)
-
-
-async def _agency_timezone(ctx: Ctx) -> str:
-    async with reading(ctx.request.app[ENGINE]) as conn:
-        zone = await conn.scalar(
-            sa.select(agencies.c.timezone).where(agencies.c.id == ctx.principal.agency_id)
-        )
-    return str(zone or "Asia/Jakarta")
-
-
-def _local_time(value: str, zone: str, field: str) -> str | None:
-    """A ``datetime-local`` value in the agency's zone, as ISO 8601 with its offset."""
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value).replace(tzinfo=ZoneInfo(zone)).isoformat()
-    except (ValueError, ZoneInfoNotFoundError):
-        raise unprocessable(f"{field}: not a date and time", field) from None
-
-
-def _announcement_in(ctx: Ctx, zone: str) -> models.AnnouncementIn:
-    facts: dict[str, Any] = {}
-    for name in ("what", "where", "action", "link"):
-        if ctx.field(f"fact_{name}"):
-            facts[name] = ctx.field(f"fact_{name}")
-    when = _local_time(ctx.field("fact_when"), zone, "facts.when")
-    if when is not None:
-        facts["when"] = when
-    payload: dict[str, Any] = {
-        "title": ctx.field("title"),
-        "body": ctx.field("body"),
-        "language": ctx.field("language", "id"),
-        "facts": facts,
-        "areas": [a for a in re.split(r"[,\s]+", ctx.field("areas")) if a],
-        "channels": ctx.fields("channels"),
-        "urgency": ctx.field("urgency", "normal"),
-        "send_at": _local_time(ctx.field("send_at"), zone, "send_at"),
-        "expires_at": _local_time(ctx.field("expires_at"), zone, "expires_at"),
-        "keep_gsm7": ctx.field("keep_gsm7") == "on",
-    }
-    if ctx.field("tr_title"):
-        payload["translations"] = {
-            ctx.field("tr_language", "en"): {
-                "title": ctx.field("tr_title"),
-                "body": ctx.field("tr_body"),
-            }
-        }
-    try:
-        return models.AnnouncementIn.model_validate(payload)
-    except ValidationError as exc:
-        raise from_validation_error(exc) from None
 
 
 @page()
@@ -122,33 +69,6 @@ async def list_page(ctx: Ctx) -> web.StreamResponse:
         status_filter=raw_status if status else "",
         next_before=rows[-1]["id"] if len(rows) == 50 else None,
     )
-
-
-@page(api=api.create_announcement)
-async def compose_form(ctx: Ctx) -> web.StreamResponse:
-    return ctx.render(
-        "compose.html", values={}, error=None, channels=CHANNELS, zone=await _agency_timezone(ctx)
-    )
-
-
-@page(api=api.create_announcement)
-async def compose(ctx: Ctx) -> web.StreamResponse:
-    zone = await _agency_timezone(ctx)
-    try:
-        body = _announcement_in(ctx, zone)
-        created = await api.create_announcement(ctx.request, ctx.principal, body)
-    except ApiError as exc:
-        values: dict[str, Any] = {key: ctx.field(key) for key in ctx.form or {} if key != "csrf"}
-        values["channels"] = ctx.fields("channels")
-        return ctx.render(
-            "compose.html",
-            status=exc.status,
-            values=values,
-            error=exc,
-            channels=CHANNELS,
-            zone=zone,
-        )
-    return redirect(f"{PREFIX}/announcements/{created.id}")
 
 
 async def _reject_reason(ctx: Ctx, announcement_id: int) -> str | None:
@@ -175,12 +95,20 @@ async def _detail(ctx: Ctx, *, status: int = 200, error: str | None = None) -> w
     reason = None
     if announcement.status is AnnouncementStatus.DRAFT and announcement.submitted_at:
         reason = await _reject_reason(ctx, announcement.id)
+    editable = False
+    if announcement.status is AnnouncementStatus.DRAFT and ctx.can(api.update_announcement):
+        async with reading(ctx.request.app[ENGINE]) as conn:
+            author = await conn.scalar(
+                sa.select(announcements.c.created_by).where(announcements.c.id == announcement.id)
+            )
+        editable = author == ctx.principal.token_id or ctx.principal.role is Role.ADMIN
     return ctx.render(
         "announcement.html",
         status=status,
         a=announcement,
         preview=preview,
         reason=reason,
+        editable=editable,
         error=error,
         done=ctx.request.query.get("done"),
     )

@@ -73,10 +73,29 @@ TEXT: dict[str, tuple[str, str]] = {
         "Waktu setempat instansi ({tz}). Kosongkan untuk segera setelah disetujui.",
         "The agency's local time ({tz}). Leave empty to send as soon as approved.",
     ),
-    "translation": ("Terjemahan (opsional)", "Translation (optional)"),
-    "translation_language": ("Bahasa terjemahan", "Translation language"),
-    "tr_title": ("Judul terjemahan", "Translated title"),
-    "tr_body": ("Isi terjemahan", "Translated body"),
+    "languages_hint": (
+        "Isi bahasa utama; bahasa lainnya opsional dan dikirim kepada warga yang memilihnya.",
+        "Fill in the main language; the other is optional and goes to citizens who chose it.",
+    ),
+    "edit_draft": ("Ubah draf", "Edit draft"),
+    "save_changes": ("Simpan perubahan dan pratinjau", "Save changes and preview"),
+    "saved": ("Perubahan disimpan.", "Changes saved."),
+    "not_a_draft": (
+        "Hanya draf yang dapat diubah. Draf yang ditolak kembali menjadi draf.",
+        "Only a draft can be edited. A rejected announcement becomes a draft again.",
+    ),
+    "preview_without_saving": ("Pratinjau tanpa menyimpan", "Preview without saving"),
+    "live_preview_hint": (
+        "Diperbarui saat Anda mengetik; belum ada yang disimpan. Kode verifikasi di sini "
+        "contoh: kode sebenarnya diberikan saat disimpan.",
+        "Updated as you type; nothing is saved yet. The verification code here is a sample: "
+        "the real one is given when you save.",
+    ),
+    "preview_waits": ("Pratinjau menunggu", "The preview waits"),
+    "preview_unavailable": (
+        "Pratinjau tidak tersedia (sesi berakhir?). Muat ulang halaman.",
+        "The preview is unavailable (did the session end?). Reload the page.",
+    ),
     "keep_gsm7": (
         "Ganti huruf khusus agar SMS tetap GSM-7 (lebih murah)",
         "Replace special letters so SMS stays GSM-7 (cheaper)",
@@ -165,6 +184,17 @@ TEXT: dict[str, tuple[str, str]] = {
     # stats
     "window": ("Rentang", "Window"),
     "days": ("hari", "days"),
+    "period": ("Periode", "Period"),
+    "period_from": ("Dari tanggal", "From"),
+    "period_to": ("Sampai tanggal", "To"),
+    "show": ("Tampilkan", "Show"),
+    "period_hint": (
+        "Tanggal menurut zona waktu instansi ({tz}); kedua hari ikut dihitung.",
+        "Days in the agency's time zone ({tz}); both days are included.",
+    ),
+    "export_stats_csv": ("Unduh statistik (CSV)", "Download statistics (CSV)"),
+    "reach_total": ("Warga terjangkau (semua kanal)", "Citizens reached (all channels)"),
+    "reach": ("Warga terjangkau", "Citizens reached"),
     "deliveries": ("Pengiriman", "Deliveries"),
     "threads_opened": ("Percakapan dibuka", "Threads opened"),
     "threads_answered": ("Percakapan dijawab", "Threads answered"),

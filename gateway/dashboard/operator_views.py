@@ -3,7 +3,10 @@ number, statistics. Reads and changes go through the API's handler functions and
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from aiohttp import web
@@ -16,9 +19,10 @@ from gateway.api import subscribers as api_subscribers
 from gateway.api.errors import ApiError, from_validation_error
 from gateway.api.routing import path_id
 from gateway.appkeys import CLOCK, ENGINE
-from gateway.dashboard.web import PREFIX, Ctx, page, redirect
+from gateway.dashboard.web import PREFIX, SECURITY_HEADERS, Ctx, page, redirect
 from gateway.db.engine import reading
-from gateway.db.schema import subscriber_channels, subscribers
+from gateway.db.schema import agencies, subscriber_channels, subscribers
+from gateway.domain import DeliveryState
 from gateway.store import inbox as inbox_store
 
 WINDOWS = (1, 7, 30, 90)
@@ -140,11 +144,107 @@ async def search(ctx: Ctx) -> web.StreamResponse:
     return ctx.render("subscribers.html", counts=counts, found=found.items)
 
 
+async def _stats_query(ctx: Ctx) -> tuple[models.StatsQuery, str, str]:
+    """The period asked for: ``from``/``to`` dates, or the last ``days`` whole days up to
+    today (in the agency's time zone), and the dates to show in the form and the CSV link.
+    Raises a 422 ``ApiError`` naming the field."""
+    query = ctx.request.query
+    start, end = query.get("from", "").strip(), query.get("to", "").strip()
+    if not start and not end:
+        raw = query.get("days", "7")
+        days = int(raw) if raw.isascii() and raw.isdigit() and int(raw) in WINDOWS else 7
+        async with reading(ctx.request.app[ENGINE]) as conn:
+            zone = await conn.scalar(
+                sa.select(agencies.c.timezone).where(agencies.c.id == ctx.principal.agency_id)
+            )
+        today = ctx.request.app[CLOCK].now().astimezone(api_stats.zone_of(zone)).date()
+        start, end = (today - timedelta(days=days - 1)).isoformat(), today.isoformat()
+    given = {"from": start or None, "to": end or None}
+    try:
+        return models.StatsQuery.model_validate(given), start, end
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+
+
+async def _stats(ctx: Ctx) -> tuple[models.StatsOut | None, str, str, ApiError | None]:
+    try:
+        query, start, end = await _stats_query(ctx)
+        return await api_stats.get_stats(ctx.request, ctx.principal, query), start, end, None
+    except ApiError as exc:
+        if exc.status != 422:
+            raise
+        return None, ctx.request.query.get("from", ""), ctx.request.query.get("to", ""), exc
+
+
 @page(api=api_stats.get_stats)
 async def stats(ctx: Ctx) -> web.StreamResponse:
-    raw = ctx.request.query.get("days", "7")
+    result, start, end, error = await _stats(ctx)
+    query = ctx.request.query
+    raw = query.get("days", "7")
     days = int(raw) if raw.isascii() and raw.isdigit() and int(raw) in WINDOWS else 7
-    until = ctx.request.app[CLOCK].now()
-    query = models.StatsQuery(since=until - timedelta(days=days), until=until)
-    result = await api_stats.get_stats(ctx.request, ctx.principal, query)
-    return ctx.render("stats.html", s=result, days=days, windows=WINDOWS)
+    return ctx.render(
+        "stats.html",
+        status=422 if error else 200,
+        s=result,
+        error=error,
+        start=start,
+        end=end,
+        days=None if "from" in query or "to" in query else days,
+        windows=WINDOWS,
+        csv_query=urlencode({"from": start, "to": end}) if start and end else "",
+        states=list(DeliveryState),
+    )
+
+
+_STATS_CSV_COLUMNS = (
+    "since",
+    "until",
+    "breakdown",
+    "channel",
+    "state",
+    "area",
+    "deliveries",
+    "delivered",
+    "reach",
+)
+
+
+@page(api=api_stats.get_stats)
+async def stats_csv(ctx: Ctx) -> web.StreamResponse:
+    """The Stats page's figures as CSV: one row per channel × state, one per area (with
+    reach), and one for the whole period's reach. Counts only: no person appears in it."""
+    result, start, end, error = await _stats(ctx)
+    if result is None:
+        assert error is not None
+        raise error
+    since, until = result.since.isoformat(), result.until.isoformat()
+    buffer = io.StringIO()
+    out = csv.writer(buffer)
+    out.writerow(_STATS_CSV_COLUMNS)
+    for row in result.deliveries:
+        for state, n in row.counts.items():
+            out.writerow([since, until, "channel_state", row.channel, state.value, "", n, "", ""])
+    for area in result.areas:
+        out.writerow(
+            [
+                since,
+                until,
+                "area",
+                "",
+                "",
+                area.area or "",
+                area.deliveries,
+                area.delivered,
+                area.reach,
+            ]
+        )
+    out.writerow([since, until, "total", "", "", "", "", "", result.reach])
+    name = f"warta-stats-{start or since[:10]}-{end or until[:10]}.csv"
+    return web.Response(
+        body=buffer.getvalue().encode(),
+        headers={
+            **SECURITY_HEADERS,
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="{name}"',
+        },
+    )

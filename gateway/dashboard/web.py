@@ -43,7 +43,8 @@ MAX_FORM_BYTES = 64 * 1024
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; "
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; script-src 'self'; "
+        "connect-src 'self'; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
@@ -126,6 +127,7 @@ class Ctx:
 
 API_FUNCTIONS: Mapping[str, Callable[..., Any]] = {
     "create": announcements.create_announcement,
+    "update": announcements.update_announcement,
     "list": announcements.list_announcements,
     "submit": announcements.submit,
     "approve": announcements.approve,

@@ -246,6 +246,8 @@ deliveries = Table(
         sqlite_where=text("fallback_of IS NOT NULL"),
         postgresql_where=text("fallback_of IS NOT NULL"),
     ),
+    # Statistics over a period (gateway.store.stats, GET /api/v1/stats) read that period only.
+    Index("ix_deliveries_agency_id_created_at", "agency_id", "created_at"),
     Index(
         "ix_deliveries_failed_finished_at",
         "finished_at",

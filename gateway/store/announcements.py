@@ -119,6 +119,26 @@ async def list_announcements(
     return [_row(r) for r in (await conn.execute(query)).mappings()]
 
 
+async def replace_draft(
+    conn: AsyncConnection, announcement_id: int, *, values: dict[str, Any], now: datetime
+) -> None:
+    """Overwrite a draft's content in one conditional UPDATE; a 409 if it is not a draft
+    (any more: someone submitted or cancelled it meanwhile)."""
+    result = await conn.execute(
+        sa.update(announcements)
+        .where(
+            announcements.c.id == announcement_id,
+            announcements.c.status == AnnouncementStatus.DRAFT.value,
+        )
+        .values(**values, updated_at=now)
+    )
+    if result.rowcount != 1:
+        raise conflict(
+            f"announcement {announcement_id} is not a draft: only a draft can be edited",
+            field="status",
+        )
+
+
 _STAMP = {
     "submit": "submitted_at",
     "approve": "approved_at",

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from gateway.codes import ALPHABET, LENGTH
-from gateway.db.schema import api_tokens
+from gateway.db.schema import api_tokens, audit_events
 from gateway.domain import DeliveryState, Role
 from tests.support.api_helpers import error_of, local_mobile, queue_deliveries
 from tests.support.world import World
@@ -355,3 +355,82 @@ async def test_the_same_number_may_subscribe_to_two_agencies(world: World) -> No
     second = await world.subscribe(local_mobile(3), agency=1)
 
     assert (first.status, second.status) == (201, 201)
+
+
+async def test_put_replaces_a_draft_for_its_author_only_while_it_is_a_draft(
+    world: World,
+) -> None:
+    created = await world.announce(topics=["banjir"])
+    path = f"{API}/{created['id']}"
+    edit = {
+        "title": "Jalan ditutup sementara",
+        "body": "Jalan Merdeka ditutup sampai Jumat.",
+        "channels": ["sms"],
+        "translations": {"en": {"title": "Road closed", "body": "Until Friday."}},
+        "facts": {"where": "Jalan Merdeka"},
+    }
+    answer = await world.call("PUT", path, role=Role.AUTHOR, json=edit)
+    assert answer.status == 200, answer.body
+    assert (answer.body["title"], answer.body["status"]) == (edit["title"], "draft")
+    assert answer.body["translations"]["en"]["title"] == "Road closed"
+    assert answer.body["topics"] == []  # replaced, as PUT says
+    assert answer.body["verification_code"] == created["verification_code"]
+    async with world.engine.connect() as conn:
+        event = (
+            await conn.execute(
+                sa.select(audit_events.c.before, audit_events.c.after).where(
+                    audit_events.c.action == "announcement.update"
+                )
+            )
+        ).one()
+    assert event.before == {"status": "draft", "title": created["title"]}
+    assert event.after["title"] == edit["title"]
+    assert sorted(event.after["changed"]) == ["body", "facts", "title", "topics", "translations"]
+
+    refused = [
+        (await world.call("PUT", path, role=Role.APPROVER, json=edit)).status,
+        (await world.call("PUT", path, role=Role.OPERATOR, json=edit)).status,
+        (await world.call("PUT", path, role=Role.AUTHOR, agency=1, json=edit)).status,
+    ]
+    assert refused == [403, 403, 404]
+    bad = await world.call("PUT", path, role=Role.AUTHOR, json={**edit, "channels": []})
+    assert (bad.status, bad.body["error"]["field"]) == (422, "channels")
+    again = await world.call(
+        "PUT", path, role=Role.AUTHOR, json={**edit, "recurrence": {"cron": "0 7 * * 1"}}
+    )
+    assert (again.status, again.body["error"]["field"]) == (422, "recurrence")
+
+    await act(world, created["id"], "submit")
+    late = await world.call("PUT", path, role=Role.AUTHOR, json=edit)
+    assert (late.status, late.body["error"]["field"]) == (409, "status")
+    await act(world, created["id"], "reject")
+    assert (await world.call("PUT", path, role=Role.AUTHOR, json=edit)).status == 200
+
+
+async def test_preview_without_saving(world: World) -> None:
+    assert (await world.subscribe("+6281255590001", language="en")).status == 201
+    body = {
+        "title": "Jalan ditutup",
+        "body": "Jalan Merdeka ditutup.",
+        "channels": ["sms"],
+        "translations": {"en": {"title": "Road closed"}},
+        "facts": {"where": "Jalan Merdeka"},
+    }
+    answer = await world.call("POST", f"{API}/preview", role=Role.AUTHOR, json=body)
+    assert answer.status == 200, answer.body
+    assert [(r["language"], r["recipients"]) for r in answer.body["renditions"]] == [
+        ("id", 0),
+        ("en", 1),
+    ]
+    assert all(r["missing_facts"] == [] for r in answer.body["renditions"])
+    listed = await world.call("GET", API, role=Role.AUTHOR)
+    assert listed.body["items"] == []
+    saved = await world.announce(**body)
+    stored = await world.call("GET", f"{API}/{saved['id']}/preview", role=Role.AUTHOR)
+    keys = ("channel", "language", "characters", "segments", "recipients", "estimated_cost")
+    assert [{k: r[k] for k in keys} for r in answer.body["renditions"]] == [
+        {k: r[k] for k in keys} for r in stored.body["renditions"]
+    ]
+    bad = await world.call("POST", f"{API}/preview", role=Role.AUTHOR, json={"title": "x"})
+    assert (bad.status, bad.body["error"]["field"]) == (422, "channels")
+    assert (await world.call("POST", f"{API}/preview", role=Role.APPROVER, json=body)).status == 403

@@ -14,8 +14,9 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -23,11 +24,11 @@ import sqlalchemy as sa
 
 from gateway.appkeys import CLOCK, ENGINE
 from gateway.clock import ManualClock
-from gateway.db.schema import audit_events
+from gateway.db.schema import announcements, audit_events
 from gateway.domain import Role
 from gateway.store import users
 from tests.support.config import make_config
-from tests.support.sms import import_numbers, numbers, sms_world
+from tests.support.sms import broadcast, import_numbers, numbers, sms_world, wait_for
 from tests.support.world import AGENCY_SLUGS, World
 
 PASSWORD = "correct horse battery staple"
@@ -84,7 +85,14 @@ class Browser:
             )
             return self.last
 
-    async def post(self, path: str, data: dict[str, Any], *, csrf: str | None = "auto") -> Page:
+    async def post(
+        self,
+        path: str,
+        data: dict[str, Any],
+        *,
+        csrf: str | None = "auto",
+        headers: dict[str, str] | None = None,
+    ) -> Page:
         form = dict(data)
         if csrf == "auto":
             assert self.last is not None
@@ -92,7 +100,10 @@ class Browser:
         elif csrf is not None:
             form["csrf"] = csrf
         async with self.session.post(
-            self.url(path), data=form, allow_redirects=True, headers=self.headers
+            self.url(path),
+            data=form,
+            allow_redirects=True,
+            headers={**self.headers, **(headers or {})},
         ) as response:
             self.last = Page(
                 response.status, await response.text(), response.headers, str(response.url)
@@ -129,8 +140,8 @@ async def browsers() -> AsyncIterator[Any]:
 
 def compose_form(**fields: Any) -> dict[str, Any]:
     form: dict[str, Any] = {
-        "title": "Jalan Merdeka ditutup",
-        "body": "Jalan Merdeka ditutup untuk perbaikan.",
+        "title_id": "Jalan Merdeka ditutup",
+        "body_id": "Jalan Merdeka ditutup untuk perbaikan.",
         "language": "id",
         "fact_what": "Penutupan jalan",
         "fact_where": "Jalan Merdeka",
@@ -343,13 +354,14 @@ async def test_compose_preview_submit_approve_broadcast_and_export(
         author = browsers(world)
         await author.login(await add_user(world, Role.AUTHOR))
         form = await author.get("/dashboard/announcements/new")
-        assert 'for="title"' in form.text and 'id="title"' in form.text
+        for name in ("title_id", "body_id", "title_en", "body_en"):
+            assert f'for="{name}"' in form.text and f'id="{name}"' in form.text
         bad = await author.post("/dashboard/announcements", compose_form(channels=[]))
         assert bad.status == 422
         assert 'value="Jalan Merdeka ditutup"' in bad.text
         page = await author.post(
             "/dashboard/announcements",
-            compose_form(tr_language="en", tr_title="Road closed", tr_body="Merdeka road closed."),
+            compose_form(title_en="Road closed", body_en="Merdeka road closed."),
         )
         assert page.status == 200, page.text
         aid = announcement_id(page)
@@ -562,3 +574,207 @@ async def test_cli_users_add_reads_the_password_from_stdin(
     async with world.app[ENGINE].connect() as conn:
         actions = (await conn.execute(sa.select(audit_events.c.action))).scalars().all()
     assert "user.create" in actions
+
+
+async def test_stats_over_a_chosen_period_and_its_csv(
+    aiohttp_client: Any, database_url: str, keys: dict[str, str], browsers: Any
+) -> None:
+    async with sms_world(aiohttp_client, make_config, database_url, keys) as (world, _sim):
+        await import_numbers(world, numbers(3, start=5560001), area_code="31.71")
+        await import_numbers(world, numbers(2, start=5570001), area_code="32.73")
+        sent = await broadcast(world)
+        await wait_for(world, sent["id"], lambda counts, _b: counts.get("delivered", 0) == 5)
+        operator = browsers(world)
+        await operator.login(await add_user(world, Role.OPERATOR))
+        today = world.app[CLOCK].now().astimezone(ZoneInfo("Asia/Jakarta")).date().isoformat()
+
+        # The default week: the last seven whole days, shown in the form and its CSV link.
+        week = await operator.get("/dashboard/stats")
+        assert week.status == 200
+        first = (date.fromisoformat(today) - timedelta(days=6)).isoformat()
+        assert f'id="from" name="from" value="{first}"' in week.text
+        assert f'id="to" name="to" value="{today}"' in week.text
+        assert f"stats.csv?from={first}&amp;to={today}" in week.text
+        assert '<strong id="reach">5</strong>' in week.text
+        assert (await operator.get("/dashboard/stats?days=1")).text.count(f'value="{today}"') == 2
+        page = await operator.get(f"/dashboard/stats?from={today}&to={today}")
+        assert page.status == 200
+        assert re.search(r'data-state="delivered">5<', page.text)
+        assert '<strong id="reach">5</strong>' in page.text
+        by_area = re.findall(
+            r'<th scope="row">([\d.]+)</th><td class="num">(\d+)</td><td class="num">(\d+)</td>'
+            r'<td class="num" data-reach>(\d+)</td>',
+            page.text,
+        )
+        assert by_area == [("31.71", "3", "3", "3"), ("32.73", "2", "2", "2")]
+        link = re.search(r'href="(/dashboard/stats\.csv\?[^"]+)"', page.text)
+        assert link is not None
+        async with operator.session.get(operator.url(link.group(1).replace("&amp;", "&"))) as got:
+            assert got.status == 200
+            assert got.headers["Content-Type"].startswith("text/csv")
+            assert f"warta-stats-{today}-{today}.csv" in got.headers["Content-Disposition"]
+            rows = list(csv.DictReader(io.StringIO(await got.text())))
+        assert {(r["breakdown"], r["channel"], r["state"], r["deliveries"]) for r in rows} >= {
+            ("channel_state", "sms", "delivered", "5")
+        }
+        assert [
+            (r["area"], r["deliveries"], r["reach"]) for r in rows if r["breakdown"] == "area"
+        ] == [
+            ("31.71", "3", "3"),
+            ("32.73", "2", "2"),
+        ]
+        assert [r["reach"] for r in rows if r["breakdown"] == "total"] == ["5"]
+
+        yesterday = (date.fromisoformat(today) - timedelta(days=1)).isoformat()
+        empty = await operator.get(f"/dashboard/stats?from={yesterday}&to={yesterday}")
+        assert '<strong id="reach">0</strong>' in empty.text
+        bad = await operator.get(f"/dashboard/stats?from={today}&to={yesterday}")
+        assert bad.status == 422
+        assert 'name="to" value="' in bad.text and 'aria-invalid="true"' in bad.text
+        assert "to: must not be before from" in bad.text
+        async with operator.session.get(
+            operator.url("/dashboard/stats.csv?from=2026-02-30")
+        ) as got:
+            assert got.status == 422
+        # Another agency's operator sees none of it.
+        other = browsers(world)
+        await other.login(await add_user(world, Role.OPERATOR, agency=1), agency=1)
+        theirs = await other.get(f"/dashboard/stats?from={today}&to={today}")
+        assert '<strong id="reach">0</strong>' in theirs.text
+
+
+async def _announcement_rows(world: World) -> int:
+    async with world.engine.connect() as conn:
+        return int(await conn.scalar(sa.select(sa.func.count()).select_from(announcements)) or 0)
+
+
+def _metrics(text: str) -> list[tuple[str, ...]]:
+    """(channel · language, characters, segments, recipients) of each rendition card."""
+    return re.findall(
+        r"<h3>(\S+ · \S+)</h3>\s*<dl class=\"metrics\">\s*<div><dt>[^<]+</dt><dd>(\d+)</dd></div>"
+        r".*?<dt>Segmen SMS</dt><dd>(\d+)</dd>.*?<dd class=\"recipients\">(\d+)</dd>",
+        text,
+        re.S,
+    )
+
+
+async def test_live_preview_renders_the_form_without_saving_it(world: World, browsers: Any) -> None:
+    assert (await world.subscribe("+6281255590001", language="en")).status == 201
+    author = browsers(world)
+    await author.login(await add_user(world, Role.AUTHOR))
+    form = await author.get("/dashboard/announcements/new")
+    assert 'src="/dashboard/static/live-preview.js"' in form.text
+    csrf = form.csrf
+    both = compose_form(title_en="Road closed", body_en="Merdeka road closed.")
+    live = await author.post(
+        "/dashboard/announcements/preview", both, csrf=csrf, headers={"X-Warta-Fragment": "1"}
+    )
+    assert live.status == 200, live.text
+    assert "<html" not in live.text  # a block for the page, not a page
+    assert live.headers["X-Warta-Fragment"] == "1"  # the script shows nothing else
+    assert live.text.count("Semua fakta ada") == 2
+    shown = _metrics(live.text)
+    assert [(m[0], m[3]) for m in shown] == [("sms · id", "0"), ("sms · en", "1")]
+    assert await _announcement_rows(world) == 0
+
+    # Half-typed: the preview says what it waits for, naming the field.
+    waiting = await author.post(
+        "/dashboard/announcements/preview",
+        compose_form(title_id=""),
+        csrf=csrf,
+        headers={"X-Warta-Fragment": "1"},
+    )
+    assert waiting.status == 422
+    assert "Pratinjau menunggu: title: String should have at least 1 character" in waiting.text
+    # Without JavaScript the Preview button gets the whole form back, filled in, with it.
+    page = await author.post("/dashboard/announcements/preview", both, csrf=csrf)
+    assert page.status == 200
+    assert 'value="Road closed"' in page.text and "<form" in page.text
+    assert "X-Warta-Fragment" not in page.headers
+    assert _metrics(page.text) == shown
+    # CSRF applies; an approver may not compose, so may not preview either.
+    forged = await author.post(
+        "/dashboard/announcements/preview", both, csrf="forged", headers={"X-Warta-Fragment": "1"}
+    )
+    assert forged.status == 403
+    approver = browsers(world)
+    await approver.login(await add_user(world, Role.APPROVER))
+    await approver.get("/dashboard/announcements")
+    assert (await approver.post("/dashboard/announcements/preview", both)).status == 403
+    assert await _announcement_rows(world) == 0
+
+    # Saved, the preview has the same characters, segments and recipients (the code drawn
+    # for the live preview has the real one's length).
+    saved = await author.post("/dashboard/announcements", both, csrf=csrf)
+    assert _metrics(saved.text) == shown
+    script = await author.get("/dashboard/static/live-preview.js")
+    assert script.status == 200
+    assert script.headers["Content-Type"].startswith("text/javascript")
+    assert "X-Warta-Fragment" in script.text
+
+
+async def test_an_author_edits_a_draft_and_a_rejected_one_approvers_cannot(
+    world: World, browsers: Any
+) -> None:
+    author = browsers(world)
+    await author.login(await add_user(world, Role.AUTHOR))
+    await author.get("/dashboard/announcements/new")
+    created = await author.post(
+        "/dashboard/announcements", compose_form(title_en="Road closed", body_en="Closed.")
+    )
+    aid = announcement_id(created)
+    assert f'href="/dashboard/announcements/{aid}/edit"' in created.text
+    form = await author.get(f"/dashboard/announcements/{aid}/edit")
+    assert form.status == 200
+    assert 'value="Jalan Merdeka ditutup"' in form.text and 'value="Road closed"' in form.text
+    assert f'action="/dashboard/announcements/{aid}"' in form.text
+    edited = await author.post(
+        f"/dashboard/announcements/{aid}",
+        compose_form(title_id="Jalan Merdeka ditutup sementara", title_en="", body_en=""),
+    )
+    assert edited.status == 200 and "Perubahan disimpan." in edited.text
+    assert "Jalan Merdeka ditutup sementara" in edited.text
+    assert re.findall(r"<h3>(\S+ · \S+)</h3>", edited.text) == ["sms · id"]
+    # A bad edit is refused with the form kept, naming the field; nothing changes.
+    form = await author.get(f"/dashboard/announcements/{aid}/edit")
+    bad = await author.post(f"/dashboard/announcements/{aid}", compose_form(title_id=""))
+    assert bad.status == 422
+    assert 'id="title_id" name="title_id" value="" lang="id" aria-invalid="true"' in bad.text
+
+    approver = browsers(world)
+    await approver.login(await add_user(world, Role.APPROVER))
+    assert (await approver.get(f"/dashboard/announcements/{aid}/edit")).status == 403
+    page = await approver.get(f"/dashboard/announcements/{aid}")
+    assert f"/dashboard/announcements/{aid}/edit" not in page.text
+    assert (await approver.post(f"/dashboard/announcements/{aid}", compose_form())).status == 403
+    other_author = browsers(world)
+    await other_author.login(await add_user(world, Role.AUTHOR, email="second@alpha.go.id"))
+    assert (await other_author.get(f"/dashboard/announcements/{aid}/edit")).status == 403
+
+    # Submitted, it cannot be edited; rejected, it is a draft again and can.
+    await author.get(f"/dashboard/announcements/{aid}")
+    await author.post(f"/dashboard/announcements/{aid}/submit", {})
+    assert (await author.get(f"/dashboard/announcements/{aid}/edit")).status == 409
+    await approver.get("/dashboard/approvals")
+    await approver.post(f"/dashboard/announcements/{aid}/reject", {"reason": "Tambahkan jam"})
+    await author.get(f"/dashboard/announcements/{aid}/edit")
+    again = await author.post(
+        f"/dashboard/announcements/{aid}", compose_form(fact_action="Gunakan Jalan Sudirman")
+    )
+    assert again.status == 200 and "Perubahan disimpan." in again.text
+    assert (
+        "pending_approval" in (await author.post(f"/dashboard/announcements/{aid}/submit", {})).text
+    )
+
+    async with world.engine.connect() as conn:
+        events = (
+            await conn.execute(
+                sa.select(audit_events.c.action, audit_events.c.after)
+                .where(audit_events.c.action == "announcement.update")
+                .order_by(audit_events.c.id)
+            )
+        ).all()
+    assert [sorted(e.after["changed"]) for e in events] == [
+        ["title", "translations"],
+        ["facts", "title"],
+    ]

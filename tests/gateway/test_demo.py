@@ -4,13 +4,18 @@ works against it by USSD, SMS and Telegram, and Ctrl-C stops it cleanly."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
+
+import aiohttp
 
 from tests.support.processes import free_port
 
@@ -28,6 +33,17 @@ def _phone(data_dir: Path, *args: str) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def _get(url: str, token: str) -> Any:
+    async def get() -> Any:
+        async with aiohttp.ClientSession() as session:
+            headers = {"Authorization": f"Bearer {token}"}
+            async with session.get(url, headers=headers) as response:
+                assert response.status == 200, await response.text()
+                return await response.json()
+
+    return asyncio.run(get())
 
 
 def test_the_demo_broadcasts_to_every_channel_and_answers_the_terminal_phone(
@@ -72,6 +88,17 @@ def test_the_demo_broadcasts_to_every_channel_and_answers_the_terminal_phone(
             "telegram_webhook",
         ):
             assert credentials["callbacks"][name].startswith(credentials["base_url"])
+
+        # The simulator charges in the gateway's currency and tariff (IDR 350 a segment by
+        # default), so the cost so far reads against the estimate, not in KES beside it.
+        operator = credentials["agencies"][0]["tokens"]["operator"]
+        listed = _get(
+            credentials["base_url"] + "/api/v1/announcements/1/deliveries?channel=sms&limit=20",
+            operator,
+        )
+        costs = [(d["cost"], d["segments"]) for d in listed["items"] if d["state"] == "delivered"]
+        assert costs, listed
+        assert all(Decimal(str(cost)) == 350 * segments for cost, segments in costs), costs
 
         code = text.split("Broadcast 1: done — see /a/")[1].split()[0]
         assert f"ASLI. Kode {code}" in _phone(data_dir, "sms", f"CEK {code}")

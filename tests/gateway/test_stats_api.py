@@ -6,13 +6,17 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from gateway.appkeys import CLOCK
 from gateway.clock import ManualClock
 from gateway.config import WartaConfig
 from gateway.domain import Role
 from tests.gateway.test_inbox_api import INBOX, sms_in, threads
+from tests.support.config import make_config
+from tests.support.sms import broadcast, import_numbers, numbers, sms_world, wait_for
 from tests.support.world import World
 
 STATS = "/api/v1/stats"
@@ -117,6 +121,72 @@ async def test_percentiles_and_counts_over_a_window(answered: tuple[World, Manua
     ],
 )
 async def test_bad_windows_are_422_naming_the_parameter(
+    world: World, query: str, field: str
+) -> None:
+    answer = await world.call("GET", STATS + query, role=Role.OPERATOR)
+    assert (answer.status, answer.body["error"]["field"]) == (422, field), answer.body
+
+
+async def test_a_period_of_days_per_channel_state_and_area_with_reach(
+    aiohttp_client: Any, database_url: str, keys: dict[str, str]
+) -> None:
+    """Two SMS broadcasts to the same citizens: every delivery counts, each citizen reached
+    counts once; the number the simulator refuses is failed and reaches nobody."""
+    async with sms_world(aiohttp_client, make_config, database_url, keys) as (world, _sim):
+        # Area 31.71: three good numbers and one ending in 0000 (refused by the simulator).
+        await import_numbers(world, numbers(3, start=55510001), area_code="31.71")
+        await import_numbers(world, ["+6281255510000"], area_code="31.71")
+        await import_numbers(world, numbers(2, start=55520001), area_code="32.73")
+        for _ in range(2):
+            sent = await broadcast(world)
+            await wait_for(world, sent["id"], lambda counts, _b: counts.get("delivered", 0) == 5)
+        today = world.app[CLOCK].now().astimezone(ZoneInfo("Asia/Jakarta")).date()
+        period = f"?from={today.isoformat()}&to={today.isoformat()}"
+        answer = await world.call("GET", STATS + period, role=Role.OPERATOR)
+        assert answer.status == 200, answer.body
+        body = answer.body
+        assert body["timezone"] == "Asia/Jakarta"
+        assert body["since"] == f"{today.isoformat()}T00:00:00+07:00"
+        assert body["deliveries"] == [
+            {"channel": "sms", "counts": {"delivered": 10, "failed": 2}, "total": 12}
+        ]
+        assert body["areas"] == [
+            {"area": "31.71", "deliveries": 8, "delivered": 6, "reach": 3},
+            {"area": "32.73", "deliveries": 4, "delivered": 4, "reach": 2},
+        ]
+        assert body["reach"] == 5
+
+        yesterday = (today - timedelta(days=1)).isoformat()
+        before = await world.call(
+            "GET", f"{STATS}?from={yesterday}&to={yesterday}", role=Role.AUTHOR
+        )
+        assert (before.body["deliveries"], before.body["areas"], before.body["reach"]) == (
+            [],
+            [],
+            0,
+        )
+        other = await world.call("GET", STATS + period, role=Role.OPERATOR, agency=1)
+        assert (other.body["agency"], other.body["areas"], other.body["reach"]) == (
+            "beta",
+            [],
+            0,
+        )
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("?from=2026-02-30", "from"),
+        ("?from=yesterday", "from"),
+        ("?to=2026-13-01", "to"),
+        ("?from=2026-01-06&to=2026-01-05", "to"),
+        ("?from=2024-01-01&to=2026-01-05", "from"),
+        ("?from=2026-01-01&since=2026-01-01T00:00:00Z", "from"),
+        ("?to=2026-01-01&until=2026-01-01T00:00:00Z", "to"),
+        ("?to=9999-12-31", "to"),
+    ],
+)
+async def test_bad_periods_are_422_naming_the_parameter(
     world: World, query: str, field: str
 ) -> None:
     answer = await world.call("GET", STATS + query, role=Role.OPERATOR)

@@ -23,6 +23,8 @@ MARK = "Rahasia-Alpha-7Q"  # appears only in agency alpha's data
 # A valid body for each endpoint that takes one, so a refusal is about who asks, not the body.
 BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/announcements"): {"title": "t", "body": "b", "channels": ["sms"]},
+    ("PUT", "/api/v1/announcements/{id}"): {"title": "t", "body": "b", "channels": ["sms"]},
+    ("POST", "/api/v1/announcements/preview"): {"title": "t", "body": "b", "channels": ["sms"]},
     ("POST", "/api/v1/inbox/{thread_id}/assign"): {},
     ("POST", "/api/v1/inbox/{thread_id}/reply"): {"text": "Terima kasih"},
     ("PATCH", "/api/v1/announcements/{id}/schedule"): {"send_at": SOON},
@@ -37,6 +39,7 @@ AGENCY_WIDE = {
     ("GET", "/api/v1/agency"),
     ("PATCH", "/api/v1/agency"),
     ("POST", "/api/v1/announcements"),
+    ("POST", "/api/v1/announcements/preview"),
     ("GET", "/api/v1/announcements"),
     ("POST", "/api/v1/cap"),
     ("GET", "/api/v1/inbox"),
