@@ -186,7 +186,8 @@ async def run_workers(
     try:
         await asyncio.gather(*(w.start() for w in workers))
         ann = await common.add_announcement(engine, agency_id, status="approved")
-        started = await wait_sending(engine, ann["id"], timeout=60)
+        # Fan-out of a million rows and the 30 s sweep can take a while: not measured.
+        started = await wait_sending(engine, ann["id"], timeout=timeout)
         deadline = started + timeout
         while await busy(engine, ann["id"]) and time.perf_counter() < deadline:
             await asyncio.sleep(0.1)

@@ -36,7 +36,7 @@ from gateway.config import WartaConfig
 from gateway.db.schema import agencies, announcements, deliveries
 from gateway.domain import AnnouncementStatus, DeliveryState
 from gateway.errors import ChannelError, RecipientStopped, Throttled
-from gateway.outbox import claims, fallback
+from gateway.outbox import claims, fallback, fanout
 from gateway.outbox.content import content_for
 from gateway.outbox.fanout import fan_out
 from gateway.outbox.shared_rate import shared_rate_limit
@@ -223,6 +223,7 @@ class Dispatcher:
                 )
                 log.info("announcement %s started: %s", announcement_id, added)
                 started += 1
+            await fanout.refresh_statistics(self.engine, sum(added.values()))
         return started
 
     async def _segments(self, conn: Any, row: Mapping[str, Any]) -> dict[str, dict[str, int]]:

@@ -1,4 +1,5 @@
-"""A batch that takes longer than its lease to send keeps its lease while it is being sent.
+"""A batch that takes longer than its lease to send keeps its lease while it is being sent;
+a large fan-out leaves the planner knowing how big the outbox is.
 
 Without renewal, maintenance would reclaim the batch once its lease ran out and another
 worker would send it a second time while the first send was still waiting for its answer.
@@ -7,6 +8,9 @@ worker would send it a second time while the first send was still waiting for it
 from __future__ import annotations
 
 from typing import Any
+
+import pytest
+import sqlalchemy as sa
 
 from channels.africastalking.simconfig import SimulatorConfig
 from tests.support.config import make_config
@@ -42,3 +46,28 @@ async def test_a_slow_batch_keeps_its_lease_and_goes_out_once(
         assert counts["sms"].get("delivered", 0) == len(phones)
         assert sim.sent_count.duplicates() == {}
         assert sim.sent_count.total() == len(phones)
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_large_fan_out_refreshes_the_planners_statistics(
+    aiohttp_client: Any, database_url: str, keys: dict[str, str], monkeypatch: Any
+) -> None:
+    """Statistics from a nearly empty table made every claim on a million rows a nested loop
+    over a sequential scan; a large fan-out analyses ``deliveries`` before workers claim."""
+    from gateway.outbox import fanout
+
+    monkeypatch.setattr(fanout, "ANALYZE_AFTER_ROWS", 20)  # "large" for a test
+    phones = numbers(30)
+    async with sms_world(aiohttp_client, make_config, database_url, keys) as (world, _sim):
+        engine = world.engine
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(sa.text("VACUUM ANALYZE deliveries"))  # empty: 0 rows known
+        await import_numbers(world, phones)
+        approved = await broadcast(world, facts={"what": "Uji", "where": "Gambir"})
+        await wait_for(world, approved["id"], _settled(len(phones)), timeout=60)
+        async with engine.connect() as conn:
+            known = await conn.scalar(
+                sa.text("SELECT reltuples FROM pg_class WHERE relname = 'deliveries'")
+            )
+    assert known == len(phones)
