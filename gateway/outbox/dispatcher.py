@@ -221,9 +221,9 @@ class Dispatcher:
                     tariff=Tariff.from_config(self.config.pricing),
                     accounts={n: c.accounts for n, c in self.channels.items() if c.accounts},
                 )
+                await fanout.refresh_statistics(conn, sum(added.values()))
                 log.info("announcement %s started: %s", announcement_id, added)
                 started += 1
-            await fanout.refresh_statistics(self.engine, sum(added.values()))
         return started
 
     async def _segments(self, conn: Any, row: Mapping[str, Any]) -> dict[str, dict[str, int]]:

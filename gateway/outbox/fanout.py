@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.dialect import insert_ignoring_conflicts
 from gateway.db.schema import deliveries, subscriber_channels, subscribers
@@ -253,22 +253,23 @@ async def cancel_pending(conn: AsyncConnection, *, announcement_id: int, now: da
 ANALYZE_AFTER_ROWS = 50_000
 
 
-async def refresh_statistics(engine: AsyncEngine, added: int) -> None:
-    """After a large fan-out on PostgreSQL, ``ANALYZE deliveries`` before workers claim.
+async def refresh_statistics(conn: AsyncConnection, added: int) -> None:
+    """After a large fan-out on PostgreSQL, ``ANALYZE deliveries`` in the same transaction.
 
-    Statistics taken while the table was nearly empty (a new deployment, or after old
-    deliveries were cleared) make the planner believe it is tiny: the claim's join back to
-    ``deliveries`` then becomes a nested loop over a sequential scan, and with a million queued
-    rows each claim ran for over ten minutes (``python -m bench scale``, two workers).
-    Autovacuum would analyse the table a minute or so later, too late for the claims already
-    planned. ANALYZE samples a fixed number of rows (a fraction of a second) and does not block
-    readers or writers. SQLite's planner has no such statistics to go stale here.
+    Statistics taken when the table was empty or had just been cleared (reltuples 0) make the
+    planner believe it is empty: claims planned that way (and asyncpg's prepared statements
+    go generic after five runs) join back to ``deliveries`` by a nested loop over a sequential
+    scan, and with a million queued rows two worker processes stalled for over ten minutes
+    (``python -m bench scale``). Analysing after the commit was too late: other workers claim
+    the moment the fan-out commits. Inside the transaction ANALYZE counts the rows it just
+    inserted, and the new statistics become visible with them, which also makes every cached
+    plan be made again. It samples a fixed number of rows (a fraction of a second) and blocks
+    no reader or writer. SQLite's planner keeps no such statistics to go stale here.
     """
-    if added < ANALYZE_AFTER_ROWS or engine.dialect.name != "postgresql":
+    if added < ANALYZE_AFTER_ROWS or conn.dialect.name != "postgresql":
         return
     try:
-        async with engine.connect() as conn:
+        async with conn.begin_nested():  # a failure leaves the fan-out itself intact
             await conn.execute(sa.text("ANALYZE deliveries"))
-            await conn.commit()
-    except (SQLAlchemyError, OSError) as exc:
+    except SQLAlchemyError as exc:
         log.warning("could not refresh the statistics of deliveries: %s", type(exc).__name__)

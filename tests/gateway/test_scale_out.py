@@ -239,7 +239,8 @@ async def test_two_workers_share_one_rate_and_send_each_once(
     seconds = per_second(sim.received)
     worker_logs = [w.log_path.read_text() for w in workers]
     assert all("Traceback" not in text for text in worker_logs), worker_logs
-    assert max(seconds.values()) <= RATE + BATCH, sorted(seconds.items())
+    # Each process may send one request (a batch) a little late into the next second.
+    assert max(seconds.values()) <= RATE + len(workers) * BATCH, sorted(seconds.items())
     # Over the whole run the rate held, and the broadcast was not throttled far below it.
     assert elapsed >= len(phones) / RATE - 1.5
     busy = [n for n in seconds.values() if n >= RATE // 2]
