@@ -7,6 +7,7 @@ the PostgreSQL run the race really is between two processes on one PostgreSQL da
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -73,10 +74,13 @@ async def test_exactly_one_process_starts_a_due_announcement(
             )
             for n in range(2)
         ]
+        # The waits run in a thread: this process's own gateway keeps its event loop (a sweep
+        # here that began a write and then stalled behind a blocked loop would hold SQLite's
+        # only write lock for as long as the racers run).
         try:
-            _wait_for(ready, racers)
+            await asyncio.to_thread(_wait_for, ready, racers)
             go.touch()
-            outputs = [racer.communicate(timeout=120) for racer in racers]
+            outputs = [await asyncio.to_thread(racer.communicate, timeout=300) for racer in racers]
         finally:
             for racer in racers:
                 if racer.poll() is None:
