@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.schema import deliveries, inbound_messages, inbox_threads, subscribers
+from gateway.db.walk import walk_and_update
 from gateway.personal import KeyProblem, PhoneVault
 from gateway.store import inbox
 
@@ -80,42 +81,19 @@ def _thread_key(vault: PhoneVault, citizen_key: str, plain: str | None) -> str |
 async def _walk(
     engine: AsyncEngine,
     *,
-    query: sa.Select[Any],
-    key: sa.ColumnElement[int],
-    update: sa.Update,
-    plan: Callable[[Sequence[Any]], list[dict[str, Any]]],
     name: str,
-    batch: int,
     report: IndexRotationReport,
-    dry_run: bool,
     progress: Progress | None,
+    **walk: Any,
 ) -> None:
-    done = 0
-    after: int | None = None
-    while True:
-        page = query.order_by(key).limit(batch)
-        if after is not None:
-            page = page.where(key > after)
-        async with engine.connect() as conn:
-            rows = (await conn.execute(page)).all()
-        report.statements += 1
-        if not rows:
-            break
-        after = rows[-1][0]
-        params = plan(rows)
-        if params and not dry_run:
-            async with engine.begin() as conn:
-                result = await conn.execute(update, params)
-            report.statements += 1
-            # SQLite counts an executemany exactly; asyncpg does not, so count it as done.
-            changed = result.rowcount if result.rowcount >= 0 else len(params)
-            report.skipped += len(params) - changed
-            done += changed
-        else:
-            done += len(params)
+    def tell(done: int) -> None:
         if progress is not None:
             progress(name, done)
-    report.reindexed[name] = done
+
+    walked = await walk_and_update(engine, progress=tell, **walk)
+    report.statements += walked.statements
+    report.skipped += walked.skipped
+    report.reindexed[name] = walked.done
 
 
 async def rotate_blind_index(

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.schema import metadata
+from gateway.db.walk import walk_and_update
 from gateway.personal import PhoneVault
 
 
@@ -84,37 +86,23 @@ async def rotate_phone_keys(
             .where(key == sa.bindparam("b_id"), column == sa.bindparam("b_old"))
             .values({column.name: sa.bindparam("b_new")})
         )
-        done = 0
-        after = None
-        while True:
-            query = (
-                sa.select(key, column)
-                .where(column.is_not(None), prefix != sa.literal(current, sa.LargeBinary))
-                .order_by(key)
-                .limit(batch)
-            )
-            if after is not None:
-                query = query.where(key > after)
-            async with engine.connect() as conn:
-                rows = (await conn.execute(query)).all()
-            report.statements += 1
-            if not rows:
-                break
-            after = rows[-1][0]
-            params = [
+        walked = await walk_and_update(
+            engine,
+            query=sa.select(key, column).where(
+                column.is_not(None), prefix != sa.literal(current, sa.LargeBinary)
+            ),
+            key=key,
+            update=update,
+            plan=lambda rows: [
                 {"b_id": row[0], "b_old": row[1], "b_new": vault.reencrypt(bytes(row[1]))}
                 for row in rows
-            ]
-            async with engine.begin() as conn:
-                result = await conn.execute(update, params)
-            report.statements += 1
-            # SQLite counts an executemany exactly; asyncpg does not, so count it as done.
-            changed = result.rowcount if result.rowcount >= 0 else len(params)
-            done += changed
-            report.skipped_changed += len(params) - changed
-            if progress is not None:
-                progress(target.name, done)
-        report.re_encrypted[target.name] = done
+            ],
+            batch=batch,
+            progress=None if progress is None else partial(progress, target.name),
+        )
+        report.statements += walked.statements
+        report.skipped_changed += walked.skipped
+        report.re_encrypted[target.name] = walked.done
     return report
 
 

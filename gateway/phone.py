@@ -21,7 +21,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,34 +112,56 @@ async def _collect(
     return []
 
 
+async def _converse(
+    handset: str,
+    text: str,
+    *,
+    refused: Callable[[aiohttp.ClientResponse], Awaitable[str | None]],
+    wait_s: float,
+    poll_s: float,
+) -> list[str]:
+    """Say ``text`` from a simulated handset; what reached it within ``wait_s``."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{handset}/messages") as answer:
+            seen = int((await answer.json())["count"])
+        async with http.post(f"{handset}/say", json={"text": text}) as answer:
+            problem = await refused(answer)
+        if problem is not None:
+            raise DemoNotRunning(problem)
+        return await _collect(http, f"{handset}/messages", seen, wait_s=wait_s, poll_s=poll_s)
+
+
 async def send_telegram(
     data_dir: Path, chat_id: int, text: str, *, wait_s: float = 8.0, poll_s: float = 0.3
 ) -> list[str]:
     """Write to the bot from ``chat_id``; returns the bot's answers within ``wait_s``."""
-    credentials = load_credentials(data_dir)
-    simulator = credentials["simulators"]["telegram"].rstrip("/")
-    chat = f"{simulator}/simulator/chats/{chat_id}"
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{chat}/messages") as answer:
-            seen = int((await answer.json())["count"])
-        async with http.post(f"{chat}/say", json={"text": text}) as answer:
-            if answer.status != 200:
-                raise DemoNotRunning(f"the Telegram simulator answered {answer.status}")
-        return await _collect(http, f"{chat}/messages", seen, wait_s=wait_s, poll_s=poll_s)
+    simulator = load_credentials(data_dir)["simulators"]["telegram"].rstrip("/")
+
+    async def refused(answer: aiohttp.ClientResponse) -> str | None:
+        if answer.status != 200:
+            return f"the Telegram simulator answered {answer.status}"
+        return None
+
+    return await _converse(
+        f"{simulator}/simulator/chats/{chat_id}",
+        text,
+        refused=refused,
+        wait_s=wait_s,
+        poll_s=poll_s,
+    )
 
 
 async def send_whatsapp(
     data_dir: Path, phone: str, text: str, *, wait_s: float = 8.0, poll_s: float = 0.3
 ) -> list[str]:
     """Write to the agency on WhatsApp from ``phone``; returns what came back within ``wait_s``."""
-    credentials = load_credentials(data_dir)
-    simulator = credentials["simulators"]["meta"].rstrip("/")
-    handset = f"{simulator}/simulator/phones/{phone.lstrip('+')}"
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{handset}/messages") as answer:
-            seen = int((await answer.json())["count"])
-        async with http.post(f"{handset}/say", json={"text": text}) as answer:
-            status = (await answer.json()).get("webhook_status") if answer.status == 200 else None
+    simulator = load_credentials(data_dir)["simulators"]["meta"].rstrip("/")
+
+    async def refused(answer: aiohttp.ClientResponse) -> str | None:
+        status = (await answer.json()).get("webhook_status") if answer.status == 200 else None
         if status != 200:
-            raise DemoNotRunning(f"the gateway answered {status} to the WhatsApp message")
-        return await _collect(http, f"{handset}/messages", seen, wait_s=wait_s, poll_s=poll_s)
+            return f"the gateway answered {status} to the WhatsApp message"
+        return None
+
+    handset = f"{simulator}/simulator/phones/{phone.lstrip('+')}"
+    return await _converse(handset, text, refused=refused, wait_s=wait_s, poll_s=poll_s)

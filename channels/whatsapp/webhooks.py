@@ -318,17 +318,20 @@ def parse_webhook(payload: Any) -> Webhook:
     return Webhook(reports=reports, messages=messages)
 
 
+def _decode(raw_body: bytes) -> Any:
+    try:
+        return json.loads(raw_body)
+    except ValueError:
+        raise WebhookFieldError("body", "malformed") from None
+
+
 def parse_status_webhook_body(raw_body: bytes) -> list[DeliveryReport]:
     """``parse_status_webhook`` over the raw body (check its signature first).
 
     Raises:
         WebhookFieldError: ``body`` when the body is not UTF-8 JSON, else as above.
     """
-    try:
-        payload = json.loads(raw_body)
-    except ValueError:
-        raise WebhookFieldError("body", "malformed") from None
-    return parse_status_webhook(payload)
+    return parse_status_webhook(_decode(raw_body))
 
 
 def parse_webhook_body(raw_body: bytes) -> Webhook:
@@ -337,8 +340,4 @@ def parse_webhook_body(raw_body: bytes) -> Webhook:
     Raises:
         WebhookFieldError: ``body`` when the body is not UTF-8 JSON, else as above.
     """
-    try:
-        payload = json.loads(raw_body)
-    except ValueError:
-        raise WebhookFieldError("body", "malformed") from None
-    return parse_webhook(payload)
+    return parse_webhook(_decode(raw_body))
