@@ -241,6 +241,8 @@ async def _dispatch(params: dict[str, Any]) -> dict[str, Any]:
 
     gc.callbacks.append(gc_clock)
     profiler = _start_profile(params.get("profile"))
+    # As `warta serve` does once it is up: start-up objects out of the collector's scans.
+    gc.freeze()
     cpu_began = time.process_time()
     await dispatcher.start()
     deadline = fanned + params["timeout_s"]

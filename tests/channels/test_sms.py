@@ -396,3 +396,5 @@ def test_outgoing_message_repr_hides_recipient() -> None:
     (message,) = messages([N1], ALERT)
     assert isinstance(message, OutgoingMessage)
     assert N1 not in repr(message)
+    assert N1 not in str(message) and N1 not in f"{[message]}"
+    assert repr(message).startswith(f"OutgoingMessage(delivery_id={message.delivery_id}")
