@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from bench import common
 from channels.africastalking.simconfig import SimulatorConfig
 from gateway.db.engine import reading
-from gateway.db.schema import deliveries
+from gateway.db.schema import announcements, deliveries
 from gateway.outbox.fanout import fan_out
 from gateway.pricing import Tariff
 
@@ -220,9 +220,21 @@ async def _dispatch(params: dict[str, Any]) -> dict[str, Any]:
     )  # fmt: skip
     announcement_id = params["announcement_id"]
     began = time.perf_counter()
-    started = await dispatcher.start_due()  # the real start: approved -> sending + fan-out
+    if params.get("helper"):
+        # Another worker process of the same deployment: it only dispatches, from the moment
+        # the starter's fan-out is committed (the starter's clock is the one reported).
+        while True:
+            async with reading(engine) as conn:
+                status = await conn.scalar(
+                    sa.select(announcements.c.status).where(announcements.c.id == announcement_id)
+                )
+            if status != "approved":
+                break
+            await asyncio.sleep(0.01)
+    else:
+        started = await dispatcher.start_due()  # the real start: approved -> sending + fan-out
+        assert started == 1
     fanned = time.perf_counter()
-    assert started == 1
     pending = [
         sa.exists().where(deliveries.c.announcement_id == announcement_id,
                           deliveries.c.channel == "sms", deliveries.c.state == state)
@@ -390,9 +402,12 @@ async def _serve_callbacks(pipe: Connection, params: dict[str, Any]) -> None:
 async def run_warta(
     backend: str, n: int, *, sim_url: str, secrets: dict[str, str], knobs: Knobs,
     workdir: Any, prefix: str, name: str, profile: str | None = None, pyspy: str | None = None,
-    statements: bool = False,
+    statements: bool = False, processes: int = 1,
 ) -> dict[str, Any]:  # fmt: skip
     """Seed ``n`` subscribers and an approved announcement; the child fans out and drains.
+
+    ``processes`` > 1 starts that many Warta processes on the one database (as several
+    ``warta serve --role worker``): one fans out, all dispatch, the first one's clock counts.
 
     ``profile``: write a cProfile of the child's drain phase there; ``pyspy``: record the
     child with ``py-spy`` (every thread) into that flame graph.
@@ -407,9 +422,15 @@ async def run_warta(
         params = {"url": url, "secrets": secrets, "knobs": knobs, "sim_url": sim_url,
                   "announcement_id": ann["id"], "timeout_s": max(120.0, n / 500),
                   "profile": profile, "statements": statements}  # fmt: skip
+        helpers = [
+            common.spawn(dispatch_child, {**params, "helper": True, "profile": None})
+            for _ in range(processes - 1)
+        ]
         child = common.spawn(dispatch_child, params)
         spy = _py_spy(child.process.pid, pyspy)
         result: dict[str, Any] = child.finish(timeout=params["timeout_s"] + 120)
+        for helper in helpers:
+            helper.finish(timeout=params["timeout_s"] + 120)
         if spy is not None:
             spy.wait(60)
     finally:
@@ -563,6 +584,7 @@ async def _profile_main(args: Any) -> None:
             args.backend, args.recipients, sim_url=sim.ready, secrets=secrets, knobs=knobs,
             workdir=args.workdir, prefix="2541", name="dispatch_profile",
             profile=args.profile, pyspy=args.pyspy, statements=args.statements,
+            processes=args.processes,
         )  # fmt: skip
     finally:
         stats = sim.stop()
@@ -595,5 +617,6 @@ if __name__ == "__main__":
     parser.add_argument("--claim-batch", type=int, default=Knobs.claim_batch)
     parser.add_argument("--workers", type=int, default=Knobs.workers_per_channel)
     parser.add_argument("--executor-workers", type=int, default=Knobs.executor_workers)
+    parser.add_argument("--processes", type=int, default=1, help="Warta processes on the database")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
     asyncio.run(_profile_main(parser.parse_args()))

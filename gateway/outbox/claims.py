@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.db.schema import deliveries, subscriber_channels, subscribers
+from gateway.db.schema import deliveries, delivery_reports, subscriber_channels, subscribers
 from gateway.domain import DeliveryState
 
 
@@ -229,15 +229,31 @@ async def record_outcomes(
     return int(result.rowcount or 0)
 
 
-def _among(conn: AsyncConnection, ids: Sequence[int]) -> sa.ColumnElement[bool]:
-    """``deliveries.id IN ids`` as one bound value: a batch's thousands of ids would otherwise
-    be rendered and bound one by one."""
+# A batch's ids travel as one bound value (``json_each`` on SQLite, an array on PostgreSQL):
+# thousands of ids would otherwise be rendered and bound one by one.
+_IDS_JSON = sa.bindparam("among_ids_json", type_=sa.String)
+_IDS_ARRAY = sa.bindparam("among_ids", type_=ARRAY(sa.BigInteger))
+_AMONG = {
+    "sqlite": deliveries.c.id.in_(
+        sa.select(sa.literal_column("value")).select_from(sa.func.json_each(_IDS_JSON))
+    ),
+    "postgresql": deliveries.c.id == sa.any_(_IDS_ARRAY),
+}
+
+
+def _dialect(conn: AsyncConnection) -> str:
+    return "sqlite" if conn.dialect.name == "sqlite" else "postgresql"
+
+
+def _among(conn: AsyncConnection) -> sa.ColumnElement[bool]:
+    """``deliveries.id IN ids``, the ids bound by ``_ids``."""
+    return _AMONG[_dialect(conn)]
+
+
+def _ids(conn: AsyncConnection, ids: Sequence[int]) -> dict[str, Any]:
     if conn.dialect.name == "sqlite":
-        listed: sa.Select[Any] = sa.select(sa.literal_column("value")).select_from(
-            sa.func.json_each(sa.literal(json.dumps(list(ids))))
-        )
-        return deliveries.c.id.in_(listed)
-    return deliveries.c.id == sa.any_(sa.literal(list(ids), ARRAY(sa.BigInteger)))
+        return {"among_ids_json": json.dumps(list(ids))}
+    return {"among_ids": list(ids)}
 
 
 async def lock_reports(conn: AsyncConnection, channels: Sequence[str]) -> None:
@@ -256,18 +272,14 @@ async def lock_reports(conn: AsyncConnection, channels: Sequence[str]) -> None:
         await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
 
-async def apply_early_reports(conn: AsyncConnection, *, channel: str, ids: Sequence[int]) -> None:
-    """A delivery report can overtake the record of its send; apply the ones already stored."""
-    from gateway.db.schema import delivery_reports
-
-    if not ids:
-        return
+def _early_reports(dialect: str) -> sa.Update:
+    """The statement of ``apply_early_reports``: built once per dialect, channel and ids bound."""
 
     def final(column: sa.Column[Any]) -> Any:
         return (
             sa.select(column)
             .where(
-                delivery_reports.c.channel == channel,
+                delivery_reports.c.channel == sa.bindparam("early_channel", type_=sa.String),
                 delivery_reports.c.provider_message_id == deliveries.c.provider_message_id,
                 delivery_reports.c.state.in_(
                     [DeliveryState.DELIVERED.value, DeliveryState.FAILED.value]
@@ -280,10 +292,10 @@ async def apply_early_reports(conn: AsyncConnection, *, channel: str, ids: Seque
 
     final_state = final(delivery_reports.c.state)
     # The same values a report applied in order would have written (gateway.outbox.reports).
-    await conn.execute(
+    return (
         sa.update(deliveries)
         .where(
-            _among(conn, ids),
+            _AMONG[dialect],
             deliveries.c.state == DeliveryState.SENT.value,
             final_state.is_not(None),
         )
@@ -300,6 +312,17 @@ async def apply_early_reports(conn: AsyncConnection, *, channel: str, ids: Seque
             finished_at=sa.func.coalesce(deliveries.c.finished_at, deliveries.c.sent_at),
         )
     )
+
+
+_EARLY_REPORTS = {dialect: _early_reports(dialect) for dialect in _AMONG}
+
+
+async def apply_early_reports(conn: AsyncConnection, *, channel: str, ids: Sequence[int]) -> None:
+    """A delivery report can overtake the record of its send; apply the ones already stored."""
+    if not ids:
+        return
+    statement = _EARLY_REPORTS[_dialect(conn)]
+    await conn.execute(statement, {"early_channel": channel, **_ids(conn, ids)})
 
 
 async def stop_recipients(
@@ -372,10 +395,11 @@ async def renew_leases(
     result = await conn.execute(
         sa.update(deliveries)
         .where(
-            _among(conn, ids),
+            _among(conn),
             deliveries.c.state == DeliveryState.SENDING.value,
             deliveries.c.lease_until >= now,
         )
-        .values(lease_until=until)
+        .values(lease_until=until),
+        _ids(conn, ids),
     )
     return int(result.rowcount or 0)
