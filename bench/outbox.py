@@ -116,7 +116,9 @@ async def _simulator_main(pipe: Connection, latency: float, api_key: str) -> Non
     from channels.africastalking.simulator import AfricasTalkingSimulator
 
     sim = AfricasTalkingSimulator(
-        SimulatorConfig(api_key=api_key, latency=latency, suffix_outcomes={}, max_records=10)
+        SimulatorConfig(
+            api_key=api_key, latency=latency, suffix_outcomes={}, max_records=10, currency="IDR"
+        )  # the gateway's [pricing] currency: costs recorded
     )
     pipe.send(await sim.start())
 

@@ -82,7 +82,7 @@ async def _simulator(pipe: Connection, api_key: str, emergency_prefix: str) -> N
     from channels.africastalking.simulator import AfricasTalkingSimulator
 
     sim = AfricasTalkingSimulator(
-        SimulatorConfig(api_key=api_key, suffix_outcomes={}, max_records=100_000)
+        SimulatorConfig(api_key=api_key, suffix_outcomes={}, max_records=100_000, currency="IDR")
     )
     pipe.send(await sim.start())
     timeline: list[tuple[float, int, int]] = []

@@ -45,7 +45,9 @@ def build_channels(config: WartaConfig) -> dict[str, Channel]:
         from channels.sms.adapter import SmsChannel
 
         at = AfricasTalkingConfig.from_settings(
-            config.africastalking, secrets.africastalking_api_key.get_secret_value()
+            config.africastalking,
+            secrets.africastalking_api_key.get_secret_value(),
+            cost_currency=config.pricing.currency,
         )
         channels["sms"] = SmsChannel(at)
     voice = _voice(config)

@@ -30,6 +30,9 @@ class AfricasTalkingConfig:
         request_timeout: seconds for connecting and, separately, for each read.
         batch_size: recipients per bulk request (Africa's Talking publishes no maximum).
         rate_per_second: messages per second we allow ourselves towards this account.
+        cost_currency: the currency actual costs are kept in (the gateway's ``[pricing]
+            currency``); a cost the provider states in another currency is not recorded.
+            None records any.
     """
 
     username: str
@@ -41,6 +44,7 @@ class AfricasTalkingConfig:
     request_timeout: float = 10.0
     batch_size: int = 100
     rate_per_second: float = 200.0
+    cost_currency: str | None = None
 
     def __post_init__(self) -> None:
         if self.executor_workers < 1:
@@ -51,7 +55,9 @@ class AfricasTalkingConfig:
             raise ValueError("request_timeout must be positive")
 
     @classmethod
-    def from_settings(cls, section: AfricasTalkingSection, api_key: str) -> AfricasTalkingConfig:
+    def from_settings(
+        cls, section: AfricasTalkingSection, api_key: str, *, cost_currency: str | None = None
+    ) -> AfricasTalkingConfig:
         """Build from the ``[africastalking]`` settings and the key read from the environment."""
         return cls(
             username=section.username,
@@ -62,4 +68,5 @@ class AfricasTalkingConfig:
             request_timeout=section.request_timeout_s,
             batch_size=section.batch_size,
             rate_per_second=section.rate_per_second,
+            cost_currency=cost_currency,
         )

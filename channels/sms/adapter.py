@@ -38,22 +38,43 @@ def _digits(number: str) -> str:
     return number.strip().lstrip("+")
 
 
-def parse_cost(value: object) -> Decimal | None:
-    """``"KES 0.8000"`` -> ``Decimal("0.8000")``; None when absent or unreadable."""
+def parse_cost(value: object, currency: str | None = None) -> Decimal | None:
+    """``"KES 0.8000"`` -> ``Decimal("0.8000")``; None when absent or unreadable.
+
+    With ``currency``, a cost stated in another currency is None too: an agency's actual
+    cost is a sum, and KES added to IDR would be a number nobody can act on.
+    """
     if not isinstance(value, str):
         return None
-    return _cost_of(value)
+    code, amount = _cost_of(value)
+    if currency is not None and code is not None and code != currency.upper():
+        _warn_currency(code, currency)
+        return None
+    return amount
 
 
 @lru_cache(maxsize=256)
-def _cost_of(text: str) -> Decimal | None:
+def _cost_of(text: str) -> tuple[str | None, Decimal | None]:
     # A bulk answer repeats a handful of prices thousands of times; a Decimal is immutable.
-    if not text.strip():
-        return None
+    words = text.split()
+    if not words:
+        return None, None
+    code = words[0].upper() if len(words) > 1 and _WORD.fullmatch(words[0]) else None
     try:
-        return Decimal(text.split()[-1])
+        return code, Decimal(words[-1])
     except InvalidOperation:
-        return None
+        return code, None
+
+
+@lru_cache(maxsize=16)
+def _warn_currency(reported: str, kept: str) -> None:
+    # Once per pair and process: every answer of the account would say the same.
+    log.warning(
+        "Africa's Talking reports costs in %s but costs are kept in %s ([pricing] currency): "
+        "actual costs of these messages are not recorded",
+        reported,
+        kept,
+    )
 
 
 class SmsChannel(Channel):
@@ -145,14 +166,16 @@ class SmsChannel(Channel):
     async def _send_chunk(self, text: str, chunk: list[OutgoingMessage]) -> list[SendResult]:
         log.debug("sending one bulk SMS request with %d recipients", len(chunk))
         answer = await self._client.send_sms(text, [m.recipient for m in chunk])
-        return _match(chunk, answer)
+        return _match(chunk, answer, self._config.cost_currency)
 
 
 def _failed(message: OutgoingMessage, error: ChannelError) -> SendResult:
     return SendResult(delivery_id=message.delivery_id, state=DeliveryState.FAILED, error=error)
 
 
-def _match(chunk: list[OutgoingMessage], answer: Mapping[str, Any]) -> list[SendResult]:
+def _match(
+    chunk: list[OutgoingMessage], answer: Mapping[str, Any], currency: str | None = None
+) -> list[SendResult]:
     """Pair each recipient entry of ``answer`` with the delivery sent to that number."""
     data = answer.get("SMSMessageData")
     entries = data.get("Recipients") if isinstance(data, Mapping) else None
@@ -184,7 +207,7 @@ def _match(chunk: list[OutgoingMessage], answer: Mapping[str, Any]) -> list[Send
                 strangers += 1
                 continue
             first = queue.popleft()
-        results.append(_result(first, entry))
+        results.append(_result(first, entry, currency))
     if strangers:
         log.warning("answer named %d number(s) that were not in the request", strangers)
     unanswered = [*waiting.values(), *(message for queue in repeats.values() for message in queue)]
@@ -195,7 +218,7 @@ def _match(chunk: list[OutgoingMessage], answer: Mapping[str, Any]) -> list[Send
     return results
 
 
-def _result(message: OutgoingMessage, entry: Mapping[str, Any]) -> SendResult:
+def _result(message: OutgoingMessage, entry: Mapping[str, Any], currency: str | None) -> SendResult:
     try:
         code = int(entry.get("statusCode", -1))
     except (TypeError, ValueError):
@@ -207,7 +230,7 @@ def _result(message: OutgoingMessage, entry: Mapping[str, Any]) -> SendResult:
             delivery_id=message.delivery_id,
             state=DeliveryState.SENT,
             provider_message_id=str(message_id) if message_id else None,
-            cost=parse_cost(entry.get("cost")),
+            cost=parse_cost(entry.get("cost"), currency),
         )
     word = _safe_word(entry.get("status", ""))
     if code not in SEND_STATUS:

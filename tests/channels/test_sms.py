@@ -316,6 +316,19 @@ def test_parse_cost(text: str, cost: Decimal | None) -> None:
     assert parse_cost(text) == cost
 
 
+@pytest.mark.parametrize(
+    ("text", "cost"),
+    [
+        ("IDR 350.0000", Decimal("350.0000")),
+        ("idr 350", Decimal(350)),
+        ("KES 0.8000", None),  # another currency: not added to an IDR total
+        ("0", Decimal(0)),  # no currency stated: taken as is
+    ],
+)
+def test_parse_cost_keeps_only_the_gateways_currency(text: str, cost: Decimal | None) -> None:
+    assert parse_cost(text, "IDR") == cost
+
+
 DLR_TABLE = [
     ("Sent", DeliveryState.SENT),
     ("Submitted", DeliveryState.SENT),

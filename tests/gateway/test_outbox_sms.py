@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -52,6 +53,37 @@ async def test_broadcast_reaches_every_subscriber_once(aiohttp_client, database_
         assert only["error_reason"] == "InvalidPhoneNumber"
         assert only["phone"] == "+62 812-****-000"
         assert body["actual_cost"] is not None
+
+
+async def test_a_cost_in_another_currency_is_not_recorded(
+    aiohttp_client, database_url, keys, caplog
+):
+    """The provider charges in KES, the agency counts in IDR: each delivery keeps its IDR
+    estimate rather than a KES figure summed into IDR, and the operator is told why."""
+    import logging
+
+    from channels.sms import adapter
+
+    adapter._warn_currency.cache_clear()  # it says so once per process
+    caplog.set_level(logging.WARNING)
+    phones = numbers(5)
+    async with sms_world(
+        aiohttp_client, make_config, database_url, keys, provider_currency="KES"
+    ) as (world, sim):
+        await import_numbers(world, phones)
+        approved = await broadcast(world)
+        body = await wait_for(world, approved["id"], _all_settled(len(phones)))
+        await sim.wait_for_reports()
+        assert sim.sent_count.total() == 5
+        assert Decimal(body["actual_cost"]) == Decimal(body["estimated_cost"]) > 0
+        kes_price = Decimal(str(sim.config.cost_per_segment))
+        sent = await world.call(
+            "GET", f"/api/v1/announcements/{approved['id']}/deliveries", role=Role.OPERATOR
+        )
+        costs = {Decimal(item["cost"]) for item in sent.body["items"]}
+        assert costs == {Decimal(body["estimated_cost"]) / 5} and kes_price not in costs
+    warnings = [r.getMessage() for r in caplog.records if "costs are kept in" in r.getMessage()]
+    assert warnings and all("KES" in w and "IDR" in w for w in warnings)
 
 
 async def test_fan_out_twice_inserts_nothing_the_second_time(aiohttp_client, database_url, keys):

@@ -27,8 +27,15 @@ async def sms_world(
     dispatch: dict[str, Any] | None = None,
     africastalking: dict[str, Any] | None = None,
     clock: Clock | None = None,
+    provider_currency: str = "IDR",
 ) -> AsyncIterator[tuple[World, AfricasTalkingSimulator]]:
-    sim_config = replace(simulator or SimulatorConfig(), api_key=keys["africastalking_api_key"])
+    # The simulator charges in the gateway's [pricing] currency (IDR by default), as in
+    # `warta demo`, unless a test asks for another.
+    sim_config = replace(
+        simulator or SimulatorConfig(),
+        api_key=keys["africastalking_api_key"],
+        currency=provider_currency,
+    )
     sim = AfricasTalkingSimulator(sim_config)
     base_url = await sim.start()
     config = make_config(
