@@ -24,7 +24,9 @@ created_then_timeout  -      creates the status, then does not answer (a lost an
 
 A canned outcome (``outcomes[text]``) applies to the FIRST request with that text; later
 requests with the same text behave normally, so a retry can be tested. Without one, each
-request draws from ``request_failure_shares``. Nothing here logs a token.
+request draws from ``request_failure_shares``. ``faults`` is the fault schedule
+(``channels.simfaults``: 5xx bursts, 429s, resets, hangs, an outage, on demand at
+``/simulator/faults``) for ``POST /api/v1/statuses``. Nothing here logs a token.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import asyncio
 import contextlib
 import html
 import logging
+import math
 import random
 import time
 from collections import Counter, deque
@@ -44,6 +47,7 @@ from typing import Any, Literal, get_args
 from aiohttp import web
 
 from channels.mastodon.textcount import status_length
+from channels.simfaults import FaultSchedule
 
 __all__ = [
     "MastodonSimulator",
@@ -145,8 +149,12 @@ class MastodonSimulator:
         self._next_id = 113_000_000_000_000_000
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
-        self.app = web.Application()
-        self.app.router.add_post("/api/v1/statuses", self._handle_create)
+        self.faults = FaultSchedule(
+            is_send=self._is_send, recipients=self._account_of, throttled=self._throttled
+        )
+        self.app = web.Application(middlewares=[self.faults.middleware])
+        self._create_route = self.app.router.add_post("/api/v1/statuses", self._handle_create)
+        self.faults.add_routes(self.app)
         self.app.router.add_get("/api/v2/instance", self._handle_instance)
         self.app.on_shutdown.append(self._release_hanging)
 
@@ -163,11 +171,13 @@ class MastodonSimulator:
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
+        self.faults.bind(self._runner)
         bound_host, bound_port = self._runner.addresses[0][:2]
         return f"http://{bound_host}:{bound_port}"
 
     async def stop(self) -> None:
         self._closing.set()
+        await self.faults.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -187,16 +197,39 @@ class MastodonSimulator:
             self.records_dropped += 1
         self.received.append(ReceivedStatus(fields, account, key, status, time.time()))
 
-    def _rate_headers(self, account: str, *, exhausted: bool = False) -> dict[str, str]:
-        config = self.config
-        limit = config.window_limit or 300
+    def _rate_headers(self, account: str) -> dict[str, str]:
+        limit = self.config.window_limit or 300
         used = len(self._windows.get(account, ()))
-        reset = config.reset_at or time.time() + config.retry_after_seconds
+        return self._limit_headers(max(0, limit - used))
+
+    def _limit_headers(self, remaining: int, reset: float | None = None) -> dict[str, str]:
+        config = self.config
+        if reset is None:
+            reset = config.reset_at or time.time() + config.retry_after_seconds
         return {
-            "X-RateLimit-Limit": str(limit),
-            "X-RateLimit-Remaining": "0" if exhausted else str(max(0, limit - used)),
+            "X-RateLimit-Limit": str(config.window_limit or 300),
+            "X-RateLimit-Remaining": str(remaining),
             "X-RateLimit-Reset": _iso(reset),
         }
+
+    def _too_many_requests(self, reset: float | None = None) -> web.Response:
+        """Mastodon's 429: its error JSON and the rate headers with nothing left until ``reset``."""
+        response = _error(429, "Too many requests")
+        response.headers.update(self._limit_headers(0, reset))
+        return response
+
+    def _is_send(self, request: web.Request) -> bool:
+        return request.match_info.route is self._create_route
+
+    async def _account_of(self, request: web.Request) -> tuple[str, ...]:
+        """The account the bearer token posts as (never the token); empty when unknown."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        account = self.config.accounts.get(token) if scheme == "Bearer" else None
+        return (account,) if account else ()
+
+    def _throttled(self, seconds: int) -> web.Response:
+        """A fault's 429: ``X-RateLimit-Reset`` on the first whole second ``seconds`` from now."""
+        return self._too_many_requests(reset=math.ceil(time.time() + seconds))
 
     def _outcome_for(self, text: str) -> str | None:
         canned = self.config.outcomes.get(text)
@@ -275,9 +308,7 @@ class MastodonSimulator:
             return await self._hang()
         if outcome == "throttled" or self._window_full(account, now):
             self._record(fields, account, key, 429)
-            response = _error(429, "Too many requests")
-            response.headers.update(self._rate_headers(account, exhausted=True))
-            return response
+            return self._too_many_requests()
         if outcome == "server_error":
             self._record(fields, account, key, 503)
             page = "<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>"

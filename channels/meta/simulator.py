@@ -26,7 +26,9 @@ lists the texts accepted for that number (``?after=`` a count already seen), for
 
 What it received: ``received`` (the last ``max_records`` requests), ``used_outcomes``,
 ``requests_total``, ``messages_accepted``, ``posts_created`` and ``webhooks`` (its
-``delivered``, ``refused`` and ``failed`` counters).
+``delivered``, ``refused`` and ``failed`` counters). ``faults`` is the fault schedule
+(``channels.simfaults``: 5xx bursts, 429s, resets, hangs, an outage, on demand at
+``/simulator/faults``) for the WhatsApp ``messages`` and Page ``feed`` POSTs.
 Nothing here logs a phone number, a token or the app secret.
 """
 
@@ -48,6 +50,7 @@ from aiohttp import web
 
 from channels.meta.simconfig import GRAPH_OUTCOMES, SimulatorConfig
 from channels.meta.simwebhooks import StatusWebhooks, draw, seconds
+from channels.simfaults import FaultSchedule
 
 __all__ = ["MetaSimulator", "ReceivedRequest", "SimulatorConfig", "serve_forever"]
 
@@ -89,9 +92,17 @@ class MetaSimulator:
         self._runner: web.AppRunner | None = None
         # WhatsApp id -> when the citizen last wrote to us (opens the 24-hour window).
         self.last_inbound: dict[str, float] = {}
-        self.app = web.Application(client_max_size=1024 * 1024)
-        self.app.router.add_post("/{version}/{node}/messages", self._handle_whatsapp)
-        self.app.router.add_post("/{version}/{node}/feed", self._handle_feed)
+        self.faults = FaultSchedule(
+            is_send=self._is_send, recipients=self._recipients_of, throttled=self._throttled
+        )
+        self.app = web.Application(
+            client_max_size=1024 * 1024, middlewares=[self.faults.middleware]
+        )
+        self._send_routes = (
+            self.app.router.add_post("/{version}/{node}/messages", self._handle_whatsapp),
+            self.app.router.add_post("/{version}/{node}/feed", self._handle_feed),
+        )
+        self.faults.add_routes(self.app)
         # Not Meta's: the simulator's own handset, for ``warta phone whatsapp``.
         self.app.router.add_post("/simulator/phones/{number}/say", self._handle_say)
         self.app.router.add_get("/simulator/phones/{number}/messages", self._handle_phone)
@@ -111,12 +122,14 @@ class MetaSimulator:
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
+        self.faults.bind(self._runner)
         bound_host, bound_port = self._runner.addresses[0][:2]
         return f"http://{bound_host}:{bound_port}"
 
     async def stop(self) -> None:
         """Release hanging requests, stop the webhook workers and close the port."""
         self._closing.set()
+        await self.faults.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -208,6 +221,26 @@ class MetaSimulator:
 
     # -- requests --------------------------------------------------------------------------
 
+    def _is_send(self, request: web.Request) -> bool:
+        """A WhatsApp message or a Page post: the two Graph routes that send something."""
+        return request.match_info.route in self._send_routes
+
+    async def _recipients_of(self, request: web.Request) -> tuple[str, ...]:
+        """WhatsApp: the ``to`` number of the JSON body; a Page post: the Page id in the path."""
+        if request.match_info.route is not self._send_routes[0]:
+            return (request.match_info["node"],)
+        try:
+            body = await request.json()  # aiohttp keeps the body for the handler
+        except ValueError:
+            return ()
+        to = body.get("to") if isinstance(body, dict) else None
+        return (to,) if isinstance(to, str) and to else ()
+
+    def _throttled(self, retry_after: int) -> web.Response:
+        """Meta's request-limit answer: HTTP 429, ``Retry-After`` and Graph error code 4."""
+        headers = {"Retry-After": str(retry_after)}
+        return self._graph_error(429, 4, "Application request limit reached", headers=headers)
+
     def _record(
         self,
         request: web.Request,
@@ -278,8 +311,7 @@ class MetaSimulator:
         if outcome is None or outcome == "success":
             return None
         if outcome == "throttled":
-            headers = {"Retry-After": str(self.config.retry_after_seconds)}
-            return self._graph_error(429, 4, "Application request limit reached", headers=headers)
+            return self._throttled(self.config.retry_after_seconds)
         if outcome == "server_error":
             return web.Response(
                 status=502, text="<html><body>Bad Gateway</body></html>", content_type="text/html"

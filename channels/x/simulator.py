@@ -25,7 +25,9 @@ A canned outcome (``outcomes[text]``) applies to the FIRST request with that tex
 requests with the same text behave normally, so a retry can be tested. Otherwise each
 request draws from ``request_failure_shares``. "Natural" outcomes follow from the request
 itself: the same account posting the same text within ``duplicate_window`` seconds, or a
-text whose weighted length exceeds 280. Nothing here logs a token.
+text whose weighted length exceeds 280. ``faults`` is the fault schedule
+(``channels.simfaults``: 5xx bursts, 429s, resets, hangs, an outage, on demand at
+``/simulator/faults``) for ``POST /2/tweets``. Nothing here logs a token.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections import Counter, deque
@@ -42,6 +45,7 @@ from typing import Any, Literal, get_args
 
 from aiohttp import web
 
+from channels.simfaults import FaultSchedule
 from channels.x.textcount import MAX_WEIGHTED_LENGTH, weighted_length
 
 __all__ = ["Outcome", "ReceivedPost", "XSimulator", "XSimulatorConfig", "serve_forever"]
@@ -151,8 +155,12 @@ class XSimulator:
         self._next_id = 1_790_000_000_000_000_000
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
-        self.app = web.Application()
-        self.app.router.add_post("/2/tweets", self._handle_create)
+        self.faults = FaultSchedule(
+            is_send=self._is_send, recipients=self._account_of, throttled=self._throttled
+        )
+        self.app = web.Application(middlewares=[self.faults.middleware])
+        self._create_route = self.app.router.add_post("/2/tweets", self._handle_create)
+        self.faults.add_routes(self.app)
         self.app.on_shutdown.append(self._release_hanging)
 
     def __repr__(self) -> str:
@@ -168,11 +176,13 @@ class XSimulator:
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
+        self.faults.bind(self._runner)
         bound_host, bound_port = self._runner.addresses[0][:2]
         return f"http://{bound_host}:{bound_port}"
 
     async def stop(self) -> None:
         self._closing.set()
+        await self.faults.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -190,17 +200,39 @@ class XSimulator:
             self.records_dropped += 1
         self.received.append(ReceivedPost(body, username, status, time.time()))
 
-    def _rate_headers(self, username: str, remaining: int | None = None) -> dict[str, str]:
-        config = self.config
-        limit = config.window_limit or 100
+    def _rate_headers(self, username: str) -> dict[str, str]:
+        limit = self.config.window_limit or 100
         used = len(self._windows.get(username, ()))
-        reset = config.reset_at or int(time.time()) + config.retry_after_seconds
-        left = max(0, limit - used) if remaining is None else remaining
+        return self._limit_headers(max(0, limit - used))
+
+    def _limit_headers(self, remaining: int, reset: int | None = None) -> dict[str, str]:
+        config = self.config
+        if reset is None:
+            reset = config.reset_at or int(time.time()) + config.retry_after_seconds
         return {
-            "x-rate-limit-limit": str(limit),
-            "x-rate-limit-remaining": str(left),
+            "x-rate-limit-limit": str(config.window_limit or 100),
+            "x-rate-limit-remaining": str(remaining),
             "x-rate-limit-reset": str(reset),
         }
+
+    def _too_many_requests(self, reset: int | None = None) -> web.Response:
+        """X's 429: a problem body and the rate headers with nothing left until ``reset``."""
+        response = _problem(429, "Too Many Requests", "Too Many Requests")
+        response.headers.update(self._limit_headers(0, reset))
+        return response
+
+    def _is_send(self, request: web.Request) -> bool:
+        return request.match_info.route is self._create_route
+
+    async def _account_of(self, request: web.Request) -> tuple[str, ...]:
+        """The account the bearer token posts as (never the token); empty when unknown."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        username = self.config.accounts.get(token) if scheme == "Bearer" else None
+        return (username,) if username else ()
+
+    def _throttled(self, seconds: int) -> web.Response:
+        """A fault's 429: ``x-rate-limit-reset`` at least ``seconds`` from now (epoch seconds)."""
+        return self._too_many_requests(reset=math.ceil(time.time() + seconds))
 
     def _outcome_for(self, text: str) -> str | None:
         canned = self.config.outcomes.get(text)
@@ -252,9 +284,7 @@ class XSimulator:
             return await self._hang()
         if outcome == "throttled" or self._window_full(username, now):
             self._record(fields, username, 429)
-            response = _problem(429, "Too Many Requests", "Too Many Requests")
-            response.headers.update(self._rate_headers(username, remaining=0))
-            return response
+            return self._too_many_requests()
         if outcome == "server_error":
             self._record(fields, username, 503)
             return _problem(503, "Service Unavailable", "Service Unavailable")
