@@ -55,6 +55,8 @@ class Outcome(NamedTuple):
     error_reason: str | None = None
     next_attempt_at: datetime | None = None
     url: str | None = None
+    # Handed back without being sent (a provider's pause): the claim's attempt is given back.
+    refund: bool = False
 
 
 def _of_subscriber(column: sa.ColumnElement[Any]) -> sa.ScalarSelect[Any]:
@@ -166,19 +168,20 @@ _RECORD_PG = sa.text(
         next_attempt_at = COALESCE(v.next_attempt_at, d.next_attempt_at),
         sent_at = CASE WHEN v.state = 'sent' THEN CAST(:now AS timestamptz) ELSE d.sent_at END,
         finished_at = CASE WHEN v.final THEN CAST(:now AS timestamptz) ELSE d.finished_at END,
-        lease_until = NULL
+        lease_until = NULL,
+        attempts = d.attempts - CASE WHEN v.refund THEN 1 ELSE 0 END
     FROM unnest(
         CAST(:ids AS bigint[]), CAST(:states AS text[]), CAST(:pmids AS text[]),
         CAST(:urls AS text[]), CAST(:costs AS numeric[]), CAST(:error_kinds AS text[]),
         CAST(:error_reasons AS text[]), CAST(:next_attempts AS timestamptz[]),
-        CAST(:finals AS boolean[])
-    ) AS v(id, state, pmid, url, cost, error_kind, error_reason, next_attempt_at, final)
+        CAST(:finals AS boolean[]), CAST(:refunds AS boolean[])
+    ) AS v(id, state, pmid, url, cost, error_kind, error_reason, next_attempt_at, final, refund)
     WHERE d.id = v.id AND d.state = 'sending'
     """
 )
 _PG_COLUMNS = (
     "ids", "states", "pmids", "urls", "costs", "error_kinds", "error_reasons", "next_attempts",
-    "finals",
+    "finals", "refunds",
 )  # fmt: skip
 
 _RECORD_SQLITE = sa.text(
@@ -193,7 +196,8 @@ _RECORD_SQLITE = sa.text(
         next_attempt_at = COALESCE(json_extract(v.value, '$[7]'), next_attempt_at),
         sent_at = CASE WHEN json_extract(v.value, '$[1]') = 'sent' THEN :now ELSE sent_at END,
         finished_at = CASE WHEN json_extract(v.value, '$[8]') THEN :now ELSE finished_at END,
-        lease_until = NULL
+        lease_until = NULL,
+        attempts = attempts - json_extract(v.value, '$[9]')
     FROM json_each(:payload) AS v
     WHERE deliveries.id = json_extract(v.value, '$[0]') AND deliveries.state = 'sending'
     """
@@ -208,17 +212,19 @@ async def record_outcomes(
         return 0
     sqlite = conn.dialect.name == "sqlite"
     rows: list[tuple[Any, ...]] = []
-    for id_, state, pmid, cost, error_kind, reason, next_attempt_at, url in outcomes:
+    for id_, state, pmid, cost, error_kind, reason, next_attempt_at, url, refund in outcomes:
         text, final = _STATE_COLUMNS[state]
         if reason is not None:
             reason = reason[:200]
         if sqlite:
             rows.append((
                 id_, text, pmid, url, None if cost is None else float(cost), error_kind, reason,
-                _stamp(next_attempt_at), final,
+                _stamp(next_attempt_at), final, int(refund),
             ))  # fmt: skip
         else:
-            rows.append((id_, text, pmid, url, cost, error_kind, reason, next_attempt_at, final))
+            rows.append(
+                (id_, text, pmid, url, cost, error_kind, reason, next_attempt_at, final, refund)
+            )
     if sqlite:
         result = await conn.execute(
             _RECORD_SQLITE, {"payload": json.dumps(rows), "now": _stamp(now)}

@@ -433,20 +433,21 @@ class Dispatcher:
             if pacer is not None:
                 pacer.release(len(request))
 
-    async def _wait_out_pause(self, channel_name: str) -> Throttled | None:
+    async def _wait_out_pause(self, channel_name: str) -> HandedBack | None:
         """Hold a request while its channel is paused by a 429 that another request met.
 
         Workers claim before they wait for the rate, so a request claimed before the 429 may
         come up during the provider's ``Retry-After``: it waits until the pause ends. A pause
         longer than half the lease hands the request back as throttled instead (queued again
-        for after the pause) rather than hold a worker and its batch that long.
+        for after the pause, its attempt given back) rather than hold a worker and its batch
+        that long.
         """
         loop = asyncio.get_running_loop()
         budget = self.config.dispatch.lease_seconds / 2
         left = self._paused_until.get(channel_name, 0.0) - loop.time()
         while left > 0:
             if left > budget:
-                return Throttled("channel paused after HTTP 429", retry_after=left)
+                return HandedBack("channel paused after HTTP 429", retry_after=left)
             await asyncio.sleep(left)
             # Another 429 while waiting moves the end of the pause.
             left = self._paused_until.get(channel_name, 0.0) - loop.time()
@@ -465,6 +466,17 @@ class Dispatcher:
 
     def _failure(self, delivery_id: int, error: ChannelError, attempts: int) -> claims.Outcome:
         settings = self.config.dispatch
+        if isinstance(error, HandedBack):
+            # Never sent: back in the queue for after the pause, its attempt given back, so
+            # long pauses cannot use up a delivery's attempts without one send.
+            return claims.Outcome(
+                delivery_id,
+                DeliveryState.QUEUED,
+                error_kind=error.kind,
+                error_reason=error.reason,
+                next_attempt_at=self.clock.now() + timedelta(seconds=error.retry_after or 1.0),
+                refund=True,
+            )
         if error.retryable and attempts < settings.max_attempts:
             if isinstance(error, Throttled) and error.retry_after:
                 delay = error.retry_after
@@ -663,6 +675,11 @@ class Dispatcher:
             log.warning("reclaimed %d deliveries whose lease expired", reclaimed)
         if reclaimed or fell_back:
             self._wake_workers()
+
+
+class HandedBack(Throttled):
+    """A claimed request given back unsent because its channel is paused (see
+    ``Dispatcher._wait_out_pause``): queued again for after the pause, no attempt spent."""
 
 
 def _arrival_pacer(channel: Channel) -> ArrivalPacer:
