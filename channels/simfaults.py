@@ -36,7 +36,7 @@ import socket
 import struct
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -287,3 +287,17 @@ async def _cut(request: web.Request, answer: web.StreamResponse) -> web.StreamRe
     await partial.prepare(request)
     await partial.write(body[: len(body) // 2])
     return _reset(request)
+
+
+def bearer_account(
+    accounts: Mapping[str, str],
+) -> Callable[[web.Request], Awaitable[tuple[str, ...]]]:
+    """``recipients`` for a provider whose send request names no one but the account its
+    bearer token posts as (X, Mastodon): that account, never the token; empty when unknown."""
+
+    async def account_of(request: web.Request) -> tuple[str, ...]:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        account = accounts.get(token) if scheme == "Bearer" else None
+        return (account,) if account else ()
+
+    return account_of

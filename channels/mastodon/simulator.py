@@ -47,7 +47,7 @@ from typing import Any, Literal, get_args
 from aiohttp import web
 
 from channels.mastodon.textcount import status_length
-from channels.simfaults import FaultSchedule
+from channels.simfaults import FaultSchedule, bearer_account
 
 __all__ = [
     "MastodonSimulator",
@@ -150,7 +150,9 @@ class MastodonSimulator:
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.faults = FaultSchedule(
-            is_send=self._is_send, recipients=self._account_of, throttled=self._throttled
+            is_send=self._is_send,
+            recipients=bearer_account(self.config.accounts),
+            throttled=self._throttled,
         )
         self.app = web.Application(middlewares=[self.faults.middleware])
         self._create_route = self.app.router.add_post("/api/v1/statuses", self._handle_create)
@@ -220,12 +222,6 @@ class MastodonSimulator:
 
     def _is_send(self, request: web.Request) -> bool:
         return request.match_info.route is self._create_route
-
-    async def _account_of(self, request: web.Request) -> tuple[str, ...]:
-        """The account the bearer token posts as (never the token); empty when unknown."""
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        account = self.config.accounts.get(token) if scheme == "Bearer" else None
-        return (account,) if account else ()
 
     def _throttled(self, seconds: int) -> web.Response:
         """A fault's 429: ``X-RateLimit-Reset`` on the first whole second ``seconds`` from now."""

@@ -45,7 +45,7 @@ from typing import Any, Literal, get_args
 
 from aiohttp import web
 
-from channels.simfaults import FaultSchedule
+from channels.simfaults import FaultSchedule, bearer_account
 from channels.x.textcount import MAX_WEIGHTED_LENGTH, weighted_length
 
 __all__ = ["Outcome", "ReceivedPost", "XSimulator", "XSimulatorConfig", "serve_forever"]
@@ -156,7 +156,9 @@ class XSimulator:
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.faults = FaultSchedule(
-            is_send=self._is_send, recipients=self._account_of, throttled=self._throttled
+            is_send=self._is_send,
+            recipients=bearer_account(self.config.accounts),
+            throttled=self._throttled,
         )
         self.app = web.Application(middlewares=[self.faults.middleware])
         self._create_route = self.app.router.add_post("/2/tweets", self._handle_create)
@@ -223,12 +225,6 @@ class XSimulator:
 
     def _is_send(self, request: web.Request) -> bool:
         return request.match_info.route is self._create_route
-
-    async def _account_of(self, request: web.Request) -> tuple[str, ...]:
-        """The account the bearer token posts as (never the token); empty when unknown."""
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        username = self.config.accounts.get(token) if scheme == "Bearer" else None
-        return (username,) if username else ()
 
     def _throttled(self, seconds: int) -> web.Response:
         """A fault's 429: ``x-rate-limit-reset`` at least ``seconds`` from now (epoch seconds)."""
