@@ -152,7 +152,7 @@ async def _handle(request: web.Request, *, digits_route: bool) -> web.Response:
 
 async def _finish(request: web.Request, callback: VoiceCallback) -> web.Response:
     """The call is over: its outcome becomes the delivery's state (replays change nothing)."""
-    report = callback.delivery_report()
+    report = callback.delivery_report(request.app[CONFIG].pricing.currency)
     assert report is not None  # a final callback always makes one
     try:
         await request.app[REPORTS].submit("voice", report)

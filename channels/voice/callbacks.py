@@ -66,17 +66,35 @@ class VoiceCallback:
     def is_final(self) -> bool:
         return not self.active
 
-    def delivery_report(self) -> DeliveryReport | None:
-        """The report a final callback makes; None while the call is still going on."""
+    def delivery_report(self, currency: str | None = None) -> DeliveryReport | None:
+        """The report a final callback makes; None while the call is still going on.
+
+        With ``currency`` (the gateway's ``[pricing] currency``), an ``amount`` whose
+        ``currencyCode`` is another currency is left out of the report, as for SMS: the
+        delivery keeps its estimate rather than add, say, KES to an IDR total.
+        """
         if self.active:
             return None
         state, word = final_state(self.session_state, self.status, self.hangup_cause)
+        cost = self.cost
+        if (
+            cost is not None
+            and currency is not None
+            and self.currency is not None
+            and self.currency.upper() != currency.upper()
+        ):
+            log.warning(
+                "a voice call cost is stated in %s but costs are kept in %s: not recorded",
+                self.currency.upper(),
+                currency.upper(),
+            )
+            cost = None
         return DeliveryReport(
             provider_message_id=self.session_id,
             state=state,
             status_word=word,
             reason=self.hangup_cause if state is not DeliveryState.DELIVERED else None,
-            cost=self.cost,
+            cost=cost,
         )
 
 

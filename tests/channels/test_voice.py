@@ -767,3 +767,23 @@ def test_config_from_settings() -> None:
     assert API_KEY not in repr(config) and CALLER not in repr(config)
     with pytest.raises(ValueError, match="max_plays"):
         VoiceConfig(username="u", api_key="k", caller_number=CALLER, max_plays=0)
+
+
+def test_a_call_cost_in_another_currency_stays_out_of_the_report() -> None:
+    final = {
+        "sessionId": "ATVId_cost",
+        "isActive": "0",
+        "callSessionState": "Completed",
+        "status": "Success",
+        "amount": "KES 2.0000",
+        "currencyCode": "KES",
+    }
+    callback = parse_voice_callback(final)
+    assert callback.delivery_report() is not None
+    assert callback.delivery_report().cost == Decimal("2.0000")  # type: ignore[union-attr]
+    assert callback.delivery_report("kes").cost == Decimal("2.0000")  # type: ignore[union-attr]
+    kept_in_idr = callback.delivery_report("IDR")
+    assert kept_in_idr is not None
+    assert (kept_in_idr.state, kept_in_idr.cost) == (DeliveryState.DELIVERED, None)
+    no_code = parse_voice_callback({k: v for k, v in final.items() if k != "currencyCode"})
+    assert no_code.delivery_report("IDR").cost == Decimal("2.0000")  # type: ignore[union-attr]

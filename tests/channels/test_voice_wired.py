@@ -90,7 +90,8 @@ async def voice_world(
             caller_numbers=frozenset({CALLER}),
             callback_url=callback_url if play_calls else None,
             answer_delay=0.05,
-            **simulated,
+            # Charges in the gateway's [pricing] currency, as in `warta demo`.
+            **({"currency": "IDR"} | simulated),
         )
     )
     sim_url = await simulator.start()
@@ -275,8 +276,8 @@ async def test_callbacks_checked_field_by_field_and_key_presses_bounded(
             "status": "Success",
             "hangupCause": "NORMAL_CLEARING",
             "durationInSeconds": "42",
-            "amount": "KES 2.0000",
-            "currencyCode": "KES",
+            "amount": "IDR 2000.0000",
+            "currencyCode": "IDR",
         }
 
         async def post(path: str, form: dict[str, str]) -> tuple[int, str, str]:
