@@ -44,7 +44,13 @@ def _safe_next(value: str) -> str:
 async def login_form(ctx: Ctx) -> web.StreamResponse:
     if ctx.user is not None:
         return redirect(PREFIX + "/")
-    return ctx.render("login.html", next=_safe_next(ctx.request.query.get("next", "")))
+    query = ctx.request.query
+    notice = None
+    if query.get("password_changed") == "1":
+        notice = ctx.t("password_changed")
+    elif query.get("signed_out") == "1":
+        notice = ctx.t("signed_out")
+    return ctx.render("login.html", next=_safe_next(query.get("next", "")), notice=notice)
 
 
 @page(login=False)

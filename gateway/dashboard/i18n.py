@@ -42,6 +42,11 @@ TEXT: dict[str, tuple[str, str]] = {
         "The form expired or is not valid. Reload the page and try again.",
     ),
     "signed_out": ("Anda sudah keluar.", "You are signed out."),
+    "password_changed": (
+        "Kata sandi diganti. Masuk lagi dengan kata sandi baru.",
+        "Password changed. Sign in again with the new one.",
+    ),
+    "my_password": ("Kata sandi saya", "My password"),
     # announcements
     "title": ("Judul", "Title"),
     "body": ("Isi", "Body"),

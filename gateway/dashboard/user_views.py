@@ -1,5 +1,6 @@
 """The agency's people, for its administrators: list, add (with an initial password), change a
-role, disable and enable, reset a password.
+role, disable and enable, reset a password. And every user's own password
+(``/dashboard/account/password``).
 
 Only an ``admin`` of the agency sees or changes its users; a user of another agency is a 404.
 Every change is one transaction with its audit event (actor, before and after; never a
@@ -10,6 +11,7 @@ and nobody can disable themselves, so an administrator cannot lock the agency ou
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,13 +19,16 @@ from aiohttp import web
 
 from gateway.api.routing import path_id
 from gateway.appkeys import CLOCK, ENGINE
-from gateway.dashboard.web import PREFIX, Ctx, page, redirect
+from gateway.dashboard.web import LOGIN_BY_ACCOUNT, PREFIX, SESSIONS, Ctx, page, redirect
 from gateway.db.engine import reading
 from gateway.domain import Role
 from gateway.store import users as store
 from gateway.store.audit import record
 
+log = logging.getLogger("warta.dashboard")
+
 USERS = PREFIX + "/users"
+ACCOUNT_PASSWORD = PREFIX + "/account/password"
 ROLES = tuple(role.value for role in Role)
 
 # The page's own words (kept here, next to the only page that uses them).
@@ -66,6 +71,22 @@ WORDS: dict[str, tuple[str, str]] = {
     "bad_password": (
         "Kata sandi harus 10 sampai 1024 karakter.",
         "The password must have 10 to 1024 characters.",
+    ),
+    "current_password": ("Kata sandi sekarang", "Current password"),
+    "new_password_again": ("Kata sandi baru sekali lagi", "New password again"),
+    "change_password": ("Ganti kata sandi", "Change password"),
+    "own_password_hint": (
+        "Minimal 10 karakter. Setelah diganti, semua sesi Anda berakhir dan Anda masuk lagi.",
+        "At least 10 characters. Afterwards every session of yours ends and you sign in again.",
+    ),
+    "wrong_password": ("Kata sandi sekarang salah.", "The current password is not right."),
+    "mismatch": (
+        "Kedua kata sandi baru tidak sama.",
+        "The two new passwords are not the same.",
+    ),
+    "same_password": (
+        "Kata sandi baru sama dengan yang sekarang.",
+        "The new password is the current one.",
     ),
 }
 
@@ -277,6 +298,65 @@ async def reset_password(ctx: Ctx) -> web.StreamResponse:
     return await _change(ctx, "user.password_reset", apply)
 
 
+async def _account_page(ctx: Ctx, *, status: int = 200, error: str | None = None) -> web.Response:
+    return ctx.render("account.html", status=status, w=_words(ctx), error=error)
+
+
+@page()
+async def account_form(ctx: Ctx) -> web.StreamResponse:
+    return await _account_page(ctx)
+
+
+@page()
+async def change_own_password(ctx: Ctx) -> web.StreamResponse:
+    """Any user, their own password: the current one first (a session left open on a shared
+    computer must not be enough), counted against the same per-account limit as signing in.
+    Every session of the user ends, this one too: they sign in again with the new password."""
+    assert ctx.user is not None
+    w = _words(ctx)
+    app = ctx.request.app
+    engine, now = app[ENGINE], app[CLOCK].now()
+    current = ctx.field("current_password")
+    new, again = ctx.field("new_password"), ctx.field("new_password_again")
+    # What the form alone shows wrong costs no attempt and no hashing.
+    if new != again:
+        return await _account_page(ctx, status=422, error=w("mismatch"))
+    try:
+        store.check_password_rules(new)
+    except store.UserProblem:
+        return await _account_page(ctx, status=422, error=w("bad_password"))
+    if new == current:
+        return await _account_page(ctx, status=422, error=w("same_password"))
+    account = f"{ctx.user.agency_slug}\n{store.normalise_email(ctx.user.email)}"
+    if not await app[LOGIN_BY_ACCOUNT].allow(engine, account, now=now):
+        log.warning("dashboard: password change attempts throttled")
+        return await _account_page(ctx, status=429, error=ctx.t("login_throttled"))
+    async with reading(engine) as conn:
+        me = await store.get_user(conn, ctx.user.id)
+    good = me is not None and await asyncio.to_thread(
+        store.verify_password, me.password_hash, current[: store.MAX_PASSWORD_LENGTH]
+    )
+    if me is None or not good:
+        log.info("dashboard: password change refused (current password)")
+        return await _account_page(ctx, status=403, error=w("wrong_password"))
+    password_hash = await asyncio.to_thread(store.hash_password, new)
+    async with engine.begin() as conn:
+        await store.set_password(conn, user_id=me.id, password_hash=password_hash, now=now)
+        # That it changed, never what to: no password or hash reaches the audit log.
+        await record(
+            conn,
+            principal=ctx.principal,
+            action="user.password_change",
+            subject=("user", me.id),
+            now=now,
+            after={"password": "changed"},
+        )
+    log.info("dashboard: user %s changed their password", me.id)
+    ctx.session = app[SESSIONS].new(user_id=None, now=now.timestamp())
+    ctx.new_session = True
+    return redirect(PREFIX + "/login?password_changed=1")
+
+
 def install(app: web.Application) -> None:
     router = app.router
     router.add_get(USERS, users_page)
@@ -285,3 +365,5 @@ def install(app: web.Application) -> None:
     router.add_post(USERS + "/{user_id}/disable", disable)
     router.add_post(USERS + "/{user_id}/enable", enable)
     router.add_post(USERS + "/{user_id}/password", reset_password)
+    router.add_get(ACCOUNT_PASSWORD, account_form)
+    router.add_post(ACCOUNT_PASSWORD, change_own_password)

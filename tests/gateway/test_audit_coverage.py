@@ -104,8 +104,22 @@ async def test_every_setting_and_user_change_is_audited_once_without_secrets(
     await sign_out()
     assert [e["action"] for e in (await _events(world))[before:]] == ["user.logout"]
 
+    await sign_in()
+    await admin.get("/dashboard/account/password")
+    own = "my own password 3"
+    before = len(await _events(world))
+    changed = await admin.post(
+        "/dashboard/account/password",
+        {"current_password": PASSWORD, "new_password": own, "new_password_again": own},
+    )
+    assert changed.status == 200
+    new = (await _events(world))[before:]
+    assert [e["action"] for e in new] == ["user.password_change"]
+    assert new[0]["subject_id"] == str(await user_id(admin_email))
+
     everything = json.dumps(await _events(world), default=str)
-    for secret in (issued["token"], PASSWORD, "initial password 1", "another password 2", "argon2"):
+    secrets = (issued["token"], PASSWORD, "initial password 1", "another password 2", own)
+    for secret in (*secrets, "argon2"):
         assert secret not in everything
     async with world.engine.connect() as conn:
         assert await verify_chain(conn) == []

@@ -51,6 +51,14 @@ async def _all_audit_text(world: World) -> str:
     return json.dumps([dict(r) for r in rows], default=str)
 
 
+async def _password_is(world: World, email: str, password: str) -> bool:
+    from gateway.store.users import verify_password
+
+    async with world.engine.connect() as conn:
+        stored = await conn.scalar(sa.select(users.c.password_hash).where(users.c.email == email))
+    return verify_password(stored, password)
+
+
 async def _user_count(world: World) -> int:
     async with world.engine.connect() as conn:
         return int(await conn.scalar(sa.select(sa.func.count()).select_from(users)) or 0)
@@ -233,3 +241,73 @@ async def test_forms_need_the_csrf_token_and_other_agencies_users_are_not_found(
         rows = (await conn.execute(sa.select(users.c.role, users.c.disabled_at))).all()
     assert all(row.disabled_at is None for row in rows)
     assert await _events(world, "user.role") == [] and await _events(world, "user.create") == []
+
+
+@pytest.mark.parametrize("role", list(Role))
+async def test_anyone_changes_their_own_password_knowing_the_current_one(
+    world: World, browsers: Any, role: Role
+) -> None:
+    me, email = await _signed_in(world, browsers, role)
+    elsewhere = browsers(world)  # the same person signed in on another computer
+    assert (await elsewhere.login(email)).status == 200
+    page = "/dashboard/account/password"
+    assert 'href="/dashboard/account/password"' in (await me.get("/dashboard/announcements")).text
+
+    def form(current: str, new: str, again: str | None = None) -> dict[str, str]:
+        return {
+            "current_password": current,
+            "new_password": new,
+            "new_password_again": again or new,
+        }
+
+    # Sign-in and this form share the 5-per-5-minutes limit per account: the two sign-ins
+    # above, one wrong current password, the change and one sign-in below make five.
+    refusals = [
+        (form(PASSWORD, NEW_PASSWORD, NEW_PASSWORD + "x"), 422, "not the same"),
+        (form(PASSWORD, "short"), 422, "10 to 1024"),
+        (form(PASSWORD, PASSWORD), 422, "is the current one"),
+        (form("not my password at all", NEW_PASSWORD), 403, "not right"),
+    ]
+    for data, status, words in refusals:
+        await me.get(page + "?lang=en")
+        refused = await me.post(page, data)
+        assert (refused.status, words in refused.text) == (status, True), refused.text[-400:]
+    assert await _events(world, "user.password_change") == []
+    assert await _password_is(world, email, PASSWORD)
+
+    await me.get(page + "?lang=en")
+    changed = await me.post(page, form(PASSWORD, NEW_PASSWORD))
+    assert changed.status == 200 and changed.url.endswith("/dashboard/login?password_changed=1")
+    assert "Password changed" in changed.text
+    # Every session of theirs ends, this one and the other computer's.
+    assert (await me.get("/dashboard/announcements", follow=False)).status == 303
+    assert (await elsewhere.get("/dashboard/announcements", follow=False)).status == 303
+    assert not await _password_is(world, email, PASSWORD)
+    assert (await browsers(world).login(email, password=NEW_PASSWORD)).status == 200
+    (event,) = await _events(world, "user.password_change")
+    assert event["subject_id"] == str(await _user_id(world, email))
+    assert event["after"] == {"password": "changed"}
+    assert NEW_PASSWORD not in await _all_audit_text(world)
+    assert PASSWORD not in await _all_audit_text(world)
+
+
+async def test_guessing_the_current_password_is_limited_like_signing_in(
+    world: World, browsers: Any
+) -> None:
+    me, email = await _signed_in(world, browsers, Role.AUTHOR)
+    page = "/dashboard/account/password"
+    statuses = []
+    for n in range(7):
+        await me.get(page)
+        guess = {
+            "current_password": f"guess number {n}",
+            "new_password": NEW_PASSWORD,
+            "new_password_again": NEW_PASSWORD,
+        }
+        statuses.append((await me.post(page, guess)).status)
+    # The sign-in before counted once against the same 5-per-5-minutes account limit.
+    assert statuses == [403, 403, 403, 403, 429, 429, 429]
+    assert (await browsers(world).login(email)).status == 429
+    await me.get(page)
+    no_csrf = await me.post(page, {"current_password": PASSWORD}, csrf=None)
+    assert no_csrf.status == 403
