@@ -140,6 +140,7 @@ async def test_compose_submit_approve_until_all_delivered(
         "dashboard-inbox": "/dashboard/inbox",
         "dashboard-subscribers": "/dashboard/subscribers",
         "dashboard-users": "/dashboard/users",
+        "dashboard-account": "/dashboard/account/password",
     }
     for name, path in pages.items():
         response = await admin.goto(live.url(path))
