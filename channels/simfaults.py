@@ -3,7 +3,9 @@
 The configured shares (``request_failure_shares``, ``latency``) make a simulator fail at random;
 a fault schedule makes it fail *now*, the way a provider's bad minute looks from outside.
 Each fault applies to the provider's send requests only (Africa's Talking's
-``/version1/messaging``, the Bot API's ``sendMessage``), first added first used:
+``/version1/messaging`` and voice ``/call``, the Bot API's ``sendMessage``, the Graph API's
+WhatsApp ``messages`` and Page ``feed`` POSTs, X's ``POST /2/tweets``, Mastodon's
+``POST /api/v1/statuses``), first added first used:
 
 =========  ============================================================================
 status     the next ``count`` requests get HTTP ``status`` (a 5xx burst)

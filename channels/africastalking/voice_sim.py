@@ -17,7 +17,9 @@ callback (``isActive=0``, ``callSessionState``, ``status``, ``hangupCause``,
 ``durationInSeconds``, ``amount``, ``currencyCode``). An unanswered call only gets the final one.
 
 Everything is recorded on ``calls`` (one ``SimulatedCall`` per session) and ``received``; nothing
-here logs a phone number or a key.
+here logs a phone number or a key. ``faults`` is the fault schedule (``channels.simfaults``: 5xx
+bursts, 429s, resets, hangs, an outage, on demand at ``/simulator/faults``) for ``POST /call``,
+with its ``arrivals``, every call request's time, fault and numbers.
 """
 
 from __future__ import annotations
@@ -38,7 +40,14 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-from channels.africastalking.simulator import RecipientCounter, _draw, _seconds
+from channels.africastalking.simulator import (
+    RecipientCounter,
+    _draw,
+    _recipients_of,
+    _seconds,
+    _throttled,
+)
+from channels.simfaults import FaultSchedule
 from channels.voice.simconfig import (
     ENTRY_STATUS,
     KNOWN_ACTIONS,
@@ -104,8 +113,14 @@ class VoiceSimulator:
         self._queue: asyncio.Queue[tuple[float, SimulatedCall]] | None = None
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
-        self.app = web.Application()
+        self.faults = FaultSchedule(
+            is_send=lambda request: request.method == "POST" and request.path == CALL_PATH,
+            recipients=_recipients_of,  # the ``to`` form field, as for SMS
+            throttled=_throttled,  # Africa's Talking's 429, the same as for SMS
+        )
+        self.app = web.Application(middlewares=[self.faults.middleware])
         self.app.router.add_post(CALL_PATH, self._handle_call)
+        self.faults.add_routes(self.app)
         self.app.cleanup_ctx.append(self._call_workers)
         self.app.on_shutdown.append(self._release_hanging)
 
@@ -123,12 +138,14 @@ class VoiceSimulator:
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
+        self.faults.bind(self._runner)
         bound_host, bound_port = self._runner.addresses[0][:2]
         return f"http://{bound_host}:{bound_port}"
 
     async def stop(self) -> None:
         """Release hanging requests, stop playing calls and close the port."""
         self._closing.set()
+        await self.faults.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -180,8 +197,7 @@ class VoiceSimulator:
         request_outcome = request_outcome or _draw(config.request_failure_shares, self._rng)
         if request_outcome == "throttled":
             self._record(fields, numbers, 429)
-            headers = {"Retry-After": str(config.retry_after_seconds)}
-            return web.Response(status=429, text="Too Many Requests", headers=headers)
+            return _throttled(config.retry_after_seconds)
         if request_outcome == "server_error":
             self._record(fields, numbers, 500)
             return web.Response(status=500, text="Internal Server Error")
