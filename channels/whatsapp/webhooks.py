@@ -58,6 +58,9 @@ MAX_MESSAGES = 1000
 # Our inbound table keeps provider message ids of up to 128 characters.
 MAX_ID_LENGTH = 128
 _WA_ID = re.compile(r"[1-9]\d{5,14}")
+# A business-scoped user id: country code, optionally ENT (a parent id), then up to 128
+# letters and digits, e.g. ``ID.1502576394655843``.
+_BSUID = re.compile(r"[A-Z]{2}(?:\.ENT)?\.[A-Za-z0-9]{1,128}")
 _CAPTIONED = frozenset({"image", "video", "document"})
 
 
@@ -189,12 +192,15 @@ class InboundMessage:
     """One message a citizen sent to our business number.
 
     ``sender`` is the citizen's WhatsApp id (their number in international form without
-    ``+``): personal data, kept out of reprs. ``context_id`` is the id of our message they
-    answered, when they used WhatsApp's reply; ``sent_at`` is WhatsApp's Unix timestamp.
+    ``+``): personal data, kept out of reprs. Since WhatsApp usernames (2026) a citizen who
+    took one may write without Meta sharing their number: ``sender`` is then None and only
+    ``user_id``, their business-scoped user id (``from_user_id``), says who wrote.
+    ``context_id`` is the id of our message they answered, when they used WhatsApp's reply;
+    ``sent_at`` is WhatsApp's Unix timestamp.
     """
 
     message_id: str
-    sender: str = field(repr=False)
+    sender: str | None = field(repr=False)
     kind: str
     text: str = field(repr=False)
     sent_at: int | None = None
@@ -202,6 +208,7 @@ class InboundMessage:
     profile_name: str | None = field(default=None, repr=False)
     # Where it sat in the webhook, e.g. ``entry[0].changes[0].value.messages[0]``.
     path: str = field(default="", repr=False, compare=False)
+    user_id: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,9 +258,14 @@ def _inbound(message: dict[str, Any], path: str, names: dict[str, str]) -> Inbou
     message_id = _text(message, "id", f"{path}.id")
     if len(message_id) > MAX_ID_LENGTH:
         raise WebhookFieldError(f"{path}.id", "too long")
-    sender = _text(message, "from", f"{path}.from")
-    if not _WA_ID.fullmatch(sender):
-        raise WebhookFieldError(f"{path}.from", "malformed")
+    user_id = _optional_text(message, "from_user_id", f"{path}.from_user_id")
+    if user_id is not None and not _BSUID.fullmatch(user_id):
+        raise WebhookFieldError(f"{path}.from_user_id", "malformed")
+    sender: str | None = None
+    if message.get("from") is not None or user_id is None:
+        sender = _text(message, "from", f"{path}.from")
+        if not _WA_ID.fullmatch(sender):
+            raise WebhookFieldError(f"{path}.from", "malformed")
     kind = _text(message, "type", f"{path}.type").lower()
     if not _WORD.fullmatch(kind):
         raise WebhookFieldError(f"{path}.type", "malformed")
@@ -273,8 +285,9 @@ def _inbound(message: dict[str, Any], path: str, names: dict[str, str]) -> Inbou
         text=_message_text(message, kind, path),
         sent_at=int(timestamp) if timestamp is not None else None,
         context_id=context_id,
-        profile_name=names.get(sender),
+        profile_name=None if sender is None else names.get(sender),
         path=path,
+        user_id=user_id,
     )
 
 
@@ -299,7 +312,8 @@ def parse_webhook(payload: Any) -> Webhook:
     acts on half of a malformed webhook.
 
     Raises:
-        WebhookFieldError: as ``parse_status_webhook``, or a message lacks ``id``, ``from``,
+        WebhookFieldError: as ``parse_status_webhook``, or a message lacks ``id``, ``from``
+            (and ``from_user_id``),
             ``type`` or the content its type needs (``text.body``, ``button.text``,
             ``interactive.button_reply.title`` ...), or has a malformed one; ``field`` is its
             path, e.g. ``entry[0].changes[0].value.messages[0].from``.

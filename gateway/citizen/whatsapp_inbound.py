@@ -49,7 +49,7 @@ class NoAgency(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class _Sender:
     message: InboundMessage
-    phone: PhoneNumber
+    phone: PhoneNumber  # ``message.sender`` as a number
 
 
 def senders(app: web.Application, messages: Sequence[InboundMessage]) -> list[_Sender]:
@@ -60,11 +60,24 @@ def senders(app: web.Application, messages: Sequence[InboundMessage]) -> list[_S
     """
     region = app[CONFIG].phone.default_region
     found = []
+    withheld = 0
     for message in messages:
+        if message.sender is None:
+            withheld += 1
+            continue
         try:
             found.append(_Sender(message, normalise("+" + message.sender, region)))
         except InvalidPhoneNumber:
             raise UnknownSender(message.path) from None
+    if withheld:
+        # Acknowledged with the rest of the webhook (refusing it would lose its statuses and
+        # have Meta retry it for days), but not filed: the inbox, keywords and replies all
+        # go by number.
+        log.warning(
+            "%d WhatsApp message(s) from users who withhold their number (usernames) were "
+            "not filed: Warta files and answers WhatsApp messages by number",
+            withheld,
+        )
     return found
 
 

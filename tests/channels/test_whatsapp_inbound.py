@@ -172,6 +172,9 @@ TEXT = message("text", {"body": "halo"})
             webhook(message("interactive", {"type": "button_reply", "button_reply": {"id": "b"}})),
             f"{M0}.interactive.button_reply.title",
         ),
+        (webhook({**TEXT, "from_user_id": "1502576394655843"}), f"{M0}.from_user_id"),
+        (webhook({**_without(TEXT, "from"), "from_user_id": "ID."}), f"{M0}.from_user_id"),
+        (webhook({**_without(TEXT, "from"), "from_user_id": 7}), f"{M0}.from_user_id"),
         (webhook({**TEXT, "context": "wamid"}), f"{M0}.context"),
         (webhook({**TEXT, "context": {"id": 5}}), f"{M0}.context.id"),
         (webhook("not a message"), M0),
@@ -187,6 +190,26 @@ def test_malformed_message_names_the_field(payload: Any, field: str) -> None:
         parse_webhook_body(json.dumps(payload).encode())
     assert caught.value.field == field
     assert ANI not in str(caught.value)
+
+
+BSUID = "ID.1502576394655843"
+
+
+def test_a_citizen_who_withholds_their_number_is_known_by_their_business_scoped_id() -> None:
+    # WhatsApp usernames (2026): Meta may leave out ``from`` and always sends ``from_user_id``.
+    withheld = {**_without(TEXT, "from"), "from_user_id": BSUID}
+    both = {**TEXT, "id": "wamid.IN2", "from_user_id": "ID.ENT.118157992128"}
+    names = [{"user_id": BSUID, "profile": {"name": "Ani", "username": "@ani"}}]
+    parsed = parse_webhook(webhook(withheld, both, contacts=names))
+    first, second = parsed.messages
+    assert (first.sender, first.user_id, first.text, first.profile_name) == (
+        None,
+        BSUID,
+        "halo",
+        None,
+    )
+    assert (second.sender, second.user_id) == (ANI, "ID.ENT.118157992128")
+    assert BSUID not in repr(first) and ANI not in repr(second)
 
 
 def test_messages_field_must_be_a_list_and_is_bounded() -> None:

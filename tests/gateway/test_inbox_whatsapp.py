@@ -306,6 +306,50 @@ async def test_replays_and_malformed_webhooks_change_nothing(gw: Gateway) -> Non
     assert thread["messages_in"] == 1
 
 
+async def test_a_sender_who_withholds_their_number_does_not_cost_the_rest_of_the_webhook(
+    gw: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Since WhatsApp usernames Meta may send a message without ``from``, only ``from_user_id``.
+    # Refusing the webhook would lose the statuses and messages beside it (Meta retries it
+    # for days); it is acknowledged, the rest is processed, and that one message is not
+    # filed, since Warta files and answers WhatsApp messages by number.
+    assert (await gw.world.subscribe(ANI, channels=["whatsapp"])).status == 201
+    approved = await announce_on_whatsapp(gw)
+    await gw.meta.wait_for_webhooks()
+    (sent,) = await gw.rows(deliveries, deliveries.c.announcement_id == approved["id"])
+    bsuid = "ID.1502576394655843"
+    payload = json.loads(
+        gw.meta.webhooks.message_payload(
+            "wamid.IN-PHONE", BUDI[1:], "Jalan banjir", profile_name="Budi"
+        )
+    )
+    value = payload["entry"][0]["changes"][0]["value"]
+    phone_message = value["messages"][0]
+    withheld = {k: v for k, v in phone_message.items() if k != "from"} | {
+        "id": "wamid.IN-USERNAME",
+        "from_user_id": bsuid,
+    }
+    value["messages"] = [withheld, phone_message]
+    value["statuses"] = [
+        {
+            "id": sent["provider_message_id"],
+            "status": "read",
+            "timestamp": "1760000000",
+            "recipient_id": ANI[1:],
+        }
+    ]
+    assert (await gw.post(json.dumps(payload).encode()))[0] == 200
+    filed = await gw.rows(inbound_messages)
+    assert [row["provider_message_id"] for row in filed] == ["wamid.IN-PHONE"]
+    (thread,) = await gw.threads()
+    assert thread["messages_in"] == 1
+    (after,) = await gw.rows(deliveries, deliveries.c.id == sent["id"])
+    assert after["state"] == "delivered"
+    said = [r.getMessage() for r in caplog.records if "withhold their number" in r.getMessage()]
+    assert said and all(bsuid not in line for line in said)
+    assert all(bsuid not in r.getMessage() for r in caplog.records)
+
+
 async def test_the_terminal_phone_writes_on_whatsapp_and_reads_the_answer(
     gw: Gateway, tmp_path: Path
 ) -> None:
