@@ -31,6 +31,11 @@ class DeliveryState(StrEnum):
     CANCELLED = "cancelled"
 
 
+# Personal channels whose provider never confirms delivery: Telegram's Bot API answers "ok"
+# and says nothing later, so ``sent`` is its last word and counts as reached. (Checked against
+# the adapters' status maps by tests/gateway/test_stats_api.py.)
+RECEIPTLESS_CHANNELS = frozenset({"telegram"})
+
 PENDING_DELIVERY_STATES = (DeliveryState.QUEUED, DeliveryState.SENDING)
 FINAL_DELIVERY_STATES = (
     DeliveryState.DELIVERED,

@@ -1,8 +1,9 @@
 """Delivery statistics of one agency over a window: reach overall and per area.
 
 Each figure is one grouped statement over the window's deliveries (by when they were queued),
-the same on SQLite and PostgreSQL. Reach counts distinct citizens whose message was delivered,
-so a citizen reached on SMS and Telegram counts once.
+the same on SQLite and PostgreSQL. Reach counts distinct citizens whose message was delivered
+(or sent, on a channel that never confirms delivery: Telegram), so a citizen reached on SMS
+and Telegram counts once.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.schema import deliveries
-from gateway.domain import DeliveryState
+from gateway.domain import RECEIPTLESS_CHANNELS, DeliveryState
 
 MAX_AREAS = 500
 
@@ -36,6 +37,13 @@ def _window(agency_id: int, since: datetime, until: datetime) -> sa.ColumnElemen
 
 
 _DELIVERED = deliveries.c.state == DeliveryState.DELIVERED.value
+_REACHED = sa.or_(
+    _DELIVERED,
+    sa.and_(
+        deliveries.c.state == DeliveryState.SENT.value,
+        deliveries.c.channel.in_(sorted(RECEIPTLESS_CHANNELS)),
+    ),
+)
 
 
 async def per_area(
@@ -49,7 +57,7 @@ async def per_area(
             deliveries.c.area_code,
             total,
             sa.func.count(sa.case((_DELIVERED, 1))).label("delivered"),
-            sa.func.count(sa.distinct(sa.case((_DELIVERED, deliveries.c.subscriber_id)))).label(
+            sa.func.count(sa.distinct(sa.case((_REACHED, deliveries.c.subscriber_id)))).label(
                 "reach"
             ),
         )
@@ -65,11 +73,11 @@ async def per_area(
 
 
 async def reach(conn: AsyncConnection, *, agency_id: int, since: datetime, until: datetime) -> int:
-    """Distinct citizens with a delivered message in the window, over every channel."""
+    """Distinct citizens reached in the window (see the module docstring), over every channel."""
     return int(
         await conn.scalar(
             sa.select(sa.func.count(sa.distinct(deliveries.c.subscriber_id))).where(
-                _window(agency_id, since, until), _DELIVERED
+                _window(agency_id, since, until), _REACHED
             )
         )
         or 0

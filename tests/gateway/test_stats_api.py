@@ -9,11 +9,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import sqlalchemy as sa
 
 from gateway.appkeys import CLOCK
 from gateway.clock import ManualClock
 from gateway.config import WartaConfig
-from gateway.domain import Role
+from gateway.db.schema import deliveries, subscribers
+from gateway.domain import RECEIPTLESS_CHANNELS, DeliveryState, Role
 from tests.gateway.test_inbox_api import INBOX, sms_in, threads
 from tests.support.config import make_config
 from tests.support.sms import broadcast, import_numbers, numbers, sms_world, wait_for
@@ -165,6 +167,55 @@ async def test_a_period_of_days_per_channel_state_and_area_with_reach(
             [],
             0,
         )
+        # Telegram never confirms delivery ("ok" is its last word): a sent Telegram message
+        # reaches its citizen; an SMS still waiting for its report, or a message still being
+        # sent, reaches nobody yet; a citizen reached on two channels counts once.
+        await import_numbers(world, numbers(2, start=55530001), area_code="32.73")
+        async with world.engine.begin() as conn:
+            reached = (
+                (
+                    await conn.execute(
+                        sa.select(deliveries).where(
+                            deliveries.c.area_code == "31.71", deliveries.c.state == "delivered"
+                        )
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            assert reached is not None
+            fresh, waiting = (
+                await conn.scalars(
+                    sa.select(subscribers.c.id).order_by(subscribers.c.id.desc()).limit(2)
+                )
+            ).all()
+            common = {
+                "agency_id": reached["agency_id"],
+                "language": "id",
+                "priority": 0,
+                "next_attempt_at": reached["created_at"],
+                "created_at": reached["created_at"],
+            }
+            await conn.execute(
+                sa.insert(deliveries),
+                [
+                    {**common, "subscriber_id": reached["subscriber_id"], "area_code": "31.71",
+                     "channel": "telegram", "state": "sent"},
+                    {**common, "subscriber_id": fresh, "area_code": "32.73",
+                     "channel": "telegram", "state": "sent"},
+                    {**common, "subscriber_id": waiting, "area_code": "32.73",
+                     "channel": "telegram", "state": "sending"},
+                    {**common, "subscriber_id": waiting, "area_code": "32.73",
+                     "channel": "sms", "state": "sent"},
+                ],
+            )  # fmt: skip
+        again = (await world.call("GET", STATS + period, role=Role.OPERATOR)).body
+        assert again["areas"] == [
+            {"area": "31.71", "deliveries": 9, "delivered": 6, "reach": 3},
+            {"area": "32.73", "deliveries": 7, "delivered": 4, "reach": 3},
+        ]
+        assert again["reach"] == 6
+
         other = await world.call("GET", STATS + period, role=Role.OPERATOR, agency=1)
         assert (other.body["agency"], other.body["areas"], other.body["reach"]) == (
             "beta",
@@ -191,3 +242,16 @@ async def test_bad_periods_are_422_naming_the_parameter(
 ) -> None:
     answer = await world.call("GET", STATS + query, role=Role.OPERATOR)
     assert (answer.status, answer.body["error"]["field"]) == (422, field), answer.body
+
+
+def test_receiptless_channels_are_the_personal_ones_whose_provider_never_says_delivered() -> None:
+    from channels.sms.adapter import SmsChannel
+    from channels.telegram import TelegramChannel
+    from channels.voice.adapter import VoiceChannel
+    from channels.whatsapp.adapter import WhatsAppChannel
+
+    personal = [SmsChannel, TelegramChannel, WhatsAppChannel, VoiceChannel]
+    never_delivered = {
+        c.name for c in personal if DeliveryState.DELIVERED not in set(c.status_map.values())
+    }
+    assert never_delivered == RECEIPTLESS_CHANNELS == {"telegram"}
