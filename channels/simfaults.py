@@ -291,15 +291,21 @@ async def _cut(request: web.Request, answer: web.StreamResponse) -> web.StreamRe
     return _reset(request)
 
 
-def bearer_account(
+def bearer_account(request: web.Request, accounts: Mapping[str, str]) -> str | None:
+    """The account a request's ``Authorization: Bearer <token>`` posts as (X, Mastodon);
+    None for no or an unknown token. Never returns the token."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return accounts.get(token) if scheme == "Bearer" else None
+
+
+def bearer_recipients(
     accounts: Mapping[str, str],
 ) -> Callable[[web.Request], Awaitable[tuple[str, ...]]]:
     """``recipients`` for a provider whose send request names no one but the account its
-    bearer token posts as (X, Mastodon): that account, never the token; empty when unknown."""
+    bearer token posts as: that account, or nothing when the token is unknown."""
 
     async def account_of(request: web.Request) -> tuple[str, ...]:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        account = accounts.get(token) if scheme == "Bearer" else None
+        account = bearer_account(request, accounts)
         return (account,) if account else ()
 
     return account_of

@@ -47,7 +47,7 @@ from typing import Any, Literal, get_args
 from aiohttp import web
 
 from channels.mastodon.textcount import status_length
-from channels.simfaults import FaultSchedule, bearer_account
+from channels.simfaults import FaultSchedule, bearer_account, bearer_recipients
 
 __all__ = [
     "MastodonSimulator",
@@ -151,7 +151,7 @@ class MastodonSimulator:
         self._runner: web.AppRunner | None = None
         self.faults = FaultSchedule(
             is_send=self._is_send,
-            recipients=bearer_account(self.config.accounts),
+            recipients=bearer_recipients(self.config.accounts),
             throttled=self._throttled,
         )
         self.app = web.Application(middlewares=[self.faults.middleware])
@@ -283,8 +283,7 @@ class MastodonSimulator:
         if delay > 0:
             await asyncio.sleep(delay)
 
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        account = config.accounts.get(token) if scheme == "Bearer" else None
+        account = bearer_account(request, config.accounts)
         if account is None:
             self._record(fields, None, key, 401)
             return _error(401, "The access token is invalid")

@@ -45,7 +45,7 @@ from typing import Any, Literal, get_args
 
 from aiohttp import web
 
-from channels.simfaults import FaultSchedule, bearer_account
+from channels.simfaults import FaultSchedule, bearer_account, bearer_recipients
 from channels.x.textcount import MAX_WEIGHTED_LENGTH, weighted_length
 
 __all__ = ["Outcome", "ReceivedPost", "XSimulator", "XSimulatorConfig", "serve_forever"]
@@ -157,7 +157,7 @@ class XSimulator:
         self._runner: web.AppRunner | None = None
         self.faults = FaultSchedule(
             is_send=self._is_send,
-            recipients=bearer_account(self.config.accounts),
+            recipients=bearer_recipients(self.config.accounts),
             throttled=self._throttled,
         )
         self.app = web.Application(middlewares=[self.faults.middleware])
@@ -263,8 +263,7 @@ class XSimulator:
         if delay > 0:
             await asyncio.sleep(delay)
 
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        username = config.accounts.get(token) if scheme == "Bearer" else None
+        username = bearer_account(request, config.accounts)
         if username is None:
             self._record(fields, None, 401)
             return _problem(401, "Unauthorized", "Unauthorized")
