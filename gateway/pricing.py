@@ -7,14 +7,43 @@ approval and the deliveries' own estimates agree.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
 
 from gateway.config import PricingConfig
+
+log = logging.getLogger(__name__)
+
+
+def cost_in(
+    amount: Decimal | None, stated: str | None, kept: str | None, *, source: str
+) -> Decimal | None:
+    """``amount`` as a provider reported it, unless it is stated in another currency than the
+    one costs are kept in (``[pricing] currency``): then None, so the delivery keeps its
+    estimate rather than add, say, KES to an IDR total. No currency on either side: as is.
+    """
+    if amount is None or stated is None or kept is None or stated.upper() == kept.upper():
+        return amount
+    _warn_currency(source, stated.upper(), kept.upper())
+    return None
+
+
+@lru_cache(maxsize=32)
+def _warn_currency(source: str, stated: str, kept: str) -> None:
+    # Once per provider, pair and process: every answer of the account says the same.
+    log.warning(
+        "%s reports costs in %s but costs are kept in %s ([pricing] currency): actual costs "
+        "of these messages are not recorded",
+        source,
+        stated,
+        kept,
+    )
 
 
 @dataclass(frozen=True, slots=True)

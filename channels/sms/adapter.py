@@ -17,6 +17,7 @@ from channels.base import Channel, Encoding, OutgoingMessage, Reach, SendResult
 from channels.sms.status import DLR_STATUS, SEND_STATUS, UNKNOWN_SEND_STATUS
 from gateway.domain import DeliveryState
 from gateway.errors import ChannelError, ConfigError, ConnectionFailed, Rejected
+from gateway.pricing import cost_in
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +42,13 @@ def _digits(number: str) -> str:
 def parse_cost(value: object, currency: str | None = None) -> Decimal | None:
     """``"KES 0.8000"`` -> ``Decimal("0.8000")``; None when absent or unreadable.
 
-    With ``currency``, a cost stated in another currency is None too: an agency's actual
-    cost is a sum, and KES added to IDR would be a number nobody can act on.
+    With ``currency``, a cost stated in another currency is None too
+    (``gateway.pricing.cost_in``).
     """
     if not isinstance(value, str):
         return None
     code, amount = _cost_of(value)
-    if currency is not None and code is not None and code != currency.upper():
-        _warn_currency(code, currency)
-        return None
-    return amount
+    return cost_in(amount, code, currency, source="Africa's Talking")
 
 
 @lru_cache(maxsize=256)
@@ -64,17 +62,6 @@ def _cost_of(text: str) -> tuple[str | None, Decimal | None]:
         return code, Decimal(words[-1])
     except InvalidOperation:
         return code, None
-
-
-@lru_cache(maxsize=16)
-def _warn_currency(reported: str, kept: str) -> None:
-    # Once per pair and process: every answer of the account would say the same.
-    log.warning(
-        "Africa's Talking reports costs in %s but costs are kept in %s ([pricing] currency): "
-        "actual costs of these messages are not recorded",
-        reported,
-        kept,
-    )
 
 
 class SmsChannel(Channel):

@@ -25,6 +25,7 @@ from channels.voice.status import (
     UNKNOWN_FINAL_STATE,
 )
 from gateway.domain import DeliveryState
+from gateway.pricing import cost_in
 
 log = logging.getLogger(__name__)
 
@@ -76,19 +77,7 @@ class VoiceCallback:
         if self.active:
             return None
         state, word = final_state(self.session_state, self.status, self.hangup_cause)
-        cost = self.cost
-        if (
-            cost is not None
-            and currency is not None
-            and self.currency is not None
-            and self.currency.upper() != currency.upper()
-        ):
-            log.warning(
-                "a voice call cost is stated in %s but costs are kept in %s: not recorded",
-                self.currency.upper(),
-                currency.upper(),
-            )
-            cost = None
+        cost = cost_in(self.cost, self.currency, currency, source="Africa's Talking voice")
         return DeliveryReport(
             provider_message_id=self.session_id,
             state=state,

@@ -62,9 +62,9 @@ async def test_a_cost_in_another_currency_is_not_recorded(
     estimate rather than a KES figure summed into IDR, and the operator is told why."""
     import logging
 
-    from channels.sms import adapter
+    from gateway import pricing
 
-    adapter._warn_currency.cache_clear()  # it says so once per process
+    pricing._warn_currency.cache_clear()  # it says so once per process
     caplog.set_level(logging.WARNING)
     phones = numbers(5)
     async with sms_world(
