@@ -313,10 +313,10 @@ def parse_webhook(payload: Any) -> Webhook:
 
     Raises:
         WebhookFieldError: as ``parse_status_webhook``, or a message lacks ``id``, ``from``
-            (and ``from_user_id``),
-            ``type`` or the content its type needs (``text.body``, ``button.text``,
-            ``interactive.button_reply.title`` ...), or has a malformed one; ``field`` is its
-            path, e.g. ``entry[0].changes[0].value.messages[0].from``.
+            (when it has no ``from_user_id`` either), ``type`` or the content its type needs
+            (``text.body``, ``button.text``, ``interactive.button_reply.title`` ...), or has a
+            malformed one; ``field`` is its path, e.g.
+            ``entry[0].changes[0].value.messages[0].from``.
     """
     reports: list[DeliveryReport] = []
     messages: list[InboundMessage] = []

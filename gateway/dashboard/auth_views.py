@@ -17,11 +17,11 @@ from aiohttp import web
 
 from gateway.appkeys import CLOCK, ENGINE
 from gateway.dashboard.web import (
-    LOGIN_BY_ACCOUNT,
     LOGIN_BY_ADDRESS,
     PREFIX,
     SESSIONS,
     Ctx,
+    allow_password_attempt,
     client_address,
     page,
     redirect,
@@ -68,7 +68,7 @@ async def login(ctx: Ctx) -> web.StreamResponse:
 
     engine, now = request.app[ENGINE], request.app[CLOCK].now()
     by_address = await request.app[LOGIN_BY_ADDRESS].allow(engine, client_address(request), now=now)
-    by_account = await request.app[LOGIN_BY_ACCOUNT].allow(engine, f"{agency}\n{email}", now=now)
+    by_account = await allow_password_attempt(request, agency_slug=agency, email=email, now=now)
     if not (by_address and by_account):
         log.warning("dashboard: sign-in attempts throttled")
         return refuse("login_throttled", 429)

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from gateway.api.routing import path_id
 from gateway.appkeys import CLOCK, ENGINE
-from gateway.dashboard.web import LOGIN_BY_ACCOUNT, PREFIX, SESSIONS, Ctx, page, redirect
+from gateway.dashboard.web import PREFIX, SESSIONS, Ctx, allow_password_attempt, page, redirect
 from gateway.db.engine import reading
 from gateway.domain import Role
 from gateway.store import users as store
@@ -298,13 +298,13 @@ async def reset_password(ctx: Ctx) -> web.StreamResponse:
     return await _change(ctx, "user.password_reset", apply)
 
 
-async def _account_page(ctx: Ctx, *, status: int = 200, error: str | None = None) -> web.Response:
+def _account_page(ctx: Ctx, *, status: int = 200, error: str | None = None) -> web.Response:
     return ctx.render("account.html", status=status, w=_words(ctx), error=error)
 
 
 @page()
 async def account_form(ctx: Ctx) -> web.StreamResponse:
-    return await _account_page(ctx)
+    return _account_page(ctx)
 
 
 @page()
@@ -320,25 +320,26 @@ async def change_own_password(ctx: Ctx) -> web.StreamResponse:
     new, again = ctx.field("new_password"), ctx.field("new_password_again")
     # What the form alone shows wrong costs no attempt and no hashing.
     if new != again:
-        return await _account_page(ctx, status=422, error=w("mismatch"))
+        return _account_page(ctx, status=422, error=w("mismatch"))
     try:
         store.check_password_rules(new)
     except store.UserProblem:
-        return await _account_page(ctx, status=422, error=w("bad_password"))
+        return _account_page(ctx, status=422, error=w("bad_password"))
     if new == current:
-        return await _account_page(ctx, status=422, error=w("same_password"))
-    account = f"{ctx.user.agency_slug}\n{store.normalise_email(ctx.user.email)}"
-    if not await app[LOGIN_BY_ACCOUNT].allow(engine, account, now=now):
+        return _account_page(ctx, status=422, error=w("same_password"))
+    allowed = await allow_password_attempt(
+        ctx.request, agency_slug=ctx.user.agency_slug, email=ctx.user.email, now=now
+    )
+    if not allowed:
         log.warning("dashboard: password change attempts throttled")
-        return await _account_page(ctx, status=429, error=ctx.t("login_throttled"))
-    async with reading(engine) as conn:
-        me = await store.get_user(conn, ctx.user.id)
-    good = me is not None and await asyncio.to_thread(
+        return _account_page(ctx, status=429, error=ctx.t("login_throttled"))
+    me = ctx.user  # read with its password hash for this request (``gateway.dashboard.web``)
+    good = await asyncio.to_thread(
         store.verify_password, me.password_hash, current[: store.MAX_PASSWORD_LENGTH]
     )
-    if me is None or not good:
+    if not good:
         log.info("dashboard: password change refused (current password)")
-        return await _account_page(ctx, status=403, error=w("wrong_password"))
+        return _account_page(ctx, status=403, error=w("wrong_password"))
     password_hash = await asyncio.to_thread(store.hash_password, new)
     async with engine.begin() as conn:
         await store.set_password(conn, user_id=me.id, password_hash=password_hash, now=now)

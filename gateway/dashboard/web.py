@@ -13,6 +13,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -29,7 +30,7 @@ from gateway.dashboard import i18n
 from gateway.dashboard.sessions import Session, SessionKeeper
 from gateway.db.engine import reading
 from gateway.domain import Role
-from gateway.store.users import User, get_user
+from gateway.store.users import User, get_user, normalise_email
 
 log = logging.getLogger("warta.dashboard")
 
@@ -58,6 +59,15 @@ _API_ROLES: dict[Callable[..., Any], frozenset[Role] | None] = {
     for module in (announcements, deliveries, inbox, stats, subscribers)
     for route in module.routes.routes
 }
+
+
+async def allow_password_attempt(
+    request: web.Request, *, agency_slug: str, email: str, now: datetime
+) -> bool:
+    """Whether one more try at an account's password is allowed now (signing in and changing
+    one's own password share the per-account limit), counted per agency and e-mail."""
+    account = f"{agency_slug.lower()}\n{normalise_email(email)}"
+    return await request.app[LOGIN_BY_ACCOUNT].allow(request.app[ENGINE], account, now=now)
 
 
 def allowed(principal: Principal, api_function: Callable[..., Any]) -> bool:
