@@ -13,6 +13,7 @@ import os
 import platform
 import sqlite3
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -436,3 +437,17 @@ async def run_wrk(url: str, seconds: int, connections: int, workdir: Any) -> dic
         elif parts[:1] == ["99%"]:
             fields["p99"] = parts[1]
     return fields
+
+
+async def wait_sending(engine: Any, announcement_id: int, timeout: float) -> float:
+    """perf_counter time at which the announcement is first seen ``sending`` (or later)."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        async with engine.connect() as conn:
+            status = await conn.scalar(
+                sa.select(announcements.c.status).where(announcements.c.id == announcement_id)
+            )
+        if status not in ("approved", None):
+            return time.perf_counter()
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"announcement {announcement_id} not started in {timeout:.0f} s")

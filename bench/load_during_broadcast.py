@@ -206,7 +206,7 @@ async def _broadcast_loaded(url: str, agency_id: int, n: int, secrets: dict[str,
     engine = common.engine_for(url)
     try:
         ann_id, code = await _announce(url, agency_id)
-        started = await scale.wait_sending(engine, ann_id, timeout=60)
+        started = await common.wait_sending(engine, ann_id, timeout=60)
         async with (
             aiohttp.ClientSession() as http,
             http.get(f"{gateway.base}/verify?code={code}") as r,

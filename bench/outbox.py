@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from bench import common
 from channels.africastalking.simconfig import SimulatorConfig
 from gateway.db.engine import reading
-from gateway.db.schema import announcements, deliveries
+from gateway.db.schema import deliveries
 from gateway.outbox.fanout import fan_out
 from gateway.pricing import Tariff
 
@@ -225,14 +225,7 @@ async def _dispatch(params: dict[str, Any]) -> dict[str, Any]:
     if params.get("helper"):
         # Another worker process of the same deployment: it only dispatches, from the moment
         # the starter's fan-out is committed (the starter's clock is the one reported).
-        while True:
-            async with reading(engine) as conn:
-                status = await conn.scalar(
-                    sa.select(announcements.c.status).where(announcements.c.id == announcement_id)
-                )
-            if status != "approved":
-                break
-            await asyncio.sleep(0.01)
+        await common.wait_sending(engine, announcement_id, timeout=params["timeout_s"])
     else:
         started = await dispatcher.start_due()  # the real start: approved -> sending + fan-out
         assert started == 1

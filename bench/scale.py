@@ -29,7 +29,7 @@ import aiohttp
 import sqlalchemy as sa
 
 from bench import common, outbox
-from gateway.db.schema import announcements, deliveries
+from gateway.db.schema import deliveries
 
 WORKER_COUNTS = (1, 2, 4)
 
@@ -111,20 +111,6 @@ class Serve:
             self.process.wait(timeout=10)
 
 
-async def wait_sending(engine: Any, announcement_id: int, timeout: float) -> float:
-    """perf_counter time at which the announcement is first seen ``sending`` (or later)."""
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
-        async with engine.connect() as conn:
-            status = await conn.scalar(
-                sa.select(announcements.c.status).where(announcements.c.id == announcement_id)
-            )
-        if status not in ("approved", None):
-            return time.perf_counter()
-        await asyncio.sleep(0.02)
-    raise TimeoutError(f"announcement {announcement_id} not started in {timeout:.0f} s")
-
-
 async def busy(engine: Any, announcement_id: int) -> bool:
     """Is any delivery of the announcement still queued or being sent?"""
     pending = [
@@ -161,7 +147,7 @@ async def sent_count(engine: Any, announcement_id: int) -> int:
 
 async def drain(engine: Any, announcement_id: int, *, timeout: float) -> tuple[float, float]:
     """(started, drained) perf_counter times of one broadcast the gateway is sending."""
-    started = await wait_sending(engine, announcement_id, timeout=60)
+    started = await common.wait_sending(engine, announcement_id, timeout=60)
     deadline = started + timeout
     while await busy(engine, announcement_id):
         if time.perf_counter() > deadline:
@@ -187,7 +173,7 @@ async def run_workers(
         await asyncio.gather(*(w.start() for w in workers))
         ann = await common.add_announcement(engine, agency_id, status="approved")
         # Fan-out of a million rows and the 30 s sweep can take a while: not measured.
-        started = await wait_sending(engine, ann["id"], timeout=timeout)
+        started = await common.wait_sending(engine, ann["id"], timeout=timeout)
         deadline = started + timeout
         while await busy(engine, ann["id"]) and time.perf_counter() < deadline:
             await asyncio.sleep(0.1)

@@ -257,7 +257,7 @@ def _among(conn: AsyncConnection) -> sa.ColumnElement[bool]:
 
 
 def _ids(conn: AsyncConnection, ids: Sequence[int]) -> dict[str, Any]:
-    if conn.dialect.name == "sqlite":
+    if _dialect(conn) == "sqlite":
         return {"among_ids_json": json.dumps(list(ids))}
     return {"among_ids": list(ids)}
 
