@@ -199,6 +199,8 @@ def gateway_config(params: dict[str, Any]) -> Any:
                 # simulator enforces no rate); bench.scale says so in its knobs line.
                 "shared_rate_limit": False,
             },
+            # Measured at any hour: at night in Jakarta a normal broadcast waits for 06:00.
+            "scheduler": {"quiet_hours": "off"},
             "log_level": "WARNING",
         },
     )

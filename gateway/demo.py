@@ -93,6 +93,9 @@ def demo_config(
             "data_dir": str(data_dir),
             "database": {"url": f"sqlite+aiosqlite:///{(data_dir / 'warta.db').resolve()}"},
             "http": {"host": host, "port": port, "public_url": f"http://{host}:{port}"},
+            # The demo works at any hour (said on start): with quiet hours, a normal
+            # announcement made at night in Jakarta would wait for 06:00.
+            "scheduler": {"quiet_hours": "off"},
             **settings,
             "secrets": keys,
         },
@@ -340,6 +343,10 @@ async def run_demo(
         console.print(f"Data in {data_dir}, credentials in {creds_path}")
         for note in simulators.notes:
             console.print(f"[yellow]{note}[/yellow]")
+        console.print(
+            "Quiet hours are off in the demo, so announcements go out at any hour; a real "
+            "gateway holds normal ones 21:00-06:00 in each citizen's zone (docs/scheduling.md)."
+        )
         console.print("Create an announcement:")
         example = '{"title": "Uji coba", "body": "Pesan uji coba.", "channels": ["sms"]}'
         console.print(

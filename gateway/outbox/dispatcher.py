@@ -36,7 +36,7 @@ from gateway.config import WartaConfig
 from gateway.db.schema import agencies, announcements, deliveries
 from gateway.domain import AnnouncementStatus, DeliveryState
 from gateway.errors import ChannelError, RecipientStopped, Throttled
-from gateway.outbox import claims, fallback, fanout
+from gateway.outbox import claims, fallback, fanout, quiet
 from gateway.outbox.content import content_for
 from gateway.outbox.fanout import fan_out
 from gateway.outbox.shared_rate import shared_rate_limit
@@ -88,6 +88,10 @@ class Dispatcher:
         }
         # PostgreSQL (unless [dispatch] shared_rate_limit = false): rates hold across processes.
         self._shared_rate = shared_rate_limit(engine, config.dispatch)
+        # The default an agency without its own quiet hours follows (checked at parse time).
+        self._quiet_hours = quiet.QuietHours.parse(
+            config.scheduler.quiet_hours, field="scheduler.quiet_hours"
+        )
         self._paused_until: dict[str, float] = {}
         self._texts: OrderedDict[tuple[int, str, str], str] = OrderedDict()
         self._announcements: OrderedDict[int, _Announcement] = OrderedDict()
@@ -221,8 +225,18 @@ class Dispatcher:
                     tariff=Tariff.from_config(self.config.pricing),
                     accounts={n: c.accounts for n, c in self.channels.items() if c.accounts},
                 )
+                # Deferred in the same transaction: no worker may claim a delivery of a
+                # normal announcement started at night before it is moved to the morning.
+                waiting = await quiet.defer_announcement(
+                    conn, announcement_id=announcement_id, now=now, default=self._quiet_hours
+                )
                 await fanout.refresh_statistics(conn, sum(added.values()))
-                log.info("announcement %s started: %s", announcement_id, added)
+                log.info(
+                    "announcement %s started: %s; %d wait for the end of quiet hours",
+                    announcement_id,
+                    added,
+                    waiting,
+                )
                 started += 1
         return started
 

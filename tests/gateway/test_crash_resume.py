@@ -92,6 +92,8 @@ async def test_sigkill_mid_broadcast_loses_nothing(
         "WARTA_DISPATCH__LEASE_SECONDS": "2",
         "WARTA_DISPATCH__IDLE_POLL_S": "0.05",
         "WARTA_LOG_LEVEL": "WARNING",
+        # At any hour: at night in Jakarta a normal broadcast would wait for 06:00.
+        "WARTA_SCHEDULER__QUIET_HOURS": "off",
         **{f"WARTA_SECRETS__{k.upper()}": v for k, v in keys.items()},
     }
     tokens = await seed_tokens(database_url, slug="crash")

@@ -60,6 +60,8 @@ async def scheduled_world(
         keys,
         africastalking={"base_url": base_url, "request_timeout_s": 2.0},
         dispatch={"enabled": False},
+        # The dispatcher defers what it starts by the same default as the scheduler.
+        scheduler={"quiet_hours": str(settings.quiet_hours_default)},
     )
     app = scheduler_app(config, clock=clock, settings=settings)
     client = await aiohttp_client(app)

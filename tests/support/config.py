@@ -12,6 +12,9 @@ def make_config(database_url: str, keys: dict[str, str], **overrides: Any) -> Wa
         "database": {"url": database_url},
         "secrets": dict(keys),
         "dispatch": {"idle_poll_s": 0.05},
+        # Tests run at any hour: with the default quiet hours, a normal broadcast started at
+        # night in Jakarta would wait for 06:00. Quiet-hour tests set them, with a fixed clock.
+        "scheduler": {"quiet_hours": "off"},
     }
     for key, value in overrides.items():
         if isinstance(value, dict):
