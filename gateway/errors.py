@@ -52,7 +52,13 @@ class Throttled(ConnectionFailed):
         self.retry_after = retry_after
 
     def __repr__(self) -> str:
-        return f"Throttled({self.reason!r}, retry_after={self.retry_after!r})"
+        return f"{type(self).__name__}({self.reason!r}, retry_after={self.retry_after!r})"
+
+
+class HandedBack(Throttled):
+    """A claimed request given back unsent: its channel is paused by a 429 another request
+    met, or the rate window booked for it passed before it could leave (see
+    ``gateway.ratelimit.SEND_BY``). Queued again, no attempt spent."""
 
 
 class RecipientStopped(ChannelError):

@@ -7,6 +7,25 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
+
+from gateway.errors import HandedBack
+
+# The wall-clock time (Unix seconds) by which the provider request being sent must leave,
+# or None. Set by the dispatcher around ``Channel.send`` when the request's share of the rate
+# was booked in a window of the shared budget (``gateway.outbox.shared_rate``): a request
+# that leaves later would land in a window booked by others. A channel whose requests wait
+# somewhere before they leave (the SDK's thread pool) calls ``leave_by_deadline`` at the last
+# moment before it sends.
+SEND_BY: ContextVar[float | None] = ContextVar("warta_send_by", default=None)
+
+
+def leave_by_deadline(deadline: float | None, *, clock: Callable[[], float] = time.time) -> None:
+    """Raise ``HandedBack`` (nothing sent) when ``deadline`` (a ``SEND_BY``) has passed."""
+    if deadline is not None and clock() >= deadline:
+        raise HandedBack(
+            "the rate window booked for this request passed before it left", retry_after=0.0
+        )
 
 
 class TokenBucket:

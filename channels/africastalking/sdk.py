@@ -32,6 +32,7 @@ from africastalking.SMS import SMSService
 
 from channels.africastalking.config import AfricasTalkingConfig
 from gateway.errors import ChannelError, ConfigError, ConnectionFailed, Rejected, Throttled
+from gateway.ratelimit import SEND_BY, leave_by_deadline
 
 log = logging.getLogger(__name__)
 
@@ -197,11 +198,18 @@ class AfricasTalkingClient:
             Throttled: HTTP 429, with ``retry_after`` when the provider said.
             ConnectionFailed: network error, timeout, 5xx or an unreadable answer.
             Rejected: another 4xx, or a number the SDK refuses to send.
+            HandedBack: nothing sent, as the request was still waiting for a worker thread
+                when its ``SEND_BY`` deadline passed.
         """
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool(), self._send_sync, message, list(recipients))
+        return await loop.run_in_executor(
+            self._pool(), self._send_sync, message, list(recipients), SEND_BY.get()
+        )
 
-    def _send_sync(self, message: str, recipients: list[str]) -> Mapping[str, Any]:
+    def _send_sync(
+        self, message: str, recipients: list[str], send_by: float | None = None
+    ) -> Mapping[str, Any]:
+        leave_by_deadline(send_by)
         try:
             answer = self._sms.send(
                 message,

@@ -279,7 +279,9 @@ class AfricasTalkingSimulator:
             return "invalid_number"
         return None
 
-    def _record(self, fields: dict[str, str], recipients: tuple[str, ...], status: int) -> None:
+    def _record(
+        self, fields: dict[str, str], recipients: tuple[str, ...], status: int, arrived: float
+    ) -> None:
         if len(self.received) == self.received.maxlen:
             self.records_dropped += 1
         self.received.append(
@@ -288,7 +290,7 @@ class AfricasTalkingSimulator:
                 recipients=recipients,
                 message=fields.get("message", ""),
                 sender=fields.get("from"),
-                received_at=time.time(),
+                received_at=arrived,
                 http_status=status,
                 authenticated=status != 401,
             )
@@ -310,6 +312,8 @@ class AfricasTalkingSimulator:
         return web.json_response({"messages": messages, "last": first + len(self.received) - 1})
 
     async def _handle_send(self, request: web.Request) -> web.StreamResponse:
+        # A provider counts a request against its rate when it arrives, before its own work.
+        arrived = time.time()
         config = self.config
         form = await request.post()
         fields = {key: str(value) for key, value in form.items()}
@@ -321,11 +325,11 @@ class AfricasTalkingSimulator:
 
         key_ok = hmac.compare_digest(request.headers.get("apiKey", ""), config.api_key)
         if not key_ok or fields.get("username") != config.username:
-            self._record(fields, recipients, 401)
+            self._record(fields, recipients, 401, arrived)
             return web.Response(status=401, text=UNAUTHORIZED_TEXT)
         missing = [name for name in ("username", "to", "message") if not fields.get(name)]
         if missing or not recipients:
-            self._record(fields, recipients, 400)
+            self._record(fields, recipients, 400, arrived)
             name = missing[0] if missing else "to"
             return web.Response(status=400, text=f"Missing required field: {name}")
 
@@ -334,18 +338,18 @@ class AfricasTalkingSimulator:
         if request_outcome is None:
             request_outcome = _draw(config.request_failure_shares, self._rng)
         if request_outcome == "throttled":
-            self._record(fields, recipients, 429)
+            self._record(fields, recipients, 429, arrived)
             return _throttled(config.retry_after_seconds)
         if request_outcome == "server_error":
-            self._record(fields, recipients, 500)
+            self._record(fields, recipients, 500, arrived)
             return web.Response(status=500, text="Internal Server Error")
         if request_outcome == "timeout":
-            self._record(fields, recipients, 504)
+            self._record(fields, recipients, 504, arrived)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), timeout=config.timeout_hang)
             return web.Response(status=504, text="Gateway Timeout")
 
-        self._record(fields, recipients, 201)
+        self._record(fields, recipients, 201, arrived)
         return self._answer(fields["message"], recipients, outcomes)
 
     def _answer(

@@ -35,14 +35,14 @@ from gateway.clock import Clock
 from gateway.config import WartaConfig
 from gateway.db.schema import agencies, announcements, deliveries
 from gateway.domain import AnnouncementStatus, DeliveryState
-from gateway.errors import ChannelError, RecipientStopped, Throttled
+from gateway.errors import ChannelError, HandedBack, RecipientStopped, Throttled
 from gateway.outbox import claims, fallback, fanout, quiet
 from gateway.outbox.content import content_for
 from gateway.outbox.fanout import fan_out
 from gateway.outbox.shared_rate import shared_rate_limit
 from gateway.personal import PhoneVault
 from gateway.pricing import Tariff
-from gateway.ratelimit import ArrivalPacer, TokenBucket
+from gateway.ratelimit import SEND_BY, ArrivalPacer, TokenBucket, leave_by_deadline
 from gateway.renditions import Renderer
 
 log = logging.getLogger("warta.dispatch")
@@ -419,8 +419,9 @@ class Dispatcher:
     ) -> list[SendResult] | ChannelError:
         bucket = self._buckets[channel.name]
         pacer = self._arrivals.get(channel.name)
+        send_by: float | None = None
         if self._shared_rate is not None:
-            await self._shared_rate.acquire(
+            send_by = await self._shared_rate.acquire(
                 channel.name, len(request), rate=channel.rate_per_second, local=bucket
             )
         elif pacer is None:
@@ -433,8 +434,14 @@ class Dispatcher:
         if pacer is not None:
             await pacer.acquire(len(request))
         loop = asyncio.get_running_loop()
+        # A channel that hands the request to a thread checks the deadline again there.
+        token = SEND_BY.set(send_by)
         try:
+            leave_by_deadline(send_by)
             return await channel.send(request)
+        except HandedBack as exc:
+            # Late for its booked window: queued again at once (the rate is not in doubt).
+            return exc
         except Throttled as exc:
             pause = exc.retry_after or 1.0
             self._paused_until[channel.name] = max(
@@ -444,6 +451,7 @@ class Dispatcher:
         except ChannelError as exc:
             return exc
         finally:
+            SEND_BY.reset(token)
             if pacer is not None:
                 pacer.release(len(request))
 
@@ -488,7 +496,8 @@ class Dispatcher:
                 DeliveryState.QUEUED,
                 error_kind=error.kind,
                 error_reason=error.reason,
-                next_attempt_at=self.clock.now() + timedelta(seconds=error.retry_after or 1.0),
+                next_attempt_at=self.clock.now()
+                + timedelta(seconds=1.0 if error.retry_after is None else error.retry_after),
                 refund=True,
             )
         if error.retryable and attempts < settings.max_attempts:
@@ -689,11 +698,6 @@ class Dispatcher:
             log.warning("reclaimed %d deliveries whose lease expired", reclaimed)
         if reclaimed or fell_back:
             self._wake_workers()
-
-
-class HandedBack(Throttled):
-    """A claimed request given back unsent because its channel is paused (see
-    ``Dispatcher._wait_out_pause``): queued again for after the pause, no attempt spent."""
 
 
 def _arrival_pacer(channel: Channel) -> ArrivalPacer:

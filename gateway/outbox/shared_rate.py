@@ -17,6 +17,13 @@ the window it got begins. Requests larger than a window's limit take whole windo
 the other and go out at the start of the last, so over any stretch of time the channels keep
 to their rate, and within a second exceed it by at most one request (the provider batch).
 
+A provider counts requests when they *arrive*, so a booked request must also leave in its
+window: one held up after its sleep (an event loop stalled by load, a thread pool slow to pick
+it up) would land in the next window on top of that window's own bookings. ``acquire`` returns
+the time by which the request must leave, the middle of its window, leaving the other half
+for the trip; the dispatcher and the channels check it at the last moment before sending
+(``gateway.ratelimit.SEND_BY``) and hand a late request back unsent, to be booked again.
+
 Windows are Unix seconds of each host's clock: hosts sharing a database must keep their
 clocks in sync (NTP), or each one's seconds overlap the others'. A full window never frees up,
 so each process remembers the last window it reserved in and starts looking there.
@@ -86,14 +93,17 @@ class SharedRateLimit:
         self._next_window: dict[str, int] = {}
         self._pruned_at = 0.0
 
-    async def acquire(self, channel: str, n: int, *, rate: float, local: TokenBucket) -> None:
+    async def acquire(
+        self, channel: str, n: int, *, rate: float, local: TokenBucket
+    ) -> float | None:
         """Wait until ``n`` messages may go out on ``channel`` at ``rate`` per second.
 
-        ``local`` is this process's bucket for the channel, used only while the database is
-        unreachable.
+        Returns the Unix time by which they must have left (see the module doc), or None when
+        there is no such limit (paced by this process alone). ``local`` is this process's
+        bucket for the channel, used only while the database is unreachable.
         """
         if n <= 0:
-            return
+            return None
         try:
             start = await self.reserve(channel, n, rate=rate)
         except (SQLAlchemyError, OSError) as exc:
@@ -105,7 +115,7 @@ class SharedRateLimit:
             wait = local.take(n)
             if wait > 0:
                 await self._sleep(wait)
-            return
+            return None
         delay = start - self._clock()
         if delay > self.lease_seconds / 2:
             log.warning(
@@ -116,6 +126,7 @@ class SharedRateLimit:
             )
         if delay > 0:
             await self._sleep(delay)
+        return start + window_for(rate)[0] / 2
 
     async def reserve(self, channel: str, n: int, *, rate: float) -> float:
         """Reserve ``n`` messages; returns the Unix time from which they may be sent."""

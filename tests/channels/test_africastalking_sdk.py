@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -19,7 +20,8 @@ from channels.africastalking.sdk import (
     parse_retry_after,
 )
 from channels.africastalking.simulator import SimulatorConfig, serve_forever
-from gateway.errors import ConfigError, ConnectionFailed, Rejected, Throttled
+from gateway.errors import ConfigError, ConnectionFailed, HandedBack, Rejected, Throttled
+from gateway.ratelimit import SEND_BY
 from tests.support.provider_harness import API_KEY, USERNAME
 
 JSON = "application/json"
@@ -147,6 +149,46 @@ async def test_sessions_are_reused_per_worker_thread() -> None:
         finally:
             await client.close()
         assert client._sessions == []
+
+
+async def test_a_request_still_waiting_for_a_thread_at_its_deadline_is_not_sent() -> None:
+    # One worker thread, held by a slow request: the one behind it waits in the pool past the
+    # end of the window booked for it (gateway.ratelimit.SEND_BY) and must not go out late.
+    arrivals: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        arrivals.append(str((await request.post())["message"]))
+        await asyncio.sleep(0.6)
+        return web.json_response({"SMSMessageData": {"Message": "Sent", "Recipients": []}})
+
+    app = web.Application()
+    app.router.add_post("/version1/messaging", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    client = AfricasTalkingClient(config(f"http://{host}:{port}", executor_workers=1))
+
+    async def send(message: str, send_by: float | None) -> object:
+        SEND_BY.set(send_by)  # this task's own context, as the dispatcher sets it
+        return await client.send_sms(message, ["+254711000001"])
+
+    try:
+        first = asyncio.create_task(send("first", None))
+        while not arrivals:
+            await asyncio.sleep(0.01)
+        late = asyncio.create_task(send("late", time.time() + 0.2))
+        in_time = asyncio.create_task(send("in time", time.time() + 60))
+        results = await asyncio.gather(first, late, in_time, return_exceptions=True)
+    finally:
+        await client.close()
+        await runner.cleanup()
+
+    assert isinstance(results[1], HandedBack)
+    assert not isinstance(results[0], BaseException)
+    assert not isinstance(results[2], BaseException)
+    assert arrivals == ["first", "in time"]
 
 
 async def test_serve_forever_runs_until_cancelled() -> None:
