@@ -176,7 +176,9 @@ async def test_a_request_still_waiting_for_a_thread_at_its_deadline_is_not_sent(
 
     try:
         first = asyncio.create_task(send("first", None))
+        deadline = time.monotonic() + 30
         while not arrivals:
+            assert time.monotonic() < deadline, "the first request never arrived"
             await asyncio.sleep(0.01)
         late = asyncio.create_task(send("late", time.time() + 0.2))
         in_time = asyncio.create_task(send("in time", time.time() + 60))

@@ -67,7 +67,9 @@ async def test_worker_killed_ten_times_loses_nothing(
         async with aiohttp.ClientSession(api.base) as http:
             agency = Api(http, tokens)
             announcement_id = await agency.broadcast(phones)
+            deadline = time.monotonic() + 60
             while sim.sent_count.total() < 200:
+                assert time.monotonic() < deadline, "the broadcast did not get going"
                 await asyncio.sleep(0.02)
             for _ in range(kills):
                 await asyncio.sleep(rng.uniform(0.2, 1.0))
@@ -101,6 +103,7 @@ def own_postgres(tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
         capture_output=True,
         text=True,
         check=True,
+        timeout=180,
         env={k: v for k, v in os.environ.items() if not k.startswith("WARTA_PG")},
     )
     exports = dict(re.findall(r"(WARTA_\w+)=(\S+)", up.stdout))
@@ -108,7 +111,7 @@ def own_postgres(tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
     try:
         yield exports["WARTA_TEST_POSTGRES_URL"], pg_dir, exports["WARTA_PG_BIN"]
     finally:
-        subprocess.run(["bash", str(REPO / ".ci/pg-down")], env=down_env, check=False)
+        subprocess.run(["bash", str(REPO / ".ci/pg-down")], env=down_env, check=False, timeout=120)
         shutil.rmtree(pg_dir, ignore_errors=True)
 
 
@@ -116,7 +119,7 @@ def _pg_ctl(bin_dir: str, pg_dir: Path, *args: str) -> None:
     command = [f"{bin_dir}/pg_ctl", "-D", str(pg_dir / "data"), *args]
     if os.getuid() == 0:
         command = ["runuser", "-u", "postgres", "--", *command]
-    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
 
 
 @pytest.mark.slow
@@ -148,7 +151,9 @@ async def test_gateway_survives_a_postgres_restart_mid_broadcast(
         async with aiohttp.ClientSession(gateway.base) as http:
             agency = Api(http, tokens)
             announcement_id = await agency.broadcast(phones)
+            deadline = time.monotonic() + 60
             while sim.sent_count.total() < len(phones) // 4:
+                assert time.monotonic() < deadline, "the broadcast did not get going"
                 await asyncio.sleep(0.02)
             _pg_ctl(bin_dir, pg_dir, "-m", "fast", "-w", "stop")
             stopped_at = len(sim.sent_count)

@@ -280,3 +280,53 @@ async def test_shared_budget_never_books_a_window_beyond_its_limit(database_url:
         assert window_for(200) == (1, 200)
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_request_that_oversleeps_its_window_goes_back_unsent(
+    aiohttp_client: Any, database_url: str, keys: dict[str, str]
+) -> None:
+    """A worker whose sleep until its booked window overran the window (an event loop held
+    up by load) must not send then: it would land on the next window's bookings. The batch
+    goes back to the queue with no attempt spent and leaves, once, in a window of its own."""
+    from gateway.appkeys import DISPATCHER
+    from gateway.db.schema import deliveries
+    from gateway.outbox.shared_rate import SharedRateLimit
+    from tests.support.config import make_config
+    from tests.support.sms import broadcast, import_numbers, sms_world
+
+    overslept: list[float] = []
+
+    async def oversleep_once(seconds: float) -> None:
+        # The first wait overruns its window by a whole second; the rest are honest.
+        extra = 1.0 if not overslept else 0.0
+        overslept.append(seconds)
+        await asyncio.sleep(seconds + extra)
+
+    phones = numbers(20)
+    async with sms_world(
+        aiohttp_client,
+        make_config,
+        database_url,
+        keys,
+        dispatch={"enabled": False, "shared_rate_limit": True},
+        africastalking={"rate_per_second": 20, "batch_size": 20},
+    ) as (world, sim):
+        await import_numbers(world, phones)
+        await broadcast(world)
+        dispatcher = world.app[DISPATCHER]
+        assert await dispatcher.start_due() == 1
+        dispatcher._shared_rate = SharedRateLimit(world.engine, sleep=oversleep_once)
+        # Book the current window full, so the batch's window lies ahead and it must sleep.
+        await dispatcher._shared_rate.reserve("sms", 20, rate=20)
+
+        assert await dispatcher.run_once("sms") == 20
+        async with world.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(deliveries.c.state, deliveries.c.attempts))).all()
+        assert len(sim.received) == 0
+        assert {(state, attempts) for state, attempts in rows} == {("queued", 0)}
+
+        assert await dispatcher.run_once("sms") == 20
+    assert overslept, "the batch had to wait for its window"
+    assert sim.sent_count.duplicates() == {}
+    assert set(dict(sim.sent_count.items())) == set(phones)
