@@ -29,6 +29,7 @@ from gateway.db.engine import reading
 from gateway.db.schema import announcements, audit_events, deliveries, subscribers
 from gateway.domain import AnnouncementStatus, DeliveryState, Role
 from gateway.store import announcements as store
+from gateway.store import stats as delivery_stats
 from gateway.store.audit import record
 
 REFRESH_SECONDS = 5
@@ -168,9 +169,6 @@ async def approvals(ctx: Ctx) -> web.StreamResponse:
     return ctx.render("approvals.html", items=items)
 
 
-_REACHED = (DeliveryState.SENT.value, DeliveryState.DELIVERED.value)
-
-
 async def _timeline(conn: AsyncConnection, announcement_id: int) -> list[tuple[str, int]]:
     """Deliveries handed to providers per minute (UTC), the last 60 minutes with any; one
     grouped query."""
@@ -197,16 +195,16 @@ async def _timeline(conn: AsyncConnection, announcement_id: int) -> list[tuple[s
 
 
 async def _reach_by_area(conn: AsyncConnection, announcement_id: int) -> list[tuple[str, int]]:
-    """Citizens reached (sent or delivered) per area code, the 15 largest."""
+    """Citizens reached per area code, the 15 largest: as in the statistics
+    (``gateway.store.stats``), distinct citizens with a message delivered, or sent on a channel
+    that never confirms delivery, so one reached by SMS and Telegram counts once."""
+    reached = sa.func.count(sa.distinct(deliveries.c.subscriber_id))
     rows = (
         await conn.execute(
-            sa.select(deliveries.c.area_code, sa.func.count().label("n"))
-            .where(
-                deliveries.c.announcement_id == announcement_id,
-                deliveries.c.state.in_(_REACHED),
-            )
+            sa.select(deliveries.c.area_code, reached.label("n"))
+            .where(deliveries.c.announcement_id == announcement_id, delivery_stats.REACHED)
             .group_by(deliveries.c.area_code)
-            .order_by(sa.func.count().desc())
+            .order_by(reached.desc())
             .limit(15)
         )
     ).all()

@@ -37,7 +37,7 @@ def _window(agency_id: int, since: datetime, until: datetime) -> sa.ColumnElemen
 
 
 _DELIVERED = deliveries.c.state == DeliveryState.DELIVERED.value
-_REACHED = sa.or_(
+REACHED = sa.or_(
     _DELIVERED,
     sa.and_(
         deliveries.c.state == DeliveryState.SENT.value,
@@ -57,7 +57,7 @@ async def per_area(
             deliveries.c.area_code,
             total,
             sa.func.count(sa.case((_DELIVERED, 1))).label("delivered"),
-            sa.func.count(sa.distinct(sa.case((_REACHED, deliveries.c.subscriber_id)))).label(
+            sa.func.count(sa.distinct(sa.case((REACHED, deliveries.c.subscriber_id)))).label(
                 "reach"
             ),
         )
@@ -77,7 +77,7 @@ async def reach(conn: AsyncConnection, *, agency_id: int, since: datetime, until
     return int(
         await conn.scalar(
             sa.select(sa.func.count(sa.distinct(deliveries.c.subscriber_id))).where(
-                _window(agency_id, since, until), _REACHED
+                _window(agency_id, since, until), REACHED
             )
         )
         or 0
