@@ -211,6 +211,10 @@ TEXT: dict[str, tuple[str, str]] = {
         "Peran Anda tidak mengizinkan tindakan ini.",
         "Your role does not allow this.",
     ),
+    "password_first": (
+        "Pilih dulu kata sandi Anda sendiri (Akun → Kata sandi).",
+        "Choose your own password first (Account → Password).",
+    ),
     "page_not_found": ("Halaman tidak ditemukan.", "Page not found."),
     "back": ("Kembali", "Back"),
 }

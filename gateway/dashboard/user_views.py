@@ -44,8 +44,15 @@ WORDS: dict[str, tuple[str, str]] = {
     "never": ("Belum pernah", "Never"),
     "initial_password": ("Kata sandi awal", "Initial password"),
     "password_hint": (
-        "Minimal 10 karakter. Sampaikan kepada orangnya secara langsung.",
-        "At least 10 characters. Hand it to the person directly.",
+        "Minimal 10 karakter. Sampaikan kepada orangnya secara langsung; ia harus menggantinya "
+        "saat pertama masuk.",
+        "At least 10 characters. Hand it to the person directly; they must replace it when "
+        "they first sign in.",
+    ),
+    "temporary_password": (
+        "Kata sandi ini dibuat oleh admin instansi Anda. Pilih kata sandi Anda sendiri untuk "
+        "melanjutkan.",
+        "An administrator of your agency set this password. Choose your own to go on.",
     ),
     "new_password": ("Kata sandi baru", "New password"),
     "reset_password": ("Atur ulang kata sandi", "Reset password"),
@@ -177,6 +184,7 @@ async def add_user(ctx: Ctx) -> web.StreamResponse:
                 role=Role(role),
                 password_hash=password_hash,
                 now=now,
+                temporary=True,
             )
             await record(
                 conn,
@@ -291,7 +299,9 @@ async def reset_password(ctx: Ctx) -> web.StreamResponse:
     now = ctx.request.app[CLOCK].now()
 
     async def apply(conn: Any, target: store.User) -> dict[str, Any] | None:
-        await store.set_password(conn, user_id=target.id, password_hash=password_hash, now=now)
+        await store.set_password(
+            conn, user_id=target.id, password_hash=password_hash, now=now, temporary=True
+        )
         # That it changed, never what to: no password or hash reaches the audit log.
         return {**_state(target), "password": "reset"}
 
@@ -299,7 +309,10 @@ async def reset_password(ctx: Ctx) -> web.StreamResponse:
 
 
 def _account_page(ctx: Ctx, *, status: int = 200, error: str | None = None) -> web.Response:
-    return ctx.render("account.html", status=status, w=_words(ctx), error=error)
+    temporary = ctx.user is not None and ctx.user.password_temporary
+    return ctx.render(
+        "account.html", status=status, w=_words(ctx), error=error, temporary=temporary
+    )
 
 
 @page()

@@ -35,6 +35,8 @@ from gateway.store.users import User, get_user, normalise_email
 log = logging.getLogger("warta.dashboard")
 
 PREFIX = "/dashboard"
+# What a user whose password an administrator set may reach before choosing their own.
+_WITH_TEMPORARY_PASSWORD = frozenset({PREFIX + "/account/password", PREFIX + "/logout"})
 TEMPLATES = web.AppKey("dashboard_templates", jinja2.Environment)
 SESSIONS = web.AppKey("dashboard_sessions", SessionKeeper)
 LOGIN_BY_ADDRESS = web.AppKey("dashboard_login_by_address", AttemptLimit)
@@ -246,6 +248,15 @@ async def _dispatch(
         if request.method == "GET":
             return redirect(f"{PREFIX}/login?next={quote(request.path_qs, safe='')}")
         return ctx.render("error.html", status=401, message=ctx.t("csrf_failed"))
+    if (
+        login
+        and ctx.user is not None
+        and ctx.user.password_temporary
+        and request.path not in _WITH_TEMPORARY_PASSWORD
+    ):
+        if request.method == "GET":
+            return redirect(PREFIX + "/account/password")
+        return ctx.render("error.html", status=403, message=ctx.t("password_first"))
     if request.method == "POST":
         if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
             return ctx.render("error.html", status=413, message=ctx.t("error"))

@@ -377,6 +377,9 @@ users = Table(
     Column("role", String(16), nullable=False),
     # argon2id (argon2-cffi), parameters inside the encoded hash.
     Column("password_hash", String(200), nullable=False),
+    # Set by an administrator (a new user, a reset): until its user chooses their own, the
+    # dashboard shows them only the form to do so.
+    Column("password_temporary", Boolean, nullable=False, server_default=false()),
     Column("token_id", Id, ForeignKey("api_tokens.id"), nullable=False),
     Column("created_at", When, nullable=False),
     Column("last_login_at", When, nullable=True),

@@ -50,6 +50,8 @@ class User:
     disabled: bool
     sessions_valid_after: datetime | None
     password_hash: str = field(repr=False, default="")
+    # Set by an administrator: the user must choose their own before anything else.
+    password_temporary: bool = False
 
     def principal(self) -> Principal:
         return Principal(
@@ -106,6 +108,7 @@ def _user(row: sa.RowMapping) -> User:
         disabled=row["disabled_at"] is not None,
         sessions_valid_after=row["sessions_valid_after"],
         password_hash=row["password_hash"],
+        password_temporary=bool(row["password_temporary"]),
     )
 
 
@@ -118,8 +121,10 @@ async def create_user(
     role: Role,
     password_hash: str,
     now: datetime,
+    temporary: bool = False,
 ) -> User:
-    """Insert a user and their own credential row.
+    """Insert a user and their own credential row; ``temporary``: the password was chosen
+    by an administrator, and the user must replace it at their first sign-in.
 
     Raises:
         UserProblem: unknown agency, malformed e-mail, or the e-mail is taken in that agency.
@@ -143,6 +148,7 @@ async def create_user(
                 display_name=display_name.strip() or email,
                 role=role.value,
                 password_hash=password_hash,
+                password_temporary=temporary,
                 token_id=issued.id,
                 created_at=now,
             )
@@ -287,11 +293,17 @@ async def enable_user(conn: AsyncConnection, *, user: User) -> None:
 
 
 async def set_password(
-    conn: AsyncConnection, *, user_id: int, password_hash: str, now: datetime
+    conn: AsyncConnection,
+    *,
+    user_id: int,
+    password_hash: str,
+    now: datetime,
+    temporary: bool = False,
 ) -> None:
-    """A new password; every session the user had ends (they sign in with the new one)."""
+    """A new password; every session the user had ends (they sign in with the new one).
+    ``temporary``: an administrator set it, and the user must replace it when signing in."""
     await conn.execute(
         sa.update(users)
         .where(users.c.id == user_id)
-        .values(password_hash=password_hash, sessions_valid_after=now)
+        .values(password_hash=password_hash, password_temporary=temporary, sessions_valid_after=now)
     )

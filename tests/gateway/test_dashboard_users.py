@@ -108,7 +108,10 @@ async def test_admin_lists_only_their_agency_and_adds_a_user_who_can_sign_in(
     assert "new.approver@alpha.go.id" in added.text
     newcomer = browsers(world)
     assert (await newcomer.login("new.approver@alpha.go.id", password=NEW_PASSWORD)).status == 200
-    assert (await newcomer.get("/dashboard/approvals")).status == 200
+    # The administrator chose that password: the newcomer's first stop is choosing their own.
+    first = await newcomer.get("/dashboard/approvals")
+    assert first.url.endswith("/dashboard/account/password")
+    assert "dibuat oleh admin" in first.text
 
     (event,) = await _events(world, "user.create")
     assert event["actor"].endswith(":admin")
@@ -311,3 +314,47 @@ async def test_guessing_the_current_password_is_limited_like_signing_in(
     await me.get(page)
     no_csrf = await me.post(page, {"current_password": PASSWORD}, csrf=None)
     assert no_csrf.status == 403
+
+
+async def test_a_password_an_admin_set_must_be_replaced_before_anything_else(
+    world: World, browsers: Any
+) -> None:
+    admin, _ = await _signed_in(world, browsers, Role.ADMIN)
+    person, email = await _signed_in(world, browsers, Role.AUTHOR)
+    person_id = await _user_id(world, email)
+    # The person's own password works everywhere until an administrator resets it.
+    assert (await person.get("/dashboard/announcements")).url.endswith("/dashboard/announcements")
+    await admin.get("/dashboard/users")
+    reset = await admin.post(f"/dashboard/users/{person_id}/password", {"password": NEW_PASSWORD})
+    assert reset.status == 200
+
+    person = browsers(world)
+    assert (await person.login(email, password=NEW_PASSWORD)).status == 200
+    for path in ("/dashboard/announcements", "/dashboard/announcements/new", "/dashboard/inbox"):
+        answer = await person.get(path + "?lang=en", follow=False)
+        assert answer.status == 303 and answer.headers["Location"].endswith(
+            "/dashboard/account/password"
+        ), path
+    form_page = await person.get("/dashboard/account/password?lang=en")
+    assert "An administrator of your agency set this password" in form_page.text
+    # Nothing can be done in the meantime, not even with a valid form token.
+    refused = await person.post(
+        "/dashboard/announcements", {"title": "Uji", "body": "Isi", "channels": "sms"}
+    )
+    assert refused.status == 403 and "Choose your own password first" in refused.text
+
+    await person.get("/dashboard/account/password")
+    changed = await person.post(
+        "/dashboard/account/password",
+        {
+            "current_password": NEW_PASSWORD,
+            "new_password": "my very own password 7",
+            "new_password_again": "my very own password 7",
+        },
+    )
+    assert changed.url.endswith("/dashboard/login?password_changed=1")
+    again = browsers(world)
+    assert (await again.login(email, password="my very own password 7")).status == 200
+    page = await again.get("/dashboard/announcements")
+    assert page.url.endswith("/dashboard/announcements")
+    assert "dibuat oleh admin" not in (await again.get("/dashboard/account/password")).text
