@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -421,9 +422,7 @@ class Dispatcher:
         pacer = self._arrivals.get(channel.name)
         send_by: float | None = None
         if self._shared_rate is not None:
-            send_by = await self._shared_rate.acquire(
-                channel.name, len(request), rate=channel.rate_per_second, local=bucket
-            )
+            send_by = await self._book(channel, len(request), bucket)
         elif pacer is None:
             wait = bucket.take(len(request))
             if wait > 0:
@@ -433,6 +432,9 @@ class Dispatcher:
             return held
         if pacer is not None:
             await pacer.acquire(len(request))
+            # Paced by arrival (Telegram): the pacer's wait for answers in flight is part of
+            # its pacing, not lateness, so the request carries no deadline after it.
+            send_by = None
         loop = asyncio.get_running_loop()
         # A channel that hands the request to a thread checks the deadline again there.
         token = SEND_BY.set(send_by)
@@ -454,6 +456,29 @@ class Dispatcher:
             SEND_BY.reset(token)
             if pacer is not None:
                 pacer.release(len(request))
+
+    async def _book(self, channel: Channel, n: int, bucket: TokenBucket) -> float | None:
+        """Book ``n`` messages in the shared budget and wait for their window; returns the
+        time by which they must leave (``gateway.outbox.shared_rate``).
+
+        A wait that overran its window (an event loop held up by load) books again rather
+        than crowd the next window. After ``_REBOOKS`` overruns in a row the machine is too
+        loaded to keep to windows at all: the request goes (logged) rather than never.
+        """
+        assert self._shared_rate is not None
+        for _ in range(_REBOOKS):
+            send_by = await self._shared_rate.acquire(
+                channel.name, n, rate=channel.rate_per_second, local=bucket
+            )
+            if send_by is None or time.time() < send_by:
+                return send_by
+        log.warning(
+            "%s: woke after its booked rate window %d times running (process overloaded); "
+            "sending without a window",
+            channel.name,
+            _REBOOKS,
+        )
+        return None
 
     async def _wait_out_pause(self, channel_name: str) -> HandedBack | None:
         """Hold a request while its channel is paused by a 429 that another request met.
@@ -698,6 +723,10 @@ class Dispatcher:
             log.warning("reclaimed %d deliveries whose lease expired", reclaimed)
         if reclaimed or fell_back:
             self._wake_workers()
+
+
+# Bookings in the shared rate budget tried before a request that keeps waking late goes anyway.
+_REBOOKS = 3
 
 
 def _arrival_pacer(channel: Channel) -> ArrivalPacer:
