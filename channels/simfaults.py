@@ -137,6 +137,10 @@ class FaultSchedule:
         self.pending: deque[Fault] = deque()
         self.arrivals: deque[Arrival] = deque(maxlen=max_records)
         self.met: Counter[str] = Counter()
+        # Recipients of requests processed (sent) after their client had given up waiting
+        # (a slow answer past its timeout, or a loaded machine): the client never heard of
+        # them, so it may rightly send them again.
+        self.unanswered: Counter[str] = Counter()
         self.down_until = 0.0  # time.monotonic(); 0: up
         self._runner: web.AppRunner | None = None
         self._addresses: list[tuple[str, int]] = []
@@ -198,7 +202,7 @@ class FaultSchedule:
         if kind is not None:
             self.met[kind] += 1
         if taken is None:
-            return await handler(request)
+            return await self._answered(request, handler, recipients)
         if isinstance(taken, str) or taken.kind == "reset":
             return _reset(request)
         if taken.kind == "status":
@@ -211,8 +215,17 @@ class FaultSchedule:
             return web.Response(status=504, text="Gateway Timeout")
         if taken.kind == "slow":
             await asyncio.sleep(taken.seconds)
-            return await handler(request)
+            return await self._answered(request, handler, recipients)
         return await _cut(request, await handler(request))
+
+    async def _answered(
+        self, request: web.Request, handler: Handler, recipients: tuple[str, ...]
+    ) -> web.StreamResponse:
+        """Process the request as usual, noting whether its client was still there."""
+        response = await handler(request)
+        if request.transport is None or request.transport.is_closing():
+            self.unanswered.update(recipients)
+        return response
 
     async def _go_down(self, seconds: float) -> None:
         self.down_until = time.monotonic() + seconds

@@ -6,6 +6,7 @@ control endpoint on both simulators that have one, over real HTTP.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -141,3 +142,26 @@ async def test_an_sms_request_met_by_a_reset_is_a_connection_failure() -> None:
     assert answer["SMSMessageData"]["Recipients"][0]["status"] == "Success"
     assert sim.faults.met == {"reset": 1}
     assert sim.sent_count.total() == 1
+
+
+async def test_a_slow_answer_past_the_client_timeout_is_sent_and_noted_unanswered() -> None:
+    """The provider sends what a slow request asked for even when the client gave up: the
+    simulator notes those recipients, so tests can tell a lost answer from a double send."""
+    sim = AfricasTalkingSimulator(SmsSimConfig(api_key=API_KEY))
+    url = await sim.start()
+    client = AfricasTalkingClient(
+        AfricasTalkingConfig(username="sandbox", api_key=API_KEY, base_url=url, request_timeout=0.3)
+    )
+    try:
+        await _call("POST", url + CONTROL_PATH, json={"kind": "slow", "seconds": 1.5})
+        with pytest.raises(ConnectionFailed):
+            await client.send_sms("Banjir", ["+6281200000001"])
+        await client.send_sms("Banjir", ["+6281200000002"])  # answered in time
+        deadline = asyncio.get_running_loop().time() + 10
+        while sim.sent_count.total() < 2:
+            assert asyncio.get_running_loop().time() < deadline, "the slow one was never sent"
+            await asyncio.sleep(0.05)
+    finally:
+        await client.close()
+        await sim.stop()
+    assert sim.faults.unanswered == {"+6281200000001": 1}
