@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import requests
@@ -25,6 +25,7 @@ from gateway.ratelimit import SEND_BY
 from tests.support.provider_harness import API_KEY, USERNAME
 
 JSON = "application/json"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _free_port() -> int:
@@ -111,6 +112,13 @@ async def plain_server(status: int, text: str, content_type: str) -> AsyncIterat
     async def handle(_request: web.Request) -> web.Response:
         return web.Response(status=status, text=text, content_type=content_type)
 
+    async with serving(handle) as base_url:
+        yield base_url
+
+
+@contextlib.asynccontextmanager
+async def serving(handle: Handler) -> AsyncIterator[str]:
+    """A bare server answering Africa's Talking's send path with ``handle``."""
     app = web.Application()
     app.router.add_post("/version1/messaging", handle)
     runner = web.AppRunner(app, access_log=None)
@@ -161,31 +169,24 @@ async def test_a_request_still_waiting_for_a_thread_at_its_deadline_is_not_sent(
         await asyncio.sleep(0.6)
         return web.json_response({"SMSMessageData": {"Message": "Sent", "Recipients": []}})
 
-    app = web.Application()
-    app.router.add_post("/version1/messaging", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    client = AfricasTalkingClient(config(f"http://{host}:{port}", executor_workers=1))
+    async with serving(handle) as base_url:
+        client = AfricasTalkingClient(config(base_url, executor_workers=1))
 
-    async def send(message: str, send_by: float | None) -> object:
-        SEND_BY.set(send_by)  # this task's own context, as the dispatcher sets it
-        return await client.send_sms(message, ["+254711000001"])
+        async def send(message: str, send_by: float | None) -> object:
+            SEND_BY.set(send_by)  # this task's own context, as the dispatcher sets it
+            return await client.send_sms(message, ["+254711000001"])
 
-    try:
-        first = asyncio.create_task(send("first", None))
-        deadline = time.monotonic() + 30
-        while not arrivals:
-            assert time.monotonic() < deadline, "the first request never arrived"
-            await asyncio.sleep(0.01)
-        late = asyncio.create_task(send("late", time.time() + 0.2))
-        in_time = asyncio.create_task(send("in time", time.time() + 60))
-        results = await asyncio.gather(first, late, in_time, return_exceptions=True)
-    finally:
-        await client.close()
-        await runner.cleanup()
+        try:
+            first = asyncio.create_task(send("first", None))
+            deadline = time.monotonic() + 30
+            while not arrivals:
+                assert time.monotonic() < deadline, "the first request never arrived"
+                await asyncio.sleep(0.01)
+            late = asyncio.create_task(send("late", time.time() + 0.2))
+            in_time = asyncio.create_task(send("in time", time.time() + 60))
+            results = await asyncio.gather(first, late, in_time, return_exceptions=True)
+        finally:
+            await client.close()
 
     assert isinstance(results[1], HandedBack)
     assert not isinstance(results[0], BaseException)
