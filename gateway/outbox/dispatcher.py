@@ -707,6 +707,10 @@ class Dispatcher:
             )
             for source in sweep:
                 fell_back += await fallback.queue_fallbacks(conn, source, now=now, rules=rules)
+            if reclaimed or fell_back:
+                # Queued again at night (a dead worker's batch, a fallback): to the morning
+                # before any worker can claim them, not at the scheduler's next pass.
+                await quiet.defer_queued(conn, now=now, default=self._quiet_hours)
             pending = sa.exists().where(
                 deliveries.c.announcement_id == announcements.c.id,
                 deliveries.c.state.in_([DeliveryState.QUEUED.value, DeliveryState.SENDING.value]),

@@ -256,3 +256,32 @@ async def test_the_scheduler_defers_what_it_starts_at_night(aiohttp_client, data
             "91.71": datetime(2026, 1, 6, 6, 0, tzinfo=WIT),
         }
         assert await _claim(world, clock) == 0
+
+
+async def test_a_dead_workers_batch_queued_again_at_night_waits_for_the_morning(
+    aiohttp_client, database_url, keys
+):
+    # Claimed at 20:50 in Jakarta, its worker died; the lease runs out at 22:30: the batch is
+    # queued again straight to the morning, never claimable in the night in between.
+    clock = ManualClock(DAY.replace(hour=13, minute=50))
+    async with scheduled_world(
+        aiohttp_client, database_url, keys, clock=clock, settings=BY_HAND
+    ) as (world, _):
+        await import_numbers(world, numbers(3, start=1), area_code="31.71")
+        announcement_id = await _start(world, clock)
+        assert await _claim(world, clock) == 3  # leased for 60 s by a worker that dies
+        clock.set(DAY.replace(hour=15, minute=30))
+        await dispatcher_of(world).housekeeping()
+
+        async with world.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(deliveries.c.state, deliveries.c.next_attempt_at).where(
+                        deliveries.c.announcement_id == announcement_id
+                    )
+                )
+            ).all()
+        assert {(state, when) for state, when in rows} == {
+            ("queued", datetime(2026, 1, 6, 6, 0, tzinfo=WIB))
+        }
+        assert await _claim(world, clock) == 0
