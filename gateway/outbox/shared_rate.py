@@ -20,9 +20,11 @@ to their rate, and within a second exceed it by at most one request (the provide
 A provider counts requests when they *arrive*, so a booked request must also leave in its
 window: one held up after its sleep (an event loop stalled by load, a thread pool slow to pick
 it up) would land in the next window on top of that window's own bookings. ``acquire`` returns
-the time by which the request must leave, the middle of its window, leaving the other half
-for the trip; the dispatcher and the channels check it at the last moment before sending
-(``gateway.ratelimit.SEND_BY``) and hand a late request back unsent, to be booked again.
+the time by which the request must leave: half a window after it may go (the window's start,
+or the moment of booking for the window already under way), and never past the window's end,
+leaving the rest for the trip. The dispatcher and the channels check it at the last moment
+before sending (``gateway.ratelimit.SEND_BY``): the dispatcher books again, a channel hands
+the request back unsent.
 
 Windows are Unix seconds of each host's clock: hosts sharing a database must keep their
 clocks in sync (NTP), or each one's seconds overlap the others'. A full window never frees up,
@@ -116,7 +118,8 @@ class SharedRateLimit:
             if wait > 0:
                 await self._sleep(wait)
             return None
-        delay = start - self._clock()
+        booked_at = self._clock()
+        delay = start - booked_at
         if delay > self.lease_seconds / 2:
             log.warning(
                 "%s is booked %.0f s ahead across processes: claimed batches may outlive their "
@@ -126,7 +129,10 @@ class SharedRateLimit:
             )
         if delay > 0:
             await self._sleep(delay)
-        return start + window_for(rate)[0] / 2
+        # Half a window from when it may go (its start, or now when it got the window it is
+        # in), never past the window's end.
+        seconds = window_for(rate)[0]
+        return min(max(start, booked_at) + seconds / 2, start + seconds)
 
     async def reserve(self, channel: str, n: int, *, rate: float) -> float:
         """Reserve ``n`` messages; returns the Unix time from which they may be sent."""

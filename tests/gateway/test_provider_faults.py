@@ -228,6 +228,16 @@ def lost_answers(arrivals: Sequence[Arrival]) -> Counter[str]:
     return lost
 
 
+def assert_sent_twice_only_unanswered(sim: AfricasTalkingSimulator) -> None:
+    """Nothing sent twice, except a recipient of a request the provider processed after the
+    client had given up waiting (the gateway and this simulator share one event loop, which a
+    loaded machine can hold up past the 1 s client timeout): the gateway never heard of that
+    send, and sending again is what it must do."""
+    extra = sim.sent_count.duplicates()
+    unanswered = sim.faults.unanswered
+    assert all(n - 1 <= unanswered[r] for r, n in extra.items()), (extra, unanswered)
+
+
 async def test_bursts_resets_timeouts_and_slow_answers_end_delivered_or_failed(
     database_url: str, aiohttp_client: Any, keys: dict[str, str]
 ) -> None:
@@ -329,7 +339,7 @@ async def test_retry_after_holds_back_every_request_to_that_provider(
         ("sms", "delivered"): len(phones),
         ("telegram", "sent"): len(phones),
     }
-    assert gw.sms.sent_count.duplicates() == {}
+    assert_sent_twice_only_unanswered(gw.sms)
     assert set(dict(gw.sms.sent_count.items())) == set(phones)
 
 
@@ -439,7 +449,7 @@ async def test_a_hanging_provider_does_not_hold_up_the_other_channel(
         ("sms", "delivered"): len(phones),
         ("telegram", "sent"): len(phones),
     }
-    assert gw.sms.sent_count.duplicates() == {}
+    assert_sent_twice_only_unanswered(gw.sms)
     assert gw.telegram.sent_count == Counter(chat_of(n) for n in range(1, len(phones) + 1))
 
 
@@ -462,7 +472,7 @@ async def test_a_provider_down_for_a_minute_loses_nothing_and_sends_nothing_twic
         rows = await gw.rows(approved["id"])
 
     # Nothing lost, nothing sent twice, everything delivered once the provider was back.
-    assert gw.sms.sent_count.duplicates() == {}
+    assert_sent_twice_only_unanswered(gw.sms)
     assert set(dict(gw.sms.sent_count.items())) == set(phones)
     assert Counter((r["channel"], r["state"]) for r in rows) == {
         ("sms", "delivered"): len(phones),

@@ -349,3 +349,28 @@ async def test_a_request_that_oversleeps_its_window_books_again(
     else:
         assert len(waits) == 3 and len(warned) == 1
         assert all(p not in warned[0] for p in phones)
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_booking_must_leave_within_half_a_window_and_before_it_ends(
+    database_url: str,
+) -> None:
+    from gateway.outbox.shared_rate import SharedRateLimit
+    from gateway.ratelimit import TokenBucket
+
+    engine = create_engine(DatabaseConfig(url=database_url))
+    now = [2_000_000.7]  # far from the present, so nothing is pruned
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    limit = SharedRateLimit(engine, clock=lambda: now[0], sleep=sleep)
+    local = TokenBucket(10, 10)
+    try:
+        # Into the window under way (2,000,000), booked at .7: by its end, not .7 + .5.
+        assert await limit.acquire("sms", 6, rate=10, local=local) == 2_000_001.0
+        # That window has 4 left: the next 6 go in the next one, half a window into it.
+        assert await limit.acquire("sms", 6, rate=10, local=local) == 2_000_001.5
+        assert now[0] == 2_000_001.0
+    finally:
+        await engine.dispose()
