@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -470,7 +469,7 @@ class Dispatcher:
             send_by = await self._shared_rate.acquire(
                 channel.name, n, rate=channel.rate_per_second, local=bucket
             )
-            if send_by is None or time.time() < send_by:
+            if send_by is None or self._shared_rate.now() < send_by:
                 return send_by
         log.warning(
             "%s: woke after its booked rate window %d times running (process overloaded); "

@@ -95,6 +95,10 @@ class SharedRateLimit:
         self._next_window: dict[str, int] = {}
         self._pruned_at = 0.0
 
+    def now(self) -> float:
+        """The clock the windows are counted in (Unix seconds)."""
+        return self._clock()
+
     async def acquire(
         self, channel: str, n: int, *, rate: float, local: TokenBucket
     ) -> float | None:

@@ -304,12 +304,14 @@ async def test_a_request_that_oversleeps_its_window_books_again(
 
     caplog.set_level(logging.WARNING, logger="warta.dispatch")
     waits: list[float] = []
+    # A clock of the test's own (an hour ahead, whole seconds), moved only by the waits.
+    now = [float(int(time.time()) + 3600)]
 
     async def oversleep(seconds: float) -> None:
         # The first ``late_times`` waits overrun their window by a whole second.
         extra = 1.0 if len(waits) < late_times else 0.0
         waits.append(seconds)
-        await asyncio.sleep(seconds + extra)
+        now[0] += seconds + extra
 
     phones = numbers(20)
     async with sms_world(
@@ -324,7 +326,7 @@ async def test_a_request_that_oversleeps_its_window_books_again(
         await broadcast(world)
         dispatcher = world.app[DISPATCHER]
         assert await dispatcher.start_due() == 1
-        limit = SharedRateLimit(world.engine, sleep=oversleep)
+        limit = SharedRateLimit(world.engine, clock=lambda: now[0], sleep=oversleep)
         dispatcher._shared_rate = limit
         # Every booking lands in a window that is full up to now, so each one must wait.
         real_reserve = limit.reserve
