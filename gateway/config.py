@@ -14,9 +14,12 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+if TYPE_CHECKING:
+    from gateway.outbox.quiet import QuietHours
 
 ENV_PREFIX = "WARTA_"
 
@@ -182,6 +185,13 @@ class SchedulerSection(_Section):
         except FieldError as exc:
             raise ValueError(exc.reason) from None
         return value
+
+    def default_quiet_hours(self) -> QuietHours:
+        """``quiet_hours`` parsed (checked when the section was read): what an agency without
+        its own follows, for the scheduler's passes and the dispatcher's starts alike."""
+        from gateway.outbox.quiet import QuietHours
+
+        return QuietHours.parse(self.quiet_hours, field="scheduler.quiet_hours")
 
 
 class VoiceSection(_Section):

@@ -65,9 +65,7 @@ class SchedulerSettings:
             sweep_interval_s=section.sweep_interval_s,
             recurrence_horizon=timedelta(seconds=section.recurrence_horizon_s),
             misfire_grace=timedelta(seconds=section.misfire_grace_s),
-            quiet_hours_default=QuietHours.parse(
-                section.quiet_hours, field="scheduler.quiet_hours"
-            ),
+            quiet_hours_default=section.default_quiet_hours(),
         )
 
 

@@ -19,7 +19,15 @@ from aiohttp import web
 
 from gateway.api.routing import path_id
 from gateway.appkeys import CLOCK, ENGINE
-from gateway.dashboard.web import PREFIX, SESSIONS, Ctx, allow_password_attempt, page, redirect
+from gateway.dashboard.web import (
+    ACCOUNT_PASSWORD,
+    PREFIX,
+    SESSIONS,
+    Ctx,
+    allow_password_attempt,
+    page,
+    redirect,
+)
 from gateway.db.engine import reading
 from gateway.domain import Role
 from gateway.store import users as store
@@ -28,7 +36,6 @@ from gateway.store.audit import record
 log = logging.getLogger("warta.dashboard")
 
 USERS = PREFIX + "/users"
-ACCOUNT_PASSWORD = PREFIX + "/account/password"
 ROLES = tuple(role.value for role in Role)
 
 # The page's own words (kept here, next to the only page that uses them).

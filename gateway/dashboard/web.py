@@ -35,8 +35,9 @@ from gateway.store.users import User, get_user, normalise_email
 log = logging.getLogger("warta.dashboard")
 
 PREFIX = "/dashboard"
+ACCOUNT_PASSWORD = PREFIX + "/account/password"  # every user's own password form
 # What a user whose password an administrator set may reach before choosing their own.
-_WITH_TEMPORARY_PASSWORD = frozenset({PREFIX + "/account/password", PREFIX + "/logout"})
+_WITH_TEMPORARY_PASSWORD = frozenset({ACCOUNT_PASSWORD, PREFIX + "/logout"})
 TEMPLATES = web.AppKey("dashboard_templates", jinja2.Environment)
 SESSIONS = web.AppKey("dashboard_sessions", SessionKeeper)
 LOGIN_BY_ADDRESS = web.AppKey("dashboard_login_by_address", AttemptLimit)
@@ -255,7 +256,7 @@ async def _dispatch(
         and request.path not in _WITH_TEMPORARY_PASSWORD
     ):
         if request.method == "GET":
-            return redirect(PREFIX + "/account/password")
+            return redirect(ACCOUNT_PASSWORD)
         return ctx.render("error.html", status=403, message=ctx.t("password_first"))
     if request.method == "POST":
         if request.content_length is not None and request.content_length > MAX_FORM_BYTES:

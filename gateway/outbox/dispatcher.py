@@ -88,10 +88,8 @@ class Dispatcher:
         }
         # PostgreSQL (unless [dispatch] shared_rate_limit = false): rates hold across processes.
         self._shared_rate = shared_rate_limit(engine, config.dispatch)
-        # The default an agency without its own quiet hours follows (checked at parse time).
-        self._quiet_hours = quiet.QuietHours.parse(
-            config.scheduler.quiet_hours, field="scheduler.quiet_hours"
-        )
+        # The default an agency without its own quiet hours follows.
+        self._quiet_hours = config.scheduler.default_quiet_hours()
         self._paused_until: dict[str, float] = {}
         self._texts: OrderedDict[tuple[int, str, str], str] = OrderedDict()
         self._announcements: OrderedDict[int, _Announcement] = OrderedDict()
