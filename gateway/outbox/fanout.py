@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.dialect import insert_ignoring_conflicts
@@ -189,12 +189,42 @@ async def fan_out(
                 *audience,
             )
         )
-        statement = insert_ignoring_conflicts(conn, deliveries).from_select(
-            list(DELIVERY_COLUMNS), source
+        added[channel] = await _insert_new(
+            conn, source, announcement_id=announcement["id"], channel=channel
         )
-        result = await conn.execute(statement)
-        added[channel] = int(result.rowcount or 0)
     return added
+
+
+async def _insert_new(
+    conn: AsyncConnection, source: sa.Select[Any], *, announcement_id: int, channel: str
+) -> int:
+    """Insert ``source``'s rows the unique (announcement, channel, subscriber) lacks.
+
+    The first fan-out of a channel, by far the common case, is a plain ``INSERT … SELECT``:
+    on PostgreSQL, ``ON CONFLICT DO NOTHING`` probes the unique index once more per row
+    before inserting it (about a third more time for a million rows, ``python -m bench outbox
+    --only fanout``). It runs in a savepoint; should another fan-out of the same announcement
+    commit first, the unique constraint refuses the plain insert as a whole and the
+    ``ON CONFLICT DO NOTHING`` form runs instead, as it does at once when the channel
+    already has deliveries: either way only the missing rows are added.
+    """
+    columns = list(DELIVERY_COLUMNS)
+    already = await conn.scalar(
+        sa.select(sa.literal(1))
+        .where(deliveries.c.announcement_id == announcement_id, deliveries.c.channel == channel)
+        .limit(1)
+    )
+    if already is None:
+        try:
+            async with conn.begin_nested():
+                result = await conn.execute(sa.insert(deliveries).from_select(columns, source))
+            return int(result.rowcount or 0)
+        except IntegrityError:
+            log.info("another fan-out of announcement %s came first", announcement_id)
+    result = await conn.execute(
+        insert_ignoring_conflicts(conn, deliveries).from_select(columns, source)
+    )
+    return int(result.rowcount or 0)
 
 
 async def count_audience(

@@ -120,6 +120,108 @@ async def test_fan_out_twice_inserts_nothing_the_second_time(aiohttp_client, dat
         assert total == 40
 
 
+async def _announcement_row(conn: Any, announcement_id: int) -> dict[str, Any]:
+    from gateway.db.schema import announcements
+
+    query = sa.select(announcements).where(announcements.c.id == announcement_id)
+    return dict((await conn.execute(query)).mappings().one())
+
+
+async def _per_subscriber(world: Any, announcement_id: int) -> dict[int, int]:
+    async with world.engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(deliveries.c.subscriber_id, sa.func.count())
+            .where(deliveries.c.announcement_id == announcement_id)
+            .group_by(deliveries.c.subscriber_id)
+        )
+        return {int(s): int(n) for s, n in rows}
+
+
+async def test_fan_out_again_adds_only_the_missing_deliveries(aiohttp_client, database_url, keys):
+    """A channel that already has deliveries takes the ON CONFLICT form: the rows it lacks."""
+    from gateway.outbox.fanout import fan_out
+
+    async with sms_world(
+        aiohttp_client, make_config, database_url, keys, dispatch={"enabled": False}
+    ) as (world, _sim):
+        await import_numbers(world, numbers(30))
+        approved = await broadcast(world)
+        dispatcher = world.app[__import__("gateway.appkeys").appkeys.DISPATCHER]
+        assert await dispatcher.start_due() == 1
+        async with world.engine.begin() as conn:
+            gone = await conn.execute(
+                sa.delete(deliveries).where(
+                    deliveries.c.announcement_id == approved["id"],
+                    deliveries.c.id.in_(
+                        sa.select(deliveries.c.id).order_by(deliveries.c.id).limit(7)
+                    ),
+                )
+            )
+            assert gone.rowcount == 7
+            row = await _announcement_row(conn, approved["id"])
+            again = await fan_out(conn, announcement=row, now=dispatcher.clock.now())
+        assert again == {"sms": 7}
+        per_subscriber = await _per_subscriber(world, approved["id"])
+        assert len(per_subscriber) == 30 and set(per_subscriber.values()) == {1}
+
+
+async def test_two_fan_outs_at_once_insert_each_delivery_once(
+    aiohttp_client, database_url, keys, caplog
+):
+    """The second fan-out checks before the first commits, so it takes the plain INSERT too;
+    the unique constraint refuses it once the first commits (PostgreSQL) or it waits for the
+    write lock and then finds the rows (SQLite). Either way it adds nothing and fails nothing."""
+    import asyncio
+    import logging
+
+    from gateway.outbox.fanout import fan_out
+
+    caplog.set_level(logging.INFO, logger="gateway.outbox.fanout")
+    async with sms_world(
+        aiohttp_client, make_config, database_url, keys, dispatch={"enabled": False}
+    ) as (world, _sim):
+        await import_numbers(world, numbers(25))
+        approved = await broadcast(world)
+        clock = world.app[__import__("gateway.appkeys").appkeys.DISPATCHER].clock
+        postgres = world.engine.dialect.name == "postgresql"
+        first = await world.engine.connect()
+        try:
+            await first.begin()
+            row = await _announcement_row(first, approved["id"])
+            assert await fan_out(first, announcement=row, now=clock.now()) == {"sms": 25}
+
+            async def second() -> dict[str, int]:
+                async with world.engine.begin() as conn:
+                    return await fan_out(conn, announcement=row, now=clock.now())
+
+            racing = asyncio.create_task(second())
+            if postgres:
+                # Wait until the second insert is blocked on the first's unique entries.
+                async with world.engine.connect() as watcher:
+                    for _ in range(200):
+                        waiting = await watcher.scalar(
+                            sa.text(
+                                "SELECT count(*) FROM pg_stat_activity WHERE "
+                                "wait_event = 'transactionid' AND datname = current_database()"
+                            )
+                        )
+                        if waiting:
+                            break
+                        await asyncio.sleep(0.05)
+                    assert waiting == 1
+            else:
+                await asyncio.sleep(0.3)
+            assert not racing.done()
+            await first.commit()
+        finally:
+            await first.close()
+        assert await asyncio.wait_for(racing, 30) == {"sms": 0}
+        per_subscriber = await _per_subscriber(world, approved["id"])
+        assert len(per_subscriber) == 25 and set(per_subscriber.values()) == {1}
+        came_first = [r for r in caplog.records if "came first" in r.getMessage()]
+        assert len(came_first) == (1 if postgres else 0)
+
+
 async def test_opt_out_and_cancel_take_effect_for_queued_deliveries(
     aiohttp_client, database_url, keys
 ):
