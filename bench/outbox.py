@@ -61,7 +61,7 @@ async def bench_fanout(backend: str, n: int, secrets: dict[str, str], workdir: A
         async with engine.begin() as conn:
             await conn.run_sync(floor.metadata.create_all)
             await conn.run_sync(indexed.metadata.create_all)
-        async with common.engine_for(url).connect() as conn:  # warm the page cache
+        async with engine.connect() as conn:  # warm the page cache
             await conn.execute(sa.text("SELECT count(*), sum(length(phone_ciphertext)) "
                                        "FROM subscribers"))  # fmt: skip
         ann = await common.add_announcement(engine, agency_id, status="sending")

@@ -704,10 +704,16 @@ class Dispatcher:
             )
             for source in sweep:
                 fell_back += await fallback.queue_fallbacks(conn, source, now=now, rules=rules)
-            if reclaimed or fell_back:
-                # Queued again at night (a dead worker's batch, a fallback): to the morning
-                # before any worker can claim them, not at the scheduler's next pass.
-                await quiet.defer_queued(conn, now=now, default=self._quiet_hours)
+            # To the morning before any worker can claim them, not at the scheduler's next
+            # pass (every 30 s): what was queued again at night (a dead worker's batch, a
+            # fallback), and, in the first minute of quiet hours, what a broadcast still
+            # running or a retry falling due at their start left queued.
+            await quiet.defer_queued(
+                conn,
+                now=now,
+                default=self._quiet_hours,
+                began_after=None if reclaimed or fell_back else now - QUIET_START_GRACE,
+            )
             pending = sa.exists().where(
                 deliveries.c.announcement_id == announcements.c.id,
                 deliveries.c.state.in_([DeliveryState.QUEUED.value, DeliveryState.SENDING.value]),
@@ -725,6 +731,10 @@ class Dispatcher:
         if reclaimed or fell_back:
             self._wake_workers()
 
+
+# For this long after quiet hours begin, every housekeeping pass (about each second) defers
+# what became due in them; the scheduler's pass (every 30 s) covers the rest of the night.
+QUIET_START_GRACE = timedelta(seconds=60)
 
 # Bookings in the shared rate budget tried before a request that keeps waking late goes anyway.
 _REBOOKS = 3

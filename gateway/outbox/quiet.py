@@ -215,12 +215,15 @@ async def _defer(
     agency_zone: str,
     now: datetime,
     scope: Sequence[sa.ColumnElement[bool]],
+    began_after: datetime | None = None,
 ) -> int:
     moved = 0
     for zone, in_zone in _zone_terms(agency_zone).items():
         resume = quiet_until(hours, now, _zone(zone))
         if resume is None:
             continue
+        if began_after is not None and quiet_until(hours, began_after, _zone(zone)) is not None:
+            continue  # already quiet then: deferred by whoever ran at that time
         result = await conn.execute(
             sa.update(deliveries)
             .where(
@@ -275,12 +278,16 @@ async def defer_queued(
     now: datetime,
     default: QuietHours = DEFAULT_QUIET_HOURS,
     max_agencies: int = 10_000,
+    began_after: datetime | None = None,
 ) -> int:
     """The same for every agency's queued deliveries: a long broadcast (or a retry) that runs
     into the evening stops at quiet hours instead of going on all night. Returns rows moved.
 
     One SELECT for the agencies and their quiet hours, then at most one UPDATE per agency and
-    zone where it is quiet now (none at all in the daytime)."""
+    zone where it is quiet now (none at all in the daytime). With ``began_after``, only where
+    the quiet hours began after that moment: the dispatcher's frequent passes move what a
+    broadcast still running (or a retry falling due) at the start of quiet hours left queued,
+    without scanning a night's deferred deliveries again every second."""
     rows: list[Any] = list(
         await conn.execute(
             sa.select(
@@ -309,5 +316,6 @@ async def defer_queued(
             agency_zone=agency.timezone,
             now=now,
             scope=[deliveries.c.agency_id == agency.id],
+            began_after=began_after,
         )
     return moved

@@ -285,3 +285,59 @@ async def test_a_dead_workers_batch_queued_again_at_night_waits_for_the_morning(
             ("queued", datetime(2026, 1, 6, 6, 0, tzinfo=WIB))
         }
         assert await _claim(world, clock) == 0
+
+
+async def test_what_is_still_queued_when_quiet_hours_begin_waits_from_the_next_pass(
+    aiohttp_client, database_url, keys
+):
+    # Started at 20:59 in Jakarta, daytime still: one delivery due now (the broadcast has not
+    # finished), one a retry due at 21:00:20. At 21:00:01 the dispatcher's housekeeping pass,
+    # not the scheduler's (every 30 s), moves both to the morning.
+    clock = ManualClock(DAY.replace(hour=13, minute=59))
+    async with scheduled_world(
+        aiohttp_client, database_url, keys, clock=clock, settings=BY_HAND
+    ) as (world, _):
+        await import_numbers(world, numbers(2, start=1), area_code="31.71")
+        announcement_id = await _start(world, clock)
+        retry_at = DAY.replace(hour=14, second=20)
+        async with world.engine.begin() as conn:
+            retried = await conn.execute(
+                sa.update(deliveries)
+                .where(
+                    deliveries.c.id
+                    == sa.select(sa.func.min(deliveries.c.id))
+                    .where(deliveries.c.announcement_id == announcement_id)
+                    .scalar_subquery()
+                )
+                .values(next_attempt_at=retry_at, attempts=1)
+            )
+            assert retried.rowcount == 1
+        clock.set(DAY.replace(hour=14, second=1))
+        await dispatcher_of(world).housekeeping()
+
+        morning = datetime(2026, 1, 6, 6, 0, tzinfo=WIB)
+        assert await _next_attempt_by_area(world, announcement_id) == {"31.71": morning}
+        clock.set(retry_at)
+        assert await _claim(world, clock) == 0
+
+
+async def test_after_the_first_minute_of_quiet_hours_housekeeping_leaves_the_night_alone(
+    aiohttp_client, database_url, keys
+):
+    """The frequent passes only look at quiet hours that began in the last minute: a delivery
+    made due at 22:30 (by hand, as nothing in Warta queues one so) is the scheduler's to move."""
+    clock = ManualClock(DAY.replace(hour=13, minute=59))
+    async with scheduled_world(
+        aiohttp_client, database_url, keys, clock=clock, settings=BY_HAND
+    ) as (world, _):
+        await import_numbers(world, numbers(1, start=1), area_code="31.71")
+        announcement_id = await _start(world, clock)
+        clock.set(DAY.replace(hour=15, minute=30))
+        async with world.engine.begin() as conn:
+            await conn.execute(
+                sa.update(deliveries)
+                .where(deliveries.c.announcement_id == announcement_id)
+                .values(next_attempt_at=clock.now())
+            )
+        await dispatcher_of(world).housekeeping()
+        assert await _next_attempt_by_area(world, announcement_id) == {"31.71": clock.now()}
