@@ -45,6 +45,19 @@ _APPLY_SQLITE = sa.text(
     """
 )
 
+# "WHERE true" tells SQLite's parser the ON CONFLICT belongs to the INSERT, not a join.
+_INSERT_SQLITE = sa.text(
+    """
+    INSERT INTO delivery_reports
+        (channel, provider_message_id, status_word, state, reason, cost, received_at)
+    SELECT json_extract(v.value, '$[0]'), json_extract(v.value, '$[1]'),
+           json_extract(v.value, '$[2]'), json_extract(v.value, '$[3]'),
+           json_extract(v.value, '$[4]'), CAST(json_extract(v.value, '$[5]') AS NUMERIC), :now
+    FROM json_each(:payload) AS v WHERE true
+    ON CONFLICT (channel, provider_message_id, status_word) DO NOTHING
+    """
+)
+
 _APPLY_PG = sa.text(
     """
     UPDATE deliveries AS d SET
@@ -71,6 +84,33 @@ async def write_reports(
     conn: AsyncConnection, items: list[tuple[str, DeliveryReport]], *, now: object
 ) -> None:
     """Store reports and finish the deliveries they are about (two statements)."""
+    if conn.dialect.name == "sqlite":
+        # One statement over one JSON document: an executemany binds row by row, and each row
+        # hands the GIL back and forth with the event loop, which (busy answering callbacks)
+        # keeps it for up to a switch interval each time.
+        payload = [
+            (
+                channel,
+                r.provider_message_id,
+                r.status_word,
+                r.state.value,
+                None if r.reason is None else r.reason[:200],
+                None if r.cost is None else str(r.cost),
+            )
+            for channel, r in items
+        ]
+        await conn.execute(
+            _INSERT_SQLITE,
+            {"payload": json.dumps(payload), "now": _stamp(now)},  # type: ignore[arg-type]
+        )
+    else:
+        await _insert_rows(conn, items, now=now)
+    await _finish_deliveries(conn, items, now=now)
+
+
+async def _insert_rows(
+    conn: AsyncConnection, items: list[tuple[str, DeliveryReport]], *, now: object
+) -> None:
     rows = [
         {
             "channel": channel,
@@ -86,8 +126,14 @@ async def write_reports(
     statement = insert_ignoring_conflicts(
         conn, delivery_reports, ["channel", "provider_message_id", "status_word"]
     )
-    # executemany: one cached statement, instead of compiling a new multi-row VALUES per batch.
+    # executemany: one cached statement, instead of compiling a new multi-row VALUES per batch
+    # (asyncpg sends the rows in one pipeline).
     await conn.execute(statement, rows)
+
+
+async def _finish_deliveries(
+    conn: AsyncConnection, items: list[tuple[str, DeliveryReport]], *, now: object
+) -> None:
     finishing = [
         {
             "channel": c,
