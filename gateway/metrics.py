@@ -169,10 +169,20 @@ class Metrics:
             labelnames=["provider", "status"],
             registry=self.registry,
         )
+        # (provider, status) -> its child counter: ``labels()`` takes a lock and builds the
+        # key on every call, once per provider callback.
+        self._callback_counters: dict[tuple[str, int], Counter] = {}
         self.deliveries = DeliveryCollector()
         self.registry.register(self.deliveries)
         self._read_at: float | None = None
         self._lock = asyncio.Lock()
+
+    def count_callback(self, provider: str, status: int) -> None:
+        counter = self._callback_counters.get((provider, status))
+        if counter is None:
+            counter = self.callbacks.labels(provider=provider, status=str(status))
+            self._callback_counters[(provider, status)] = counter
+        counter.inc()
 
     async def refresh(self, engine: AsyncEngine) -> None:
         """Read the database unless the last reading is younger than ``cache_seconds``."""
@@ -210,9 +220,7 @@ def _provider_of(request: web.Request) -> str:
 
 async def count_callbacks(request: web.Request, response: web.StreamResponse) -> None:
     if request.path.startswith("/callbacks/"):
-        request.app[METRICS].callbacks.labels(
-            provider=_provider_of(request), status=str(response.status)
-        ).inc()
+        request.app[METRICS].count_callback(_provider_of(request), response.status)
 
 
 def install(app: web.Application, *, cache_seconds: float = 5.0) -> None:
