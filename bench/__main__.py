@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import shlex
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -42,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--latency-recipients", type=int, default=20_000)
     run.add_argument("--report-seconds", type=int, default=10)
     run.add_argument("--report-connections", type=int, default=256)
+    run.add_argument(
+        "--report-rounds",
+        type=int,
+        default=3,
+        help="report ingestion: bare and Warta alternate this many times (the machine drifts)",
+    )
     run.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     run.add_argument("--claim-batch", type=int, default=outbox.Knobs.claim_batch)
     run.add_argument("--workers", type=int, default=outbox.Knobs.workers_per_channel)
@@ -171,7 +178,7 @@ def _print_rss(result: dict[str, Any]) -> None:
 
 
 def _print_reports(rows: list[dict[str, Any]]) -> None:
-    bare = next(r for r in rows if r["label"] == "bare")
+    bare_by_round = {r["round"]: r for r in rows if r["label"] == "bare"}
     table = []
     for r in rows:
         durable = (
@@ -181,10 +188,11 @@ def _print_reports(rows: list[dict[str, Any]]) -> None:
         )
         table.append(
             [
+                r["round"],
                 r["label"] if r["label"] == "bare" else f"Warta on {r['label']}",
                 f"{r.get('requests', 0):,}",
                 f"{r.get('rate', 0):,.0f}",
-                _ratio(r.get("rate", 0), bare.get("rate", 0)),
+                _ratio(r.get("rate", 0), bare_by_round[r["round"]].get("rate", 0)),
                 r.get("p50", "?"),
                 r.get("p99", "?"),
                 r.get("errors", 0),
@@ -194,16 +202,39 @@ def _print_reports(rows: list[dict[str, Any]]) -> None:
     common.say(
         common.table(
             [
+                "round",
                 "delivery reports",
                 "requests",
                 "callbacks/s",
-                "vs bare",
+                "vs bare (same round)",
                 "p50",
                 "p99",
                 "non-2xx",
                 "durable",
             ],
             table,
+        )
+    )
+    summary = []
+    for label in dict.fromkeys(r["label"] for r in rows if r["label"] != "bare"):
+        runs = [r for r in rows if r["label"] == label]
+        ratios = [
+            r.get("rate", 0) / max(bare_by_round[r["round"]].get("rate", 0), 1e-9) for r in runs
+        ]
+        summary.append(
+            [
+                f"Warta on {label}",
+                len(runs),
+                f"{statistics.median(r.get('rate', 0) for r in runs):,.0f}",
+                f"{statistics.median(ratios):.2f}x",
+                f"{min(ratios):.2f}x - {max(ratios):.2f}x",
+            ]
+        )
+    common.say()
+    common.say(
+        common.table(
+            ["", "rounds", "median callbacks/s", "median vs bare (target >= 0.5x)", "range"],
+            summary,
         )
     )
 
@@ -274,6 +305,7 @@ async def _main(args: argparse.Namespace) -> None:
             rows2 = await outbox.bench_reports(
                 backends,
                 seconds=args.report_seconds,
+                rounds=args.report_rounds,
                 connections=args.report_connections,
                 secrets=secrets,
                 workdir=workdir,

@@ -548,24 +548,27 @@ async def _kannel(n: int) -> dict[str, Any] | str:
 
 async def bench_reports(
     backends: list[str], *, seconds: int, connections: int, secrets: dict[str, str],
-    workdir: Any, knobs: Knobs,
+    workdir: Any, knobs: Knobs, rounds: int = 1,
 ) -> list[dict[str, Any]]:  # fmt: skip
+    """wrk against the bare handler and Warta on each backend, ``rounds`` times in turn:
+    each Warta run is compared with the bare run of its own round."""
     path = f"/callbacks/africastalking/{secrets['callback_token']}/sms/delivery"
     rows: list[dict[str, Any]] = []
-    for label in ["bare", *backends]:
-        params: dict[str, Any] = {"bare": label == "bare", "secrets": secrets, "knobs": knobs}
-        if label != "bare":
-            params["url"] = await common.fresh_database(label, f"reports_{label}", workdir)
-            await common.seed_sent(params["url"], 600_000)
-        server = common.spawn(callbacks_child, params)
-        try:
-            load = await common.run_wrk(server.ready + path, seconds, connections, workdir)
-        finally:
-            stats = server.stop()
-        if label != "bare":
-            await common.drop_database(params["url"])
-        rows.append({"label": label, **load, **stats})
-        common.say(f"  reports {label}: {load.get('rate', 0):,.0f}/s {stats}")
+    for round_ in range(1, rounds + 1):
+        for label in ["bare", *backends]:
+            params: dict[str, Any] = {"bare": label == "bare", "secrets": secrets, "knobs": knobs}
+            if label != "bare":
+                params["url"] = await common.fresh_database(label, f"reports_{label}", workdir)
+                await common.seed_sent(params["url"], 600_000)
+            server = common.spawn(callbacks_child, params)
+            try:
+                load = await common.run_wrk(server.ready + path, seconds, connections, workdir)
+            finally:
+                stats = server.stop()
+            if label != "bare":
+                await common.drop_database(params["url"])
+            rows.append({"label": label, "round": round_, **load, **stats})
+            common.say(f"  reports {label} (round {round_}): {load.get('rate', 0):,.0f}/s {stats}")
     return rows
 
 

@@ -20,8 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from channels.base import DeliveryReport
 from gateway.clock import Clock
-from gateway.db.dialect import insert_ignoring_conflicts
-from gateway.db.schema import delivery_reports
 from gateway.domain import DeliveryState
 from gateway.outbox.claims import _stamp, lock_reports
 
@@ -57,6 +55,20 @@ _INSERT_SQLITE = sa.text(
     ON CONFLICT (channel, provider_message_id, status_word) DO NOTHING
     """
 )
+
+_INSERT_PG = sa.text(
+    """
+    INSERT INTO delivery_reports
+        (channel, provider_message_id, status_word, state, reason, cost, received_at)
+    SELECT v.channel, v.pmid, v.word, v.state, v.reason, v.cost, CAST(:now AS timestamptz)
+    FROM unnest(
+        CAST(:channels AS text[]), CAST(:pmids AS text[]), CAST(:words AS text[]),
+        CAST(:states AS text[]), CAST(:reasons AS text[]), CAST(:costs AS numeric[])
+    ) AS v(channel, pmid, word, state, reason, cost)
+    ON CONFLICT (channel, provider_message_id, status_word) DO NOTHING
+    """
+)
+_INSERT_PG_COLUMNS = ("channels", "pmids", "words", "states", "reasons", "costs")
 
 _APPLY_PG = sa.text(
     """
@@ -104,31 +116,29 @@ async def write_reports(
             {"payload": json.dumps(payload), "now": _stamp(now)},  # type: ignore[arg-type]
         )
     else:
-        await _insert_rows(conn, items, now=now)
+        # One statement over arrays bound natively by asyncpg: an executemany runs the INSERT
+        # once per row on the server, which shares the machine's cores with the gateway.
+        columns = list(
+            zip(
+                *(
+                    (
+                        channel,
+                        r.provider_message_id,
+                        r.status_word,
+                        r.state.value,
+                        None if r.reason is None else r.reason[:200],
+                        r.cost,
+                    )
+                    for channel, r in items
+                ),
+                strict=True,
+            )
+        )
+        await conn.execute(
+            _INSERT_PG,
+            {**dict(zip(_INSERT_PG_COLUMNS, map(list, columns), strict=True)), "now": now},
+        )
     await _finish_deliveries(conn, items, now=now)
-
-
-async def _insert_rows(
-    conn: AsyncConnection, items: list[tuple[str, DeliveryReport]], *, now: object
-) -> None:
-    rows = [
-        {
-            "channel": channel,
-            "provider_message_id": r.provider_message_id,
-            "status_word": r.status_word,
-            "state": r.state.value,
-            "reason": None if r.reason is None else r.reason[:200],
-            "cost": r.cost,
-            "received_at": now,
-        }
-        for channel, r in items
-    ]
-    statement = insert_ignoring_conflicts(
-        conn, delivery_reports, ["channel", "provider_message_id", "status_word"]
-    )
-    # executemany: one cached statement, instead of compiling a new multi-row VALUES per batch
-    # (asyncpg sends the rows in one pipeline).
-    await conn.execute(statement, rows)
 
 
 async def _finish_deliveries(

@@ -86,3 +86,68 @@ async def test_an_early_failure_report_keeps_its_reason(engine: AsyncEngine) -> 
         ("ATX-ok", "delivered", None, None, Decimal("4.0000"), True),
         ("ATX-none", "sent", None, None, None, False),
     ]
+
+
+async def test_one_batch_of_reports_stores_each_once_and_finishes_its_deliveries(
+    engine: AsyncEngine,
+) -> None:
+    """The group commit's one INSERT: a report repeated inside the batch, or replayed in the
+    next one, is one row; reason and cost survive; an unknown message id is stored too."""
+    from channels.base import DeliveryReport
+    from gateway.domain import DeliveryState
+    from gateway.outbox.reports import write_reports
+
+    async with engine.begin() as conn:
+        agency = await conn.scalar(
+            sa.insert(agencies)
+            .values(slug="batch", name="Batch", created_at=NOW)
+            .returning(agencies.c.id)
+        )
+        for message_id in ("ATX-1", "ATX-2"):
+            await conn.execute(
+                sa.insert(deliveries).values(
+                    agency_id=agency, channel="voice", language="id", state="sent", priority=1,
+                    next_attempt_at=NOW, created_at=NOW, sent_at=NOW,
+                    provider_message_id=message_id,
+                )
+            )  # fmt: skip
+    done = DeliveryReport("ATX-1", DeliveryState.DELIVERED, "Completed", cost=Decimal("1.2500"))
+    failed = DeliveryReport("ATX-2", DeliveryState.FAILED, "Failed", reason="USER_BUSY")
+    stranger = DeliveryReport("ATX-unknown", DeliveryState.DELIVERED, "Success")
+    async with engine.begin() as conn:
+        await write_reports(
+            conn, [("voice", done), ("voice", failed), ("voice", done), ("sms", stranger)], now=NOW
+        )
+    async with engine.begin() as conn:
+        await write_reports(conn, [("voice", done)], now=NOW)
+    async with engine.connect() as conn:
+        stored = (
+            await conn.execute(
+                sa.select(
+                    delivery_reports.c.provider_message_id,
+                    delivery_reports.c.state,
+                    delivery_reports.c.reason,
+                    delivery_reports.c.cost,
+                    delivery_reports.c.received_at,
+                ).order_by(delivery_reports.c.provider_message_id)
+            )
+        ).all()
+        finished = (
+            await conn.execute(
+                sa.select(
+                    deliveries.c.provider_message_id,
+                    deliveries.c.state,
+                    deliveries.c.error_reason,
+                    deliveries.c.cost,
+                ).order_by(deliveries.c.provider_message_id)
+            )
+        ).all()
+    assert [tuple(row) for row in stored] == [
+        ("ATX-1", "delivered", None, Decimal("1.2500"), NOW),
+        ("ATX-2", "failed", "USER_BUSY", None, NOW),
+        ("ATX-unknown", "delivered", None, None, NOW),
+    ]
+    assert [tuple(row) for row in finished] == [
+        ("ATX-1", "delivered", None, Decimal("1.2500")),
+        ("ATX-2", "failed", "USER_BUSY", None),
+    ]
