@@ -86,40 +86,6 @@ async def test_a_cost_in_another_currency_is_not_recorded(
     assert warnings and all("KES" in w and "IDR" in w for w in warnings)
 
 
-async def test_fan_out_twice_inserts_nothing_the_second_time(aiohttp_client, database_url, keys):
-    from gateway.outbox.fanout import fan_out
-
-    async with sms_world(
-        aiohttp_client, make_config, database_url, keys, dispatch={"enabled": False}
-    ) as (world, _sim):
-        await import_numbers(world, numbers(40))
-        approved = await broadcast(world)
-        dispatcher = world.app[__import__("gateway.appkeys").appkeys.DISPATCHER]
-        assert await dispatcher.start_due() == 1
-        async with world.engine.begin() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        sa.text("SELECT * FROM announcements WHERE id = :id"),
-                        {"id": approved["id"]},
-                    )
-                )
-                .mappings()
-                .one()
-            )
-            row = dict(row)
-            for key in ("facts", "translations", "areas", "topics", "channels"):
-                if isinstance(row[key], str):
-                    import json
-
-                    row[key] = json.loads(row[key])
-            again = await fan_out(conn, announcement=row, now=dispatcher.clock.now())
-        assert again == {"sms": 0}
-        async with world.engine.connect() as conn:
-            total = await conn.scalar(sa.select(sa.func.count()).select_from(deliveries))
-        assert total == 40
-
-
 async def _announcement_row(conn: Any, announcement_id: int) -> dict[str, Any]:
     from gateway.db.schema import announcements
 
@@ -137,6 +103,31 @@ async def _per_subscriber(world: Any, announcement_id: int) -> dict[int, int]:
         return {int(s): int(n) for s, n in rows}
 
 
+async def _started(world: Any, subscribers: int) -> tuple[int, Any]:
+    """A broadcast to ``subscribers`` numbers, approved and fanned out by the dispatcher."""
+    await import_numbers(world, numbers(subscribers))
+    approved = await broadcast(world)
+    dispatcher = world.app[__import__("gateway.appkeys").appkeys.DISPATCHER]
+    assert await dispatcher.start_due() == 1
+    return int(approved["id"]), dispatcher.clock
+
+
+async def test_fan_out_twice_inserts_nothing_the_second_time(aiohttp_client, database_url, keys):
+    from gateway.outbox.fanout import fan_out
+
+    async with sms_world(
+        aiohttp_client, make_config, database_url, keys, dispatch={"enabled": False}
+    ) as (world, _sim):
+        announcement_id, clock = await _started(world, 40)
+        async with world.engine.begin() as conn:
+            row = await _announcement_row(conn, announcement_id)
+            again = await fan_out(conn, announcement=row, now=clock.now())
+        assert again == {"sms": 0}
+        async with world.engine.connect() as conn:
+            total = await conn.scalar(sa.select(sa.func.count()).select_from(deliveries))
+        assert total == 40
+
+
 async def test_fan_out_again_adds_only_the_missing_deliveries(aiohttp_client, database_url, keys):
     """A channel that already has deliveries takes the ON CONFLICT form: the rows it lacks."""
     from gateway.outbox.fanout import fan_out
@@ -144,24 +135,21 @@ async def test_fan_out_again_adds_only_the_missing_deliveries(aiohttp_client, da
     async with sms_world(
         aiohttp_client, make_config, database_url, keys, dispatch={"enabled": False}
     ) as (world, _sim):
-        await import_numbers(world, numbers(30))
-        approved = await broadcast(world)
-        dispatcher = world.app[__import__("gateway.appkeys").appkeys.DISPATCHER]
-        assert await dispatcher.start_due() == 1
+        announcement_id, clock = await _started(world, 30)
         async with world.engine.begin() as conn:
             gone = await conn.execute(
                 sa.delete(deliveries).where(
-                    deliveries.c.announcement_id == approved["id"],
+                    deliveries.c.announcement_id == announcement_id,
                     deliveries.c.id.in_(
                         sa.select(deliveries.c.id).order_by(deliveries.c.id).limit(7)
                     ),
                 )
             )
             assert gone.rowcount == 7
-            row = await _announcement_row(conn, approved["id"])
-            again = await fan_out(conn, announcement=row, now=dispatcher.clock.now())
+            row = await _announcement_row(conn, announcement_id)
+            again = await fan_out(conn, announcement=row, now=clock.now())
         assert again == {"sms": 7}
-        per_subscriber = await _per_subscriber(world, approved["id"])
+        per_subscriber = await _per_subscriber(world, announcement_id)
         assert len(per_subscriber) == 30 and set(per_subscriber.values()) == {1}
 
 
