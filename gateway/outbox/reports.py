@@ -96,47 +96,31 @@ async def write_reports(
     conn: AsyncConnection, items: list[tuple[str, DeliveryReport]], *, now: object
 ) -> None:
     """Store reports and finish the deliveries they are about (two statements)."""
+    if not items:
+        return
+    rows = [
+        (
+            channel,
+            r.provider_message_id,
+            r.status_word,
+            r.state.value,
+            None if r.reason is None else r.reason[:200],
+            r.cost,
+        )
+        for channel, r in items
+    ]
+    # One statement for the whole batch, as a send's outcomes are recorded (an executemany
+    # runs the INSERT once per row): one JSON document on SQLite, arrays on PostgreSQL.
     if conn.dialect.name == "sqlite":
-        # One statement over one JSON document: an executemany binds row by row, and each row
-        # hands the GIL back and forth with the event loop, which (busy answering callbacks)
-        # keeps it for up to a switch interval each time.
-        payload = [
-            (
-                channel,
-                r.provider_message_id,
-                r.status_word,
-                r.state.value,
-                None if r.reason is None else r.reason[:200],
-                None if r.cost is None else str(r.cost),
-            )
-            for channel, r in items
-        ]
+        payload = [(*row[:5], None if row[5] is None else str(row[5])) for row in rows]
         await conn.execute(
             _INSERT_SQLITE,
             {"payload": json.dumps(payload), "now": _stamp(now)},  # type: ignore[arg-type]
         )
     else:
-        # One statement over arrays bound natively by asyncpg: an executemany runs the INSERT
-        # once per row on the server, which shares the machine's cores with the gateway.
-        columns = list(
-            zip(
-                *(
-                    (
-                        channel,
-                        r.provider_message_id,
-                        r.status_word,
-                        r.state.value,
-                        None if r.reason is None else r.reason[:200],
-                        r.cost,
-                    )
-                    for channel, r in items
-                ),
-                strict=True,
-            )
-        )
+        columns = map(list, zip(*rows, strict=True))
         await conn.execute(
-            _INSERT_PG,
-            {**dict(zip(_INSERT_PG_COLUMNS, map(list, columns), strict=True)), "now": now},
+            _INSERT_PG, {**dict(zip(_INSERT_PG_COLUMNS, columns, strict=True)), "now": now}
         )
     await _finish_deliveries(conn, items, now=now)
 
