@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -98,7 +99,9 @@ async def write_reports(
     """Store reports and finish the deliveries they are about (two statements)."""
     if not items:
         return
-    rows = [
+    # As stored, for both statements: the reason cut to its column's 200 characters (on
+    # PostgreSQL a longer one fails the whole batch's commit).
+    rows: list[tuple[Any, ...]] = [
         (
             channel,
             r.provider_message_id,
@@ -122,22 +125,23 @@ async def write_reports(
         await conn.execute(
             _INSERT_PG, {**dict(zip(_INSERT_PG_COLUMNS, columns, strict=True)), "now": now}
         )
-    await _finish_deliveries(conn, items, now=now)
+    await _finish_deliveries(conn, rows, now=now)
 
 
 async def _finish_deliveries(
-    conn: AsyncConnection, items: list[tuple[str, DeliveryReport]], *, now: object
+    conn: AsyncConnection, rows: list[tuple[Any, ...]], *, now: object
 ) -> None:
+    """Finish the deliveries the final reports among ``rows`` (as stored) are about."""
     finishing = [
         {
-            "channel": c,
-            "pmid": r.provider_message_id,
-            "state": r.state.value,
-            "reason": r.reason,
-            "cost": None if r.cost is None else str(r.cost),
+            "channel": channel,
+            "pmid": pmid,
+            "state": state,
+            "reason": reason,
+            "cost": None if cost is None else str(cost),
         }
-        for c, r in items
-        if r.state.value in _FINISHING
+        for channel, pmid, _word, state, reason, cost in rows
+        if state in _FINISHING
     ]
     if finishing:
         sqlite = conn.dialect.name == "sqlite"

@@ -112,7 +112,9 @@ async def test_one_batch_of_reports_stores_each_once_and_finishes_its_deliveries
                 )
             )  # fmt: skip
     done = DeliveryReport("ATX-1", DeliveryState.DELIVERED, "Completed", cost=Decimal("1.2500"))
-    failed = DeliveryReport("ATX-2", DeliveryState.FAILED, "Failed", reason="USER_BUSY")
+    # A provider's reason longer than the column: cut to 200 characters in the report and on
+    # the delivery alike (uncut, PostgreSQL refused the whole batch).
+    failed = DeliveryReport("ATX-2", DeliveryState.FAILED, "Failed", reason="USER_BUSY" * 30)
     stranger = DeliveryReport("ATX-unknown", DeliveryState.DELIVERED, "Success")
     async with engine.begin() as conn:
         await write_reports(
@@ -144,10 +146,10 @@ async def test_one_batch_of_reports_stores_each_once_and_finishes_its_deliveries
         ).all()
     assert [tuple(row) for row in stored] == [
         ("ATX-1", "delivered", None, Decimal("1.2500"), NOW),
-        ("ATX-2", "failed", "USER_BUSY", None, NOW),
+        ("ATX-2", "failed", ("USER_BUSY" * 30)[:200], None, NOW),
         ("ATX-unknown", "delivered", None, None, NOW),
     ]
     assert [tuple(row) for row in finished] == [
         ("ATX-1", "delivered", None, Decimal("1.2500")),
-        ("ATX-2", "failed", "USER_BUSY", None),
+        ("ATX-2", "failed", ("USER_BUSY" * 30)[:200], None),
     ]
