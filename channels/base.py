@@ -59,6 +59,11 @@ class SendResult(NamedTuple):
     url: str | None = None  # where a social post can be seen
 
 
+# The longest provider message id Warta stores (``deliveries`` and ``delivery_reports``); a
+# callback naming a longer one is refused, as no message Warta sent can carry it.
+MESSAGE_ID_LENGTH = 128
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryReport:
     """A provider's later word about a message, already mapped to our state."""

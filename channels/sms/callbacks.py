@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import Mapping
 
-from channels.base import DeliveryReport
+from channels.base import MESSAGE_ID_LENGTH, DeliveryReport
 from channels.sms.status import DLR_STATUS, UNKNOWN_DLR_STATE
 
 log = logging.getLogger(__name__)
@@ -54,10 +54,13 @@ def parse_delivery_report(form: Mapping[str, str]) -> DeliveryReport:
     ``sent`` (a later report may still settle it) and is logged.
 
     Raises:
-        CallbackFieldError: ``id`` or ``status`` missing or empty, ``status`` not a word, or
-            ``retryCount`` not a whole number.
+        CallbackFieldError: ``id`` or ``status`` missing or empty, ``id`` longer than any
+            message id Warta stores, ``status`` not a word, or ``retryCount`` not a whole
+            number.
     """
     message_id = _required(form, "id")
+    if len(message_id) > MESSAGE_ID_LENGTH:
+        raise CallbackFieldError("id", "too long")
     status = _required(form, "status")
     if not _WORD.fullmatch(status):
         raise CallbackFieldError("status", "malformed")

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
-from channels.base import DeliveryReport
+from channels.base import MESSAGE_ID_LENGTH, DeliveryReport
 from channels.voice.status import (
     ANSWERED_WORDS,
     HANGUP_CAUSES,
@@ -29,7 +29,7 @@ from gateway.pricing import cost_in
 
 log = logging.getLogger(__name__)
 
-_SESSION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_SESSION_ID = re.compile(rf"[A-Za-z0-9_.:-]{{1,{MESSAGE_ID_LENGTH}}}")
 _WORD = re.compile(r"[A-Za-z]{1,64}")
 _CAUSE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 _DIGITS = re.compile(r"[0-9*#]{1,64}")

@@ -41,7 +41,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from channels.base import DeliveryReport
+from channels.base import MESSAGE_ID_LENGTH, DeliveryReport
 from channels.meta.errors import ErrorRule, GraphError, error_from_rule, rule_for
 from channels.whatsapp.status import ERROR_RULES, STATUS_MAP, UNKNOWN_STATUS_STATE
 from gateway.domain import DeliveryState
@@ -123,6 +123,8 @@ def _failure_reason(status: dict[str, Any], path: str) -> str:
 
 def _report(status: dict[str, Any], path: str) -> DeliveryReport:
     message_id = _text(status, "id", f"{path}.id")
+    if len(message_id) > MESSAGE_ID_LENGTH:
+        raise WebhookFieldError(f"{path}.id", "too long")
     word = _text(status, "status", f"{path}.status").lower()
     if not _WORD.fullmatch(word):
         raise WebhookFieldError(f"{path}.status", "malformed")

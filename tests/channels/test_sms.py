@@ -379,6 +379,8 @@ def test_delivery_report_failure_reason() -> None:
         ({"id": " ", "status": "Success"}, "id"),
         ({"id": "ATXid_1", "status": N1}, "status"),
         ({"id": "ATXid_1", "status": "Failed", "retryCount": "x"}, "retryCount"),
+        # Longer than any message id Warta stores (PostgreSQL refused the group commit).
+        ({"id": "A" * 129, "status": "Success"}, "id"),
     ],
 )
 def test_delivery_report_errors_name_the_field(form_fields: dict[str, str], field: str) -> None:
@@ -411,3 +413,12 @@ def test_outgoing_message_repr_hides_recipient() -> None:
     assert N1 not in repr(message)
     assert N1 not in str(message) and N1 not in f"{[message]}"
     assert repr(message).startswith(f"OutgoingMessage(delivery_id={message.delivery_id}")
+
+
+def test_the_longest_message_id_is_the_stored_one() -> None:
+    from channels.base import MESSAGE_ID_LENGTH
+    from gateway.db.schema import deliveries, delivery_reports
+
+    assert parse_delivery_report({"id": "A" * 128, "status": "Success"}).provider_message_id
+    for table in (deliveries, delivery_reports):
+        assert table.c.provider_message_id.type.length == MESSAGE_ID_LENGTH

@@ -529,6 +529,7 @@ S0 = "entry[0].changes[0].value.statuses[0]"
         ),
         (json.dumps(webhook(status("failed", errors="boom"))).encode(), f"{S0}.errors"),
         (json.dumps(webhook(status("sent", id=int(N1[1:])))).encode(), f"{S0}.id"),
+        (json.dumps(webhook(status("sent", id="wamid." + "A" * 123))).encode(), f"{S0}.id"),
     ],
 )
 def test_malformed_status_webhook_names_the_field(body: bytes, field: str) -> None:
