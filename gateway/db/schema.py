@@ -248,6 +248,15 @@ deliveries = Table(
     ),
     # Statistics over a period (gateway.store.stats, GET /api/v1/stats) read that period only.
     Index("ix_deliveries_agency_id_created_at", "agency_id", "created_at"),
+    # Fallback: sends on a data channel still waiting for a delivery report (an emergency
+    # unconfirmed too long falls back). SMS never enters it, so a broadcast does not pay for it;
+    # gateway.outbox.fallback.unconfirmed names the same channels as literals.
+    Index(
+        "ix_deliveries_unconfirmed",
+        "sent_at",
+        sqlite_where=text("state = 'sent' AND channel IN ('telegram', 'whatsapp')"),
+        postgresql_where=text("state = 'sent' AND channel IN ('telegram', 'whatsapp')"),
+    ),
     Index(
         "ix_deliveries_failed_finished_at",
         "finished_at",

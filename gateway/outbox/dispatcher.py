@@ -34,7 +34,7 @@ from channels.base import Channel, OutgoingMessage, SendResult
 from gateway.clock import Clock
 from gateway.config import WartaConfig
 from gateway.db.schema import agencies, announcements, deliveries
-from gateway.domain import AnnouncementStatus, DeliveryState
+from gateway.domain import CHANNELS, AnnouncementStatus, DeliveryState
 from gateway.errors import ChannelError, HandedBack, RecipientStopped, Throttled
 from gateway.outbox import claims, fallback, fanout, quiet
 from gateway.outbox.content import content_for
@@ -697,8 +697,9 @@ class Dispatcher:
             await conn.execute(
                 sa.update(deliveries)
                 .where(
-                    deliveries.c.state == DeliveryState.QUEUED.value,
                     deliveries.c.announcement_id.in_(overdue),
+                    deliveries.c.channel.in_(CHANNELS),  # as `pending` below
+                    deliveries.c.state == DeliveryState.QUEUED.value,
                 )
                 .values(state=DeliveryState.EXPIRED.value, finished_at=now, error_reason="expired")
             )
@@ -716,6 +717,10 @@ class Dispatcher:
             )
             pending = sa.exists().where(
                 deliveries.c.announcement_id == announcements.c.id,
+                # Every channel named, so the (announcement, channel, state) index seeks the
+                # pending rows of each; without it, a pass read every delivery already
+                # finished before a pending one (a whole broadcast at its end).
+                deliveries.c.channel.in_(CHANNELS),
                 deliveries.c.state.in_([DeliveryState.QUEUED.value, DeliveryState.SENDING.value]),
             )
             await conn.execute(

@@ -98,7 +98,11 @@ def unconfirmed(*, sent_after: datetime, sent_before: datetime) -> sa.ColumnElem
     """Source: emergencies on a data channel, sent in the window and still not confirmed."""
     return sa.and_(
         failed.c.state == DeliveryState.SENT.value,
-        failed.c.channel.in_(DATA_CHANNELS),
+        # Rendered as literals: only then can SQLite see that ix_deliveries_unconfirmed (on
+        # exactly these channels) holds every row this selects, instead of scanning them all.
+        failed.c.channel.in_(
+            sa.bindparam("data_channels", list(DATA_CHANNELS), expanding=True, literal_execute=True)
+        ),
         _emergency(),
         failed.c.sent_at > sent_after,
         failed.c.sent_at <= sent_before,
@@ -117,6 +121,10 @@ def _sources(
     )
     may_still_reach = sa.exists().where(
         _other.c.announcement_id == failed.c.announcement_id,
+        # Only these carry a subscriber; naming them lets the (announcement, channel,
+        # subscriber) unique index find this person's deliveries, where the announcement
+        # alone would read all of its deliveries once per failure.
+        _other.c.channel.in_(PERSONAL_CHANNELS),
         _other.c.subscriber_id == failed.c.subscriber_id,
         _other.c.id != failed.c.id,
         sa.or_(
@@ -171,11 +179,17 @@ async def source_announcements(
     conn: AsyncConnection, source: sa.ColumnElement[bool], *, now: datetime, rules: FallbackRules
 ) -> list[int]:
     """The announcements that ``source`` would queue stand-ins for (to render their SMS)."""
+    concerned = announcements.alias("concerned")
     rows = await conn.execute(
-        sa.select(failed.c.announcement_id)
-        .distinct()
-        .select_from(failed.join(announcements, announcements.c.id == failed.c.announcement_id))
-        .where(*_sources(source, now=now, rules=rules))
+        sa.select(concerned.c.id).where(
+            concerned.c.id.in_(
+                sa.select(failed.c.announcement_id)
+                .select_from(
+                    failed.join(announcements, announcements.c.id == failed.c.announcement_id)
+                )
+                .where(*_sources(source, now=now, rules=rules))
+            )
+        )
     )
     return [int(announcement_id) for (announcement_id,) in rows]
 

@@ -7,6 +7,7 @@ is deterministic and no test sleeps.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -440,3 +441,82 @@ async def test_a_batch_of_failures_falls_back_in_a_bounded_number_of_statements(
     stand_ins = [r for r in rows if r["channel"] == "sms"]
     assert len(stand_ins) == size
     assert {r["fallback_of"] for r in stand_ins} == set(ids)
+
+
+# What each database says when it reads a whole table, or a whole announcement's deliveries.
+_SQLITE_SCAN = re.compile(r"^SCAN (deliveries|failed|other|child|taken)\b")
+_SQLITE_WHOLE_ANNOUNCEMENT = re.compile(r"^SEARCH \w+ USING .*INDEX \w+ \(announcement_id=\?\)")
+_PG_SCAN = re.compile(r"Seq Scan on deliveries")
+_PG_WHOLE_ANNOUNCEMENT = re.compile(r"Index Cond: \(announcement_id = [\w.]+\)$")
+
+
+async def test_housekeeping_finds_its_rows_by_index_in_a_large_outbox(
+    aiohttp_client: Any, database_url: str, keys: dict[str, str], tmp_path: Path
+) -> None:
+    """Each pass (about every second, in every process) reads what it needs, not the outbox.
+
+    It read every delivery of a broadcast once per recent failure, to ask whether that person
+    had another delivery still under way: on SQLite, 1,000 failures among 200,000 sends took
+    60 s per pass, inside the transaction that holds the write lock. It also scanned the whole
+    outbox for unconfirmed emergencies, and a whole finished broadcast to see whether anything
+    was pending. The plans are read from each database's EXPLAIN, for every statement one
+    pass runs, over a broadcast with failures and unconfirmed sends on a data channel.
+    """
+    async with gateway(aiohttp_client, database_url, keys, tmp_path) as gw:
+        await gw.subscriber(numbers(1, start=801)[0], channels=["sms"])
+        announcement = await start(gw, channels=["sms"], urgency="emergency")
+        now = gw.clock.now()
+        async with gw.world.engine.begin() as conn:
+            agency = await conn.scalar(
+                sa.select(deliveries.c.agency_id).where(
+                    deliveries.c.announcement_id == announcement
+                )
+            )
+            rows = [
+                {
+                    "announcement_id": announcement,
+                    "agency_id": agency,
+                    "subscriber_id": 10_000 + i,
+                    "channel": "telegram" if i % 10 == 0 else "sms",
+                    "language": "id",
+                    "state": "failed" if i % 50 == 1 else "sent",
+                    "priority": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                    "sent_at": now - timedelta(seconds=30),
+                    "finished_at": now - timedelta(seconds=5) if i % 50 == 1 else None,
+                }
+                for i in range(6_000)
+            ]
+            await conn.execute(sa.insert(deliveries), rows)
+            if conn.dialect.name == "postgresql":
+                await conn.execute(sa.text("ANALYZE deliveries"))
+        statements: list[tuple[str, Any]] = []
+
+        def keep(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+            if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "INSERT", "DELETE")):
+                statements.append((statement, parameters))
+
+        sync_engine = gw.world.engine.sync_engine
+        sa.event.listen(sync_engine, "before_cursor_execute", keep)
+        try:
+            gw.clock.advance(timedelta(seconds=1))
+            await gw.dispatcher.housekeeping()
+        finally:
+            sa.event.remove(sync_engine, "before_cursor_execute", keep)
+        sqlite = gw.world.engine.dialect.name == "sqlite"
+        plans: list[tuple[str, list[str]]] = []
+        async with gw.world.engine.connect() as conn:
+            for statement, parameters in statements:
+                prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+                result = await conn.exec_driver_sql(prefix + statement, parameters)
+                lines = [str(row[-1] if sqlite else row[0]).strip() for row in result]
+                plans.append((statement, lines))
+
+    assert any("failed" in statement for statement, _ in plans)  # the sweep ran
+    bad = (
+        (_SQLITE_SCAN, _SQLITE_WHOLE_ANNOUNCEMENT) if sqlite else (_PG_SCAN, _PG_WHOLE_ANNOUNCEMENT)
+    )
+    for statement, lines in plans:
+        for line in lines:
+            assert not any(p.search(line) for p in bad), f"{line}\n  in\n{statement}"
