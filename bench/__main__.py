@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
         default=1_000_000,
         help="an extra SQLite dispatch of this many for peak RSS (0: none)",
     )
+    run.add_argument(
+        "--invalid-share",
+        type=float,
+        default=0.05,
+        help="dispatch again with this share of numbers refused by the simulator (0: skip)",
+    )
     run.add_argument("--loop-recipients", type=int, default=300)
     run.add_argument("--latency-recipients", type=int, default=20_000)
     run.add_argument("--report-seconds", type=int, default=10)
@@ -111,6 +117,16 @@ def _print_dispatch(result: dict[str, Any], knobs: outbox.Knobs) -> None:
                 note or "target >= 0.5x",
             ]
         )
+    for backend, w in result["invalid"].items():
+        rows.append(
+            [
+                f"Warta on {backend}, {w['share']:.0%} of numbers refused as invalid",
+                f"{w['n']:,}",
+                f"{w['rate']:,.0f}",
+                _ratio(w["rate"], floor),
+                f"{w['states']}" + ("" if w["drained"] else ", NOT drained"),
+            ]
+        )
     common.say(
         common.table(
             ["end-to-end SMS dispatch", "recipients", "deliveries/s", "vs floor", "note"], rows
@@ -144,6 +160,13 @@ def _print_dispatch(result: dict[str, Any], knobs: outbox.Knobs) -> None:
         f"simulator: {sim['requests']:,} requests, {sim['accepted']:,} messages accepted, "
         f"{sim['duplicates']} numbers sent twice"
     )
+    refusing = result.get("refusing_simulator")
+    if refusing:
+        common.say(
+            f"simulator refusing a share: {refusing['requests']:,} requests, "
+            f"{refusing['accepted']:,} messages accepted, "
+            f"{refusing['duplicates']} numbers sent twice"
+        )
 
 
 def _print_rss(result: dict[str, Any]) -> None:
@@ -290,6 +313,7 @@ async def _main(args: argparse.Namespace) -> None:
                 loop_n=args.loop_recipients,
                 latency_n=args.latency_recipients,
                 rss_n=args.rss_recipients,
+                invalid_share=args.invalid_share,
             )
             result["latency"]["backend"] = backends[0]
             common.say()

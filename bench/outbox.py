@@ -108,18 +108,24 @@ async def bench_fanout(backend: str, n: int, secrets: dict[str, str], workdir: A
 # -- children -------------------------------------------------------------------------------
 
 
-def simulator_child(pipe: Connection, latency: float, api_key: str) -> None:
-    asyncio.run(_simulator_main(pipe, latency, api_key))
+def simulator_child(
+    pipe: Connection, latency: float, api_key: str, invalid_share: float = 0.0
+) -> None:
+    asyncio.run(_simulator_main(pipe, latency, api_key, invalid_share))
 
 
-async def _simulator_main(pipe: Connection, latency: float, api_key: str) -> None:
+async def _simulator_main(
+    pipe: Connection, latency: float, api_key: str, invalid_share: float
+) -> None:
     from channels.africastalking.simulator import AfricasTalkingSimulator
 
     sim = AfricasTalkingSimulator(
         SimulatorConfig(
-            api_key=api_key, latency=latency, suffix_outcomes={}, max_records=10, currency="IDR"
+            api_key=api_key, latency=latency, suffix_outcomes={}, max_records=10, currency="IDR",
+            # A share of numbers refused for good, as a real list has (moved, mistyped).
+            recipient_failure_shares={"invalid_number": invalid_share} if invalid_share else {},
         )  # the gateway's [pricing] currency: costs recorded
-    )
+    )  # fmt: skip
     pipe.send(await sim.start())
 
     def stats() -> dict[str, int]:
@@ -434,7 +440,8 @@ async def run_warta(
         await engine.dispose()
         await common.drop_database(url)
     result["n"] = n
-    result["rate"] = result["states"].get("sent", 0) / result["seconds"]
+    finished = result["states"].get("sent", 0) + result["states"].get("failed", 0)
+    result["rate"] = finished / result["seconds"]
     return result
 
 
@@ -483,10 +490,10 @@ def _delta(after: dict[str, int], before: dict[str, int]) -> int:
 
 async def bench_dispatch(
     backends: list[str], n: int, *, knobs: Knobs, secrets: dict[str, str], workdir: Any,
-    loop_n: int, latency_n: int, rss_n: int,
+    loop_n: int, latency_n: int, rss_n: int, invalid_share: float = 0.0,
 ) -> dict[str, Any]:  # fmt: skip
     api_key = secrets["africastalking_api_key"]
-    out: dict[str, Any] = {"warta": {}}
+    out: dict[str, Any] = {"warta": {}, "invalid": {}}
     sim = common.spawn(simulator_child, 0.0, api_key)
     try:
         before = sim.ask("stats")
@@ -513,6 +520,21 @@ async def bench_dispatch(
                        f"peak RSS {result['peak_rss_mib']:.0f} MiB")  # fmt: skip
     finally:
         out["simulator"] = sim.stop()
+    if invalid_share:
+        # A real list has numbers that moved or were mistyped: each refusal is recorded, and
+        # the fallback check runs for every batch that has one.
+        refusing = common.spawn(simulator_child, 0.0, api_key, invalid_share)
+        try:
+            for i, backend in enumerate(backends):
+                result = await run_warta(backend, n, sim_url=refusing.ready, secrets=secrets,
+                                         knobs=knobs, workdir=workdir, prefix=f"255{i + 1}",
+                                         name=f"dispatch_invalid_{backend}")  # fmt: skip
+                result["share"] = invalid_share
+                out["invalid"][backend] = result
+                common.say(f"  warta {backend}, {invalid_share:.0%} invalid: "
+                           f"{result['rate']:,.0f}/s {result['states']}")  # fmt: skip
+        finally:
+            out["refusing_simulator"] = refusing.stop()
     out["kannel"] = await _kannel(n)
     slow = common.spawn(simulator_child, 0.1, api_key)
     try:
@@ -578,7 +600,7 @@ async def bench_reports(
 async def _profile_main(args: Any) -> None:
     secrets = common.keys()
     knobs = Knobs(args.claim_batch, args.workers, args.executor_workers)
-    sim = common.spawn(simulator_child, 0.0, secrets["africastalking_api_key"])
+    sim = common.spawn(simulator_child, 0.0, secrets["africastalking_api_key"], args.invalid_share)
     try:
         result = await run_warta(
             args.backend, args.recipients, sim_url=sim.ready, secrets=secrets, knobs=knobs,
@@ -588,7 +610,7 @@ async def _profile_main(args: Any) -> None:
         )  # fmt: skip
     finally:
         stats = sim.stop()
-    sent = result["states"].get("sent", 0)
+    sent = result["states"].get("sent", 0) + result["states"].get("failed", 0)
     per_thread = {k: round(v * 1e6 / max(sent, 1), 1) for k, v in result["threads_cpu"].items()}
     print(
         f"{args.backend} {args.recipients:,}: {result['rate']:,.0f}/s, {result['states']}, "
@@ -619,4 +641,7 @@ if __name__ == "__main__":
     parser.add_argument("--executor-workers", type=int, default=Knobs.executor_workers)
     parser.add_argument("--processes", type=int, default=1, help="Warta processes on the database")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument(
+        "--invalid-share", type=float, default=0.0, help="share of numbers the simulator refuses"
+    )
     asyncio.run(_profile_main(parser.parse_args()))
