@@ -308,16 +308,35 @@ class Dispatcher:
             )
         if not batch:
             return 0
+        # The lease is kept until the outcomes are recorded, not only while sending: a record
+        # that waits (for the write lock, for the report lock) past the lease would otherwise
+        # find the batch reclaimed, record nothing, and leave it to be sent again.
         keeper = _LeaseKeeper(self, [item.id for item in batch])
         try:
             outcomes = await self._send_batch(channel, batch)
+            fell_back = await self._record(channel_name, batch, outcomes)
         finally:
             await keeper.stop()
+        if fell_back:
+            log.info(
+                "%d failed %s deliveries fall back to another channel", fell_back, channel_name
+            )
+            self._wake_workers()
+        return len(batch)
+
+    async def _record(
+        self, channel_name: str, batch: Sequence[claims.Claimed], outcomes: Sequence[claims.Outcome]
+    ) -> int:
+        """One transaction: the batch's outcomes, early reports, stops and fallbacks.
+
+        Returns:
+            how many fallbacks were queued.
+        """
         stopped = [o.id for o in outcomes if o.error_kind == RecipientStopped.kind]
         sent = [o.id for o in outcomes if o.state is DeliveryState.SENT]
         failed = [o.id for o in outcomes if o.state is DeliveryState.FAILED]
         rules = None
-        if failed and channel.reach == "personal":
+        if failed and self.channels[channel_name].reach == "personal":
             rules = await self._fallback_rules(
                 {item.announcement_id for item in batch if item.announcement_id is not None}
             )
@@ -334,12 +353,7 @@ class Dispatcher:
                 fell_back = await fallback.queue_fallbacks(
                     conn, fallback.failed_among(failed), now=self.clock.now(), rules=rules
                 )
-        if fell_back:
-            log.info(
-                "%d failed %s deliveries fall back to another channel", fell_back, channel_name
-            )
-            self._wake_workers()
-        return len(batch)
+        return fell_back
 
     async def _send_batch(
         self, channel: Channel, batch: Sequence[claims.Claimed]
@@ -752,7 +766,7 @@ def _arrival_pacer(channel: Channel) -> ArrivalPacer:
 
 
 class _LeaseKeeper:
-    """Renews a claimed batch's lease every third of it while the batch is still being sent.
+    """Renews a claimed batch's lease every third of it until its outcomes are recorded.
 
     A batch is sized to go out within half its lease (``Dispatcher.claim_size``), but 429
     pauses and slow providers can stretch it; without renewal, maintenance would reclaim the

@@ -1,5 +1,5 @@
-"""A batch that takes longer than its lease to send keeps its lease while it is being sent;
-a large fan-out leaves the planner knowing how big the outbox is.
+"""A batch that takes longer than its lease to send, or to record, keeps its lease until its
+outcomes are written; a large fan-out leaves the planner knowing how big the outbox is.
 
 Without renewal, maintenance would reclaim the batch once its lease ran out and another
 worker would send it a second time while the first send was still waiting for its answer.
@@ -7,6 +7,7 @@ worker would send it a second time while the first send was still waiting for it
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -43,6 +44,45 @@ async def test_a_slow_batch_keeps_its_lease_and_goes_out_once(
         approved = await broadcast(world, facts={"what": "Uji", "where": "Gambir"})
         body = await wait_for(world, approved["id"], _settled(len(phones)), timeout=60)
         counts = {c["channel"]: c["counts"] for c in body["stats"]}
+        assert counts["sms"].get("delivered", 0) == len(phones)
+        assert sim.sent_count.duplicates() == {}
+        assert sim.sent_count.total() == len(phones)
+
+
+async def test_a_batch_whose_record_waits_past_its_lease_goes_out_once(
+    aiohttp_client: Any, database_url: str, keys: dict[str, str], monkeypatch: Any
+) -> None:
+    """The lease is kept until the outcomes are written, not only while sending.
+
+    The first record waits 3 s (as behind a long transaction holding the write lock, or the
+    report lock), three times the 1 s lease, while maintenance runs every second: the batch
+    was reclaimed, its record found nothing ``sending``, and it was sent a second time.
+    """
+    from gateway.outbox import claims
+
+    record = claims.record_outcomes
+    waits = [3.0]
+
+    async def slow_record(conn: Any, outcomes: Any, *, now: Any) -> int:
+        if waits:
+            await asyncio.sleep(waits.pop())
+        return await record(conn, outcomes, now=now)
+
+    monkeypatch.setattr(claims, "record_outcomes", slow_record)
+    phones = numbers(20)
+    async with sms_world(
+        aiohttp_client,
+        make_config,
+        database_url,
+        keys,
+        simulator=SimulatorConfig(delivery_report_delay=0.05),
+        dispatch={"lease_seconds": 1.0, "workers_per_channel": 1},
+    ) as (world, sim):
+        await import_numbers(world, phones)
+        approved = await broadcast(world, facts={"what": "Uji", "where": "Gambir"})
+        body = await wait_for(world, approved["id"], _settled(len(phones)), timeout=60)
+        counts = {c["channel"]: c["counts"] for c in body["stats"]}
+        assert not waits  # the slow record happened
         assert counts["sms"].get("delivered", 0) == len(phones)
         assert sim.sent_count.duplicates() == {}
         assert sim.sent_count.total() == len(phones)
