@@ -19,7 +19,7 @@ from aiohttp import web
 from channels.sms.callbacks import CallbackFieldError, parse_delivery_report, parse_opt_out
 from gateway.api.errors import error_response
 from gateway.appkeys import CLOCK, CONFIG, ENGINE, REPORTS, VAULT
-from gateway.db.schema import subscribers
+from gateway.db.schema import agencies, subscribers
 from gateway.personal import InvalidPhoneNumber, normalise
 from gateway.store.subscribers import opt_out
 
@@ -108,7 +108,13 @@ async def sms_opt_out(request: web.Request) -> web.Response:
         ids = (
             (
                 await conn.execute(
-                    sa.select(subscribers.c.id).where(subscribers.c.phone_index.in_(indexes))
+                    # Every agency on the account: naming them lets the (agency, phone index)
+                    # unique index find the number; the index alone would read every
+                    # subscriber, holding the write lock, once per opt-out.
+                    sa.select(subscribers.c.id).where(
+                        subscribers.c.agency_id.in_(sa.select(agencies.c.id)),
+                        subscribers.c.phone_index.in_(indexes),
+                    )
                 )
             )
             .scalars()

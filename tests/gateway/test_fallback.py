@@ -32,6 +32,7 @@ from gateway.outbox import claims, fallback
 from gateway.outbox.claims import Outcome
 from gateway.outbox.dispatcher import Dispatcher
 from tests.support.config import make_config
+from tests.support.plans import captured, plans
 from tests.support.sms import broadcast, import_numbers, numbers, wait_for
 from tests.support.world import World
 
@@ -491,32 +492,16 @@ async def test_housekeeping_finds_its_rows_by_index_in_a_large_outbox(
             await conn.execute(sa.insert(deliveries), rows)
             if conn.dialect.name == "postgresql":
                 await conn.execute(sa.text("ANALYZE deliveries"))
-        statements: list[tuple[str, Any]] = []
-
-        def keep(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-            if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "INSERT", "DELETE")):
-                statements.append((statement, parameters))
-
-        sync_engine = gw.world.engine.sync_engine
-        sa.event.listen(sync_engine, "before_cursor_execute", keep)
-        try:
+        with captured(gw.world.engine) as statements:
             gw.clock.advance(timedelta(seconds=1))
             await gw.dispatcher.housekeeping()
-        finally:
-            sa.event.remove(sync_engine, "before_cursor_execute", keep)
         sqlite = gw.world.engine.dialect.name == "sqlite"
-        plans: list[tuple[str, list[str]]] = []
-        async with gw.world.engine.connect() as conn:
-            for statement, parameters in statements:
-                prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
-                result = await conn.exec_driver_sql(prefix + statement, parameters)
-                lines = [str(row[-1] if sqlite else row[0]).strip() for row in result]
-                plans.append((statement, lines))
+        read = await plans(gw.world.engine, statements)
 
-    assert any("failed" in statement for statement, _ in plans)  # the sweep ran
+    assert any("failed" in statement for statement, _ in read)  # the sweep ran
     bad = (
         (_SQLITE_SCAN, _SQLITE_WHOLE_ANNOUNCEMENT) if sqlite else (_PG_SCAN, _PG_WHOLE_ANNOUNCEMENT)
     )
-    for statement, lines in plans:
+    for statement, lines in read:
         for line in lines:
             assert not any(p.search(line) for p in bad), f"{line}\n  in\n{statement}"
