@@ -388,13 +388,15 @@ async def _serve_callbacks(pipe: Connection, params: dict[str, Any]) -> None:
         from gateway.appkeys import ENGINE
         from gateway.db.schema import delivery_reports
 
+        # One statement, so one snapshot: the writer may still be committing a batch that
+        # wrk stopped waiting for, and two reads could fall either side of it.
+        stored = sa.select(sa.func.count()).select_from(delivery_reports).scalar_subquery()
+        delivered = (
+            sa.select(sa.func.count()).where(deliveries.c.state == "delivered").scalar_subquery()
+        )
         async with app[ENGINE].connect() as conn:
-            result["stored"] = await conn.scalar(
-                sa.select(sa.func.count()).select_from(delivery_reports)
-            )
-            result["delivered"] = await conn.scalar(
-                sa.select(sa.func.count()).where(deliveries.c.state == "delivered")
-            )
+            row = (await conn.execute(sa.select(stored, delivered))).one()
+        result["stored"], result["delivered"] = int(row[0]), int(row[1])
     await runner.cleanup()
     pipe.send(result)
 

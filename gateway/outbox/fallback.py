@@ -179,6 +179,9 @@ async def source_announcements(
     conn: AsyncConnection, source: sa.ColumnElement[bool], *, now: datetime, rules: FallbackRules
 ) -> list[int]:
     """The announcements that ``source`` would queue stand-ins for (to render their SMS)."""
+    # "id IN (the failures' announcements)", not a DISTINCT over the failures: for a DISTINCT,
+    # SQLite preferred walking an index in announcement order (no sort) to the index of recent
+    # failures, and so read every delivery in the outbox on every pass.
     concerned = announcements.alias("concerned")
     rows = await conn.execute(
         sa.select(concerned.c.id).where(

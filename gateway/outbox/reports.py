@@ -1,10 +1,13 @@
 """Delivery reports, written by group commit.
 
 A provider callback is acknowledged only once its report is durable. Writing each report in
-its own transaction would cap ingestion at the database's commits per second, so reports wait
-in a queue for at most ``max_delay`` (or until ``max_batch`` are waiting) and are committed
-together: one multi-row INSERT into ``delivery_reports`` (a replayed report hits the unique
-constraint and changes nothing) and one set-based UPDATE of the deliveries they finish.
+its own transaction would cap ingestion at the database's commits per second, so one writer
+commits whatever is waiting (up to ``max_batch``) together: one multi-row INSERT into
+``delivery_reports`` (a replayed report hits the unique constraint and changes nothing) and
+one set-based UPDATE of the deliveries they finish. Reports that arrive while a batch commits
+wait for the next one; the writer waits no longer (``max_delay`` = 0). Waiting 20 ms for more
+to arrive, as it did, left it idle while every connection waited on it: 2,200–2,600 callbacks/s
+on SQLite, 3,100–3,200/s without (``python -m bench outbox --only reports``).
 """
 
 from __future__ import annotations
@@ -158,7 +161,7 @@ class ReportWriter:
         *,
         clock: Clock,
         max_batch: int = 1000,
-        max_delay: float = 0.02,
+        max_delay: float = 0.0,
     ) -> None:
         self.engine = engine
         self.clock = clock

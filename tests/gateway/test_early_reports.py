@@ -3,6 +3,7 @@ recorded, with the same state, reason, error kind and cost as a report arriving 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -153,3 +154,29 @@ async def test_one_batch_of_reports_stores_each_once_and_finishes_its_deliveries
         ("ATX-1", "delivered", None, Decimal("1.2500")),
         ("ATX-2", "failed", ("USER_BUSY" * 30)[:200], None),
     ]
+
+
+async def test_reports_arriving_together_are_committed_together(engine: AsyncEngine) -> None:
+    """Group commit: the writer takes every report waiting into one commit, so 300 callbacks
+    at once are one or two commits, each acknowledged only once its report is stored."""
+    from channels.base import DeliveryReport
+    from gateway.clock import ManualClock
+    from gateway.domain import DeliveryState
+    from gateway.outbox.reports import ReportWriter
+    from tests.support.plans import captured
+
+    writer = ReportWriter(engine, clock=ManualClock(NOW))
+    await writer.start()
+    try:
+        reports = [
+            DeliveryReport(f"ATX-{i}", DeliveryState.DELIVERED, "Success") for i in range(300)
+        ]
+        with captured(engine) as statements:
+            await asyncio.gather(*(writer.submit("sms", report) for report in reports))
+            async with engine.connect() as conn:
+                stored = await conn.scalar(sa.select(sa.func.count()).select_from(delivery_reports))
+    finally:
+        await writer.stop()
+    assert stored == 300
+    inserts = [s for s, _ in statements if s.lstrip().startswith("INSERT INTO delivery_reports")]
+    assert 1 <= len(inserts) <= 2
