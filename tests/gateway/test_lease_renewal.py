@@ -63,14 +63,16 @@ async def test_a_batch_whose_record_waits_past_its_lease_goes_out_once(
 ) -> None:
     """The lease is kept until the outcomes are written, not only while sending.
 
-    The first record waits 3 s (as behind a long transaction holding the write lock, or the
-    report lock), three times the 1 s lease, while maintenance runs every second: the batch
-    was reclaimed, its record found nothing ``sending``, and it was sent a second time.
+    The first record waits 6 s (as behind a long transaction holding the write lock, or the
+    report lock), three times the 2 s lease, while maintenance runs every second: the batch
+    was reclaimed, its record found nothing ``sending``, and it was sent a second time. (With
+    a 1 s lease, a loaded CI machine once stalled long enough between the claim and the first
+    renewal for the lease to run out before any renewal could keep it.)
     """
     from gateway.outbox import claims
 
     record = claims.record_outcomes
-    waits = [3.0]
+    waits = [6.0]
 
     async def slow_record(conn: Any, outcomes: Any, *, now: Any) -> int:
         if waits:
@@ -83,7 +85,7 @@ async def test_a_batch_whose_record_waits_past_its_lease_goes_out_once(
         database_url,
         keys,
         simulator=SimulatorConfig(delivery_report_delay=0.05),
-        dispatch={"lease_seconds": 1.0, "workers_per_channel": 1},
+        dispatch={"lease_seconds": 2.0, "workers_per_channel": 1},
     )
     assert not waits  # the slow record happened
 
