@@ -2,6 +2,10 @@
 #   make demo   gateway + provider simulators on SQLite
 #   make test   the whole suite (SQLite; PostgreSQL too when WARTA_TEST_POSTGRES_URL is set)
 PYTHON ?= python3
+# Test processes (pytest-xdist). Two keep a two-core machine busy: many tests wait on
+# subprocesses, simulators and timers; worksteal evens out the few minute-long tests.
+# TEST_JOBS=0 runs in this process (for pdb).
+TEST_JOBS ?= 2
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -18,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/warta demo $(DEMO_ARGS)
 
 test: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_JOBS) --dist worksteal $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

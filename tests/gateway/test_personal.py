@@ -154,6 +154,8 @@ def test_a_tampered_ciphertext_raises_keyproblem_without_the_number() -> None:
         (base64.urlsafe_b64encode(b"short").decode(), PhoneVault.generate_key()),
         (PhoneVault.generate_key(), "bad"),
     ],
+    # Fixed ids: the generated keys differ per collection (and per pytest-xdist worker).
+    ids=["empty phone key", "phone key not base64", "phone key too short", "bad index key"],
 )
 def test_bad_keys_are_a_keyproblem_without_the_key(phone_keys: str, index_key: str) -> None:
     with pytest.raises(KeyProblem) as raised:
