@@ -4,11 +4,13 @@ What is measured, and where it comes from:
 
 - ``warta_deliveries{channel,state}`` and ``warta_queue_depth{channel}`` (queued + sending),
   gauges, and ``warta_provider_errors_total{channel,kind}`` (failed deliveries by error kind; a
-  counter, since failed is final and deliveries are never deleted): one grouped query over the
-  deliveries table at scrape time. The database is the truth shared by every process (several
-  gateways on one PostgreSQL, an ``api`` process apart from a ``worker``), so any process
-  answers for all of them, and a restart loses nothing. Answers are cached a few seconds so a
-  scraper, or many, cost at most one scan per ``cache_seconds``.
+  counter, since failed is final and deliveries are never deleted): read from the database at
+  scrape time. The database is the truth shared by every process (several gateways on one
+  PostgreSQL, an ``api`` process apart from a ``worker``), so any process answers for all of
+  them, and a restart loses nothing. Answers are cached a few seconds so a scraper, or many,
+  cost at most one reading per ``cache_seconds``. A reading is still proportional to the
+  table (about 0.3 s per 2,000,000 deliveries on SQLite, 0.6 s on PostgreSQL; see
+  ``read_figures``).
 - ``warta_dispatch_latency_seconds{channel}``: time from a delivery's creation (fan-out) to
   ``sent_at``, over the sent ones among the newest ``LATENCY_SAMPLE`` deliveries. A sample of
   recent rows is a snapshot, not an ever-growing count, so it is a *gauge histogram*: graph its
@@ -59,30 +61,62 @@ _QUEUED = ("queued", "sending")
 class DeliveryFigures:
     """One reading of the deliveries table."""
 
-    counts: dict[tuple[str, str, str | None], int] = field(default_factory=dict)
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (channel, state)
+    failures: dict[tuple[str, str | None], int] = field(default_factory=dict)  # (channel, kind)
     latencies: dict[str, list[float]] = field(default_factory=dict)
 
 
+# PostgreSQL: one grouped query; it scans the table in parallel and aggregates each part
+# (2,000,000 deliveries: 0.57 s; the two SQLite statements below took 0.67 s there).
+_GROUPED = sa.select(
+    deliveries.c.channel, deliveries.c.state, deliveries.c.error_kind, sa.func.count()
+).group_by(deliveries.c.channel, deliveries.c.state, deliveries.c.error_kind)
+# SQLite: per (announcement, channel, state) first, the order of ix_deliveries_announcement_
+# id_channel_state, so it counts from that index alone, streaming; grouping the table by
+# (channel, state) read every row and sorted them all (2,000,000: 2.9 s, now 0.3 s).
+_PER_ANNOUNCEMENT = (
+    sa.select(deliveries.c.channel, deliveries.c.state, sa.func.count().label("n"))
+    .group_by(deliveries.c.announcement_id, deliveries.c.channel, deliveries.c.state)
+    .subquery()
+)
+_STATES = sa.select(
+    _PER_ANNOUNCEMENT.c.channel, _PER_ANNOUNCEMENT.c.state, sa.func.sum(_PER_ANNOUNCEMENT.c.n)
+).group_by(_PER_ANNOUNCEMENT.c.channel, _PER_ANNOUNCEMENT.c.state)
+# Failed deliveries are found through the partial index ix_deliveries_failed_finished_at.
+_FAILURES = (
+    sa.select(deliveries.c.channel, deliveries.c.error_kind, sa.func.count())
+    .where(deliveries.c.state == "failed")
+    .group_by(deliveries.c.channel, deliveries.c.error_kind)
+)
+# The primary key bounds the sample to the newest rows whatever the table's size.
+_NEWEST = (
+    sa.select(deliveries.c.channel, deliveries.c.created_at, deliveries.c.sent_at)
+    .order_by(deliveries.c.id.desc())
+    .limit(LATENCY_SAMPLE)
+    .subquery()
+)
+_RECENT = sa.select(_NEWEST.c.channel, _NEWEST.c.created_at, _NEWEST.c.sent_at).where(
+    _NEWEST.c.sent_at.is_not(None)
+)
+
+
 async def read_figures(engine: AsyncEngine) -> DeliveryFigures:
-    """Counts per (channel, state, error kind), and recent creation-to-sent times per channel."""
+    """Counts per (channel, state) and failures per (channel, error kind), and recent
+    creation-to-sent times per channel."""
     figures = DeliveryFigures()
-    grouped = sa.select(
-        deliveries.c.channel, deliveries.c.state, deliveries.c.error_kind, sa.func.count()
-    ).group_by(deliveries.c.channel, deliveries.c.state, deliveries.c.error_kind)
-    # The primary key bounds the sample to the newest rows whatever the table's size.
-    newest = (
-        sa.select(deliveries.c.channel, deliveries.c.created_at, deliveries.c.sent_at)
-        .order_by(deliveries.c.id.desc())
-        .limit(LATENCY_SAMPLE)
-        .subquery()
-    )
-    recent = sa.select(newest.c.channel, newest.c.created_at, newest.c.sent_at).where(
-        newest.c.sent_at.is_not(None)
-    )
+    counts, failures = figures.counts, figures.failures
     async with reading(engine) as conn:
-        for channel, state, kind, count in await conn.execute(grouped):
-            figures.counts[(channel, state, kind)] = int(count)
-        for channel, created_at, sent_at in await conn.execute(recent):
+        if conn.dialect.name == "postgresql":
+            for channel, state, kind, count in await conn.execute(_GROUPED):
+                counts[(channel, state)] = counts.get((channel, state), 0) + int(count)
+                if state == "failed":
+                    failures[(channel, kind)] = failures.get((channel, kind), 0) + int(count)
+        else:
+            for channel, state, count in await conn.execute(_STATES):
+                counts[(channel, state)] = int(count)
+            for channel, kind, count in await conn.execute(_FAILURES):
+                failures[(channel, kind)] = int(count)
+        for channel, created_at, sent_at in await conn.execute(_RECENT):
             seconds = max((sent_at - created_at).total_seconds(), 0.0)
             figures.latencies.setdefault(channel, []).append(seconds)
     return figures
@@ -113,17 +147,14 @@ class DeliveryCollector(Collector):
         figures = self.figures
         if figures is None:
             return
-        by_state: dict[tuple[str, str], int] = {}
+        by_state = figures.counts
         queued: dict[str, int] = {}
+        for (channel, state), count in by_state.items():
+            queued[channel] = queued.get(channel, 0) + (count if state in _QUEUED else 0)
         errors: dict[tuple[str, str], int] = {}
-        for (channel, state, kind), count in figures.counts.items():
-            by_state[(channel, state)] = by_state.get((channel, state), 0) + count
-            queued.setdefault(channel, 0)
-            if state in _QUEUED:
-                queued[channel] += count
-            if state == "failed":
-                key = (channel, kind or "unknown")
-                errors[key] = errors.get(key, 0) + count
+        for (channel, kind), count in figures.failures.items():
+            key = (channel, kind or "unknown")
+            errors[key] = errors.get(key, 0) + count
         states = GaugeMetricFamily(
             "warta_deliveries", "Deliveries in each state, per channel", labels=["channel", "state"]
         )

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from channels.africastalking.simconfig import SimulatorConfig
+from gateway.db.schema import deliveries
 from gateway.domain import Role
+from gateway.metrics import read_figures
 from tests.support.config import make_config
+from tests.support.plans import captured, plans
 from tests.support.sms import broadcast, import_numbers, numbers, sms_world, wait_for
 from tests.support.world import World
 
@@ -79,3 +84,46 @@ async def test_metrics_answer_before_any_delivery(world: World) -> None:
     assert not [key for key in samples if key[0] == "warta_deliveries"]
     answer = await world.call("GET", "/metrics", role=Role.AUTHOR)
     assert answer.status == 200
+
+
+async def test_figures_count_states_and_only_final_failures_by_kind(engine) -> None:
+    # (announcement, channel, state, error kind, how many): a queued retry carries the kind of
+    # its last error but is no provider error yet; replies have no announcement.
+    rows = [
+        (1, "sms", "delivered", None, 5),
+        (1, "sms", "failed", "rejected", 2),
+        (1, "sms", "queued", "connection", 3),
+        (2, "sms", "failed", "connection", 1),
+        (2, "telegram", "sent", None, 4),
+        (None, "sms", "sending", None, 1),
+    ]
+    now = datetime(2026, 11, 28, 8, tzinfo=UTC)
+    values = [
+        {
+            "announcement_id": ann, "agency_id": 1, "subscriber_id": n * 100 + i, "channel": ch,
+            "language": "id", "state": state, "priority": 0, "next_attempt_at": now,
+            "created_at": now, "error_kind": kind,
+        }
+        for n, (ann, ch, state, kind, count) in enumerate(rows)
+        for i in range(count)
+    ]  # fmt: skip
+    async with engine.begin() as conn:
+        await conn.execute(sa.insert(deliveries), values)
+
+    with captured(engine) as statements:
+        figures = await read_figures(engine)
+
+    assert figures.counts == {
+        ("sms", "delivered"): 5, ("sms", "failed"): 3, ("sms", "queued"): 3,
+        ("sms", "sending"): 1, ("telegram", "sent"): 4,
+    }  # fmt: skip
+    assert figures.failures == {("sms", "rejected"): 2, ("sms", "connection"): 1}
+    if engine.dialect.name == "sqlite":
+        # SQLite reads indexes only (the newest-rows sample walks the primary key under its
+        # LIMIT); grouping the table itself read and sorted every row on each scrape.
+        for statement, plan in await plans(engine, statements):
+            scans = [line for line in plan if line.startswith("SCAN deliveries")]
+            if "LIMIT" in statement:
+                continue
+            assert scans, (statement, plan)
+            assert all(" INDEX " in line for line in scans), (statement, plan)
