@@ -297,6 +297,28 @@ async def test_unknown_send_status_is_rejected_and_logged_without_numbers(
     assert N1.lstrip("+") not in caplog.text
 
 
+def test_answers_pair_with_recipients_however_the_number_is_written() -> None:
+    from channels.sms.adapter import _match
+
+    batch = messages([N1, N2, N3, N3, N4], ALERT)
+    entries = [
+        {"number": f" {N4} ", "statusCode": 101, "messageId": "m4", "cost": "KES 0.8000"},
+        {"number": N3, "statusCode": 101, "messageId": "m3a", "cost": "KES 0.8000"},
+        {"number": N1.lstrip("+"), "statusCode": 101, "messageId": "m1", "cost": "KES 0.8000"},
+        {"number": int(N3.lstrip("+")), "statusCode": 101, "messageId": "m3b", "cost": "KES 1"},
+        {"number": N5, "statusCode": 101, "messageId": "stranger", "cost": "KES 0.8000"},
+    ]
+    results = _match(batch, {"SMSMessageData": {"Recipients": entries}})
+    by_id = {r.delivery_id: r for r in results}
+    # Repeats of one number pair in request order; N2 got no answer and is left for a retry.
+    assert {i: by_id[i].provider_message_id for i in (1, 3, 4, 5)} == {
+        1: "m1", 3: "m3a", 4: "m3b", 5: "m4"
+    }  # fmt: skip
+    assert by_id[4].cost == Decimal("1") and by_id[5].cost == Decimal("0.8000")
+    assert by_id[2].state == FAILED and isinstance(by_id[2].error, ConnectionFailed)
+    assert len(results) == 5
+
+
 def test_limits_are_declared_and_configurable() -> None:
     from channels.africastalking.config import AfricasTalkingConfig
 
