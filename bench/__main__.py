@@ -3,7 +3,8 @@
 ``python -m bench ussd [--sessions N] [--postgres URL]``,
 ``python -m bench priority [--recipients N] [--backend sqlite|postgres|both]``,
 ``python -m bench scale [--recipients N] [--workers 1,2,4]``,
-``python -m bench load [--recipients N] [--seconds S] [--backend sqlite|postgres|both]``.
+``python -m bench load [--recipients N] [--seconds S] [--backend sqlite|postgres|both]``,
+``python -m bench metrics [--deliveries N] [--backend sqlite|postgres|both]``.
 
 Prints the machine, the versions, the command, then one Markdown table per measurement with
 the ratios measured side by side in this one run.
@@ -21,7 +22,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import common, load_during_broadcast, outbox, priority, scale, telegram, ussd
+from bench import (
+    common,
+    load_during_broadcast,
+    metrics,
+    outbox,
+    priority,
+    scale,
+    telegram,
+    ussd,
+)
 
 SECTIONS = ("fanout", "dispatch", "reports")
 
@@ -75,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     load_during_broadcast.add_arguments(
         commands.add_parser("load", help="/verify and USSD load while a broadcast sends")
     )
+    metrics.add_arguments(commands.add_parser("metrics", help="what one /metrics reading costs"))
     return parser
 
 
@@ -358,6 +369,9 @@ def main() -> None:
         return
     if args.command == "load":
         asyncio.run(load_during_broadcast.main(args, command))
+        return
+    if args.command == "metrics":
+        asyncio.run(metrics.main(args, command))
         return
     if shutil.which("wrk") is None and "reports" in args.only:
         raise SystemExit("wrk is not installed: apt-get install wrk (or --only fanout,dispatch)")
