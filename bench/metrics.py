@@ -26,8 +26,7 @@ import sqlalchemy as sa
 
 from bench import common
 from gateway.db.engine import reading
-from gateway.db.schema import deliveries
-from gateway.metrics import _RECENT, read_figures
+from gateway.metrics import _GROUPED, _RECENT, read_figures
 
 _SEED = """
 INSERT INTO deliveries (announcement_id, agency_id, subscriber_id, channel, language, state,
@@ -44,9 +43,6 @@ _ROWS = {
     "SELECT i FROM s)",
     "postgres": "generate_series(1, :n) AS s(i)",
 }
-_GROUPED = sa.select(
-    deliveries.c.channel, deliveries.c.state, deliveries.c.error_kind, sa.func.count()
-).group_by(deliveries.c.channel, deliveries.c.state, deliveries.c.error_kind)
 
 
 def add_arguments(parser: Any) -> None:

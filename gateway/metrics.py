@@ -9,7 +9,7 @@ What is measured, and where it comes from:
   PostgreSQL, an ``api`` process apart from a ``worker``), so any process answers for all of
   them, and a restart loses nothing. Answers are cached a few seconds so a scraper, or many,
   cost at most one reading per ``cache_seconds``. A reading is still proportional to the
-  table (about 0.3 s per 2,000,000 deliveries on SQLite, 0.6 s on PostgreSQL; see
+  table (about 0.35 s per 2,000,000 deliveries on SQLite, 0.5 s on PostgreSQL; see
   ``read_figures``).
 - ``warta_dispatch_latency_seconds{channel}``: time from a delivery's creation (fan-out) to
   ``sent_at``, over the sent ones among the newest ``LATENCY_SAMPLE`` deliveries. A sample of
@@ -66,14 +66,15 @@ class DeliveryFigures:
     latencies: dict[str, list[float]] = field(default_factory=dict)
 
 
-# PostgreSQL: one grouped query; it scans the table in parallel and aggregates each part
-# (2,000,000 deliveries: 0.57 s; the two SQLite statements below took 0.67 s there).
+# PostgreSQL (and ``python -m bench metrics``, as the baseline): one grouped query, which it
+# scans in parallel and hash-aggregates (2,000,000 deliveries: 0.57 s; the two SQLite
+# statements below took 0.67 s there).
 _GROUPED = sa.select(
     deliveries.c.channel, deliveries.c.state, deliveries.c.error_kind, sa.func.count()
 ).group_by(deliveries.c.channel, deliveries.c.state, deliveries.c.error_kind)
 # SQLite: per (announcement, channel, state) first, the order of ix_deliveries_announcement_
 # id_channel_state, so it counts from that index alone, streaming; grouping the table by
-# (channel, state) read every row and sorted them all (2,000,000: 2.9 s, now 0.3 s).
+# (channel, state) read every row and sorted them all (2,000,000: 2.9 s, now 0.35 s).
 _PER_ANNOUNCEMENT = (
     sa.select(deliveries.c.channel, deliveries.c.state, sa.func.count().label("n"))
     .group_by(deliveries.c.announcement_id, deliveries.c.channel, deliveries.c.state)
