@@ -370,6 +370,17 @@ def plain_select(table: sa.Table) -> sa.TextClause:
     ).bindparams(sa.bindparam("now", type_=UtcDateTime()))
 
 
+def integers(sqlite: bool) -> str:
+    """``SELECT i FROM …``: 1 to ``:count`` in one statement (a recursive CTE on SQLite,
+    generate_series on PostgreSQL)."""
+    if sqlite:
+        return (
+            "WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < :count) "
+            "SELECT i FROM g"
+        )
+    return "SELECT i FROM generate_series(1, :count) AS i"
+
+
 async def seed_sent(url: str, count: int) -> None:
     """``count`` deliveries in state 'sent' whose ids the simulated reports name, in one
     statement (recursive CTE on SQLite, generate_series on PostgreSQL)."""
@@ -378,13 +389,8 @@ async def seed_sent(url: str, count: int) -> None:
         agency_id = await seed_agency(engine)
         ann = await add_announcement(engine, agency_id, status="sending")
         sqlite = engine.dialect.name == "sqlite"
-        series = (
-            "WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < :count) "
-            "SELECT i, printf('ATXid_%032x', i) AS pmid FROM g"
-            if sqlite
-            else "SELECT i, 'ATXid_' || lpad(to_hex(i), 32, '0') AS pmid "
-            "FROM generate_series(1, :count) AS i"
-        )
+        pmid = "printf('ATXid_%032x', i)" if sqlite else "'ATXid_' || lpad(to_hex(i), 32, '0')"
+        series = f"SELECT i, {pmid} AS pmid FROM ({integers(sqlite)}) AS n"
         async with engine.begin() as conn:
             await conn.execute(
                 sa.text(

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 from bench import common
 from gateway.db.engine import reading
+from gateway.db.types import UtcDateTime
 from gateway.metrics import _GROUPED, _RECENT, read_figures
 
 _SEED = """
@@ -36,13 +37,8 @@ SELECT i / :per + 1, 1, i,
     CASE WHEN i % 97 = 0 THEN 'failed' WHEN i % 13 = 0 THEN 'sent' ELSE 'delivered' END,
     0, 1, :at, :at, :at,
     CASE WHEN i % 97 = 0 THEN (CASE i % 3 WHEN 0 THEN 'rejected' ELSE 'connection' END) END
-FROM {rows}
+FROM ({integers}) AS n
 """
-_ROWS = {
-    "sqlite": "(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < :n) "
-    "SELECT i FROM s)",
-    "postgres": "generate_series(1, :n) AS s(i)",
-}
 
 
 def add_arguments(parser: Any) -> None:
@@ -67,8 +63,10 @@ async def _measure(backend: str, args: Any, workdir: Path) -> list[Any]:
         start = time.perf_counter()
         async with engine.begin() as conn:
             await conn.execute(
-                sa.text(_SEED.format(rows=_ROWS[backend])),
-                {"n": args.deliveries, "per": args.per_announcement, "at": common.now()},
+                sa.text(_SEED.format(integers=common.integers(backend == "sqlite"))).bindparams(
+                    sa.bindparam("at", type_=UtcDateTime())
+                ),
+                {"count": args.deliveries, "per": args.per_announcement, "at": common.now()},
             )
         if backend == "postgres":
             async with engine.connect() as conn:
