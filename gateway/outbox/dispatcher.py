@@ -297,8 +297,11 @@ class Dispatcher:
             await asyncio.sleep(paused)
         channel = self.channels[channel_name]
         settings = self.config.dispatch
-        now = self.clock.now()
         async with self.engine.begin() as conn:
+            # Read inside the transaction: on SQLite BEGIN IMMEDIATE may have waited for the
+            # write lock (or, anywhere, the pool for a connection), and a lease counted from
+            # before that wait could run out before the batch is even sent.
+            now = self.clock.now()
             batch = await claims.claim(
                 conn,
                 channel=channel_name,
@@ -788,12 +791,13 @@ class _LeaseKeeper:
                 return
             except TimeoutError:
                 pass
-            now = d.clock.now()
+            asked = d.clock.now()
             try:
                 async with d.engine.begin() as conn:
-                    renewed = await claims.renew_leases(
-                        conn, self._ids, now=now, until=now + timedelta(seconds=lease)
-                    )
+                    # A lease still running when renewal was asked is kept, and runs anew from
+                    # the time the write lock was had (as in a claim), not from before the wait.
+                    until = d.clock.now() + timedelta(seconds=lease)
+                    renewed = await claims.renew_leases(conn, self._ids, now=asked, until=until)
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("could not renew a batch's lease: %s", type(exc).__name__)
                 continue

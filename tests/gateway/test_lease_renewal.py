@@ -113,3 +113,61 @@ async def test_a_large_fan_out_refreshes_the_planners_statistics(
                 sa.text("SELECT reltuples FROM pg_class WHERE relname = 'deliveries'")
             )
     assert known == len(phones)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_claim_that_waited_for_the_write_lock_gets_its_whole_lease(
+    aiohttp_client: Any, database_url: str, keys: dict[str, str], monkeypatch: Any
+) -> None:
+    """On SQLite a claim waits its turn for the write lock (``BEGIN IMMEDIATE``) behind
+    another writer; its lease runs from the moment it has the lock. Counted from before the
+    wait, a wait as long as the lease left the batch claimed with its lease already over, for
+    maintenance to hand to another worker while this one was sending it. (PostgreSQL claims
+    do not queue on a lock at BEGIN; a wait for a pooled connection is the same case.)
+    """
+    from datetime import timedelta
+
+    from gateway.appkeys import DISPATCHER
+    from gateway.clock import ManualClock
+    from gateway.outbox import claims
+
+    clock = ManualClock()
+    async with sms_world(
+        aiohttp_client,
+        make_config,
+        database_url,
+        keys,
+        dispatch={"enabled": False, "lease_seconds": 30},
+        clock=clock,
+    ) as (world, sim):
+        await import_numbers(world, numbers(4))
+        await broadcast(world)
+        dispatcher = world.app[DISPATCHER]
+        assert await dispatcher.start_due() == 1
+
+        leases: list[timedelta] = []
+        claim = claims.claim
+
+        async def watched(conn: Any, **kwargs: Any) -> Any:
+            leases.append(kwargs["lease_until"] - clock.now())
+            return await claim(conn, **kwargs)
+
+        monkeypatch.setattr(claims, "claim", watched)
+        holding, release = asyncio.Event(), asyncio.Event()
+
+        async def other_writer() -> None:
+            async with world.engine.begin():  # BEGIN IMMEDIATE: the write lock is ours
+                holding.set()
+                await release.wait()
+
+        writer = asyncio.create_task(other_writer())
+        await holding.wait()
+        run = asyncio.create_task(dispatcher.run_once("sms"))
+        await asyncio.sleep(0.5)
+        assert not run.done()  # queued behind the other writer
+        clock.advance(timedelta(minutes=5))  # the wait outlasts the lease
+        release.set()
+        await writer
+        assert await run == 4
+        assert sim.sent_count.total() == 4
+    assert leases == [timedelta(seconds=30)]
