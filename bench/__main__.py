@@ -117,8 +117,22 @@ def _print_dispatch(result: dict[str, Any], knobs: outbox.Knobs) -> None:
         )
     else:
         rows.append(["Kannel", "-", "-", "-", kannel])
+    channel = result.get("channel")
+    if channel:
+        rows.append(
+            [
+                "Warta's SMS channel alone: official SDK on its threads -> simulator, no database",
+                f"{channel['sent']:,}",
+                f"{channel['rate']:,.0f}",
+                _ratio(channel["rate"], floor),
+                f"{channel['cpu_s'] / max(channel['sent'], 1) * 1e6:.0f} us CPU/recipient; "
+                "the most one process sends through the SDK",
+            ]
+        )
     for backend, w in result["warta"].items():
         note = "" if w["drained"] and w["states"] == {"sent": w["n"]} else f"{w['states']}"
+        if channel and not note:
+            note = f"target >= 0.5x; {_ratio(w['rate'], channel['rate'])} the channel alone"
         rows.append(
             [
                 f"Warta on {backend} (fan-out {w['fanout_s']:.1f} s not counted)",

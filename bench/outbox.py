@@ -174,6 +174,47 @@ async def _floor_client(base_url: str, api_key: str, n: int, concurrency: int) -
     return {"accepted": accepted, "seconds": seconds, "peak_rss_mib": common.vm_hwm_mib()}
 
 
+def channel_child(pipe: Connection, params: dict[str, Any]) -> None:
+    pipe.send("ready")
+    pipe.send(asyncio.run(_channel_only(params)))
+
+
+async def _channel_only(params: dict[str, Any]) -> dict[str, Any]:
+    """Warta's SMS channel alone: the official SDK on its thread pool, no database, no outbox.
+
+    Fed as the dispatcher feeds it (``workers_per_channel`` batches of ``claim_batch`` in
+    flight), so the gap between this and Warta is what the durable outbox costs; and this is
+    the most one process can send through the SDK, whatever the outbox does.
+    """
+    from channels.base import OutgoingMessage
+    from channels.registry import build_channels
+
+    knobs: Knobs = params["knobs"]
+    channel = build_channels(gateway_config(params))["sms"]
+    n, next_start, sent = params["n"], 1, 0
+
+    async def worker() -> None:
+        nonlocal next_start, sent
+        while next_start <= n:
+            start = next_start
+            next_start += knobs.claim_batch
+            batch = [
+                OutgoingMessage(delivery_id=i, recipient=common.phone("2548", i), text=TEXT,
+                                idempotency_key=f"warta-{i}", language="id")
+                for i in range(start, min(start + knobs.claim_batch, n + 1))
+            ]  # fmt: skip
+            results = await channel.send(batch)
+            sent += sum(1 for r in results if r.state.value == "sent")
+
+    cpu_began, began = time.process_time(), time.perf_counter()
+    try:
+        await asyncio.gather(*(worker() for _ in range(knobs.workers_per_channel)))
+    finally:
+        await channel.close()
+    seconds = time.perf_counter() - began
+    return {"sent": sent, "seconds": seconds, "cpu_s": time.process_time() - cpu_began}
+
+
 def dispatch_child(pipe: Connection, params: dict[str, Any]) -> None:
     pipe.send("ready")
     pipe.send(asyncio.run(_dispatch(params)))
@@ -503,6 +544,13 @@ async def bench_dispatch(
         out["floor"] = {**floor, "rate": floor["accepted"] / floor["seconds"],
                         "sim_accepted": _delta(sim.ask("stats"), before)}  # fmt: skip
         common.say(f"  floor: {out['floor']['rate']:,.0f}/s")
+        params = {"n": n, "knobs": knobs, "secrets": secrets, "sim_url": sim.ready,
+                  "url": "sqlite+aiosqlite://"}  # fmt: skip  # the config wants one; never opened
+        before = sim.ask("stats")
+        channel = common.spawn(channel_child, params).finish()
+        out["channel"] = {**channel, "rate": channel["sent"] / channel["seconds"],
+                          "sim_accepted": _delta(sim.ask("stats"), before)}  # fmt: skip
+        common.say(f"  SMS channel alone: {out['channel']['rate']:,.0f}/s")
         for i, backend in enumerate(backends):
             before = sim.ask("stats")
             result = await run_warta(backend, n, sim_url=sim.ready, secrets=secrets, knobs=knobs,
