@@ -15,7 +15,14 @@ import sqlalchemy as sa
 
 from channels.africastalking.simconfig import SimulatorConfig
 from tests.support.config import make_config
-from tests.support.sms import broadcast, import_numbers, numbers, sms_world, wait_for
+from tests.support.sms import (
+    broadcast,
+    import_numbers,
+    numbers,
+    sms_world,
+    started_by_hand,
+    wait_for,
+)
 
 
 def _settled(total: int) -> Any:
@@ -132,19 +139,15 @@ async def test_a_claim_that_waited_for_the_write_lock_gets_its_whole_lease(
     from gateway.outbox import claims
 
     clock = ManualClock()
-    async with sms_world(
+    async with started_by_hand(
         aiohttp_client,
-        make_config,
         database_url,
         keys,
-        dispatch={"enabled": False, "lease_seconds": 30},
-        clock=clock,
-    ) as (world, sim):
-        await import_numbers(world, numbers(4))
-        await broadcast(world)
+        clock,
+        recipients=4,
+        dispatch={"lease_seconds": 30},
+    ) as (world, sim, _approved):
         dispatcher = world.app[DISPATCHER]
-        assert await dispatcher.start_due() == 1
-
         leases: list[timedelta] = []
         claim = claims.claim
 

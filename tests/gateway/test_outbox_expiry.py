@@ -9,8 +9,7 @@ import sqlalchemy as sa
 from gateway.appkeys import DISPATCHER
 from gateway.clock import ManualClock
 from gateway.db.schema import announcements, deliveries
-from tests.support.config import make_config
-from tests.support.sms import broadcast, import_numbers, numbers, sms_world
+from tests.support.sms import started_by_hand
 
 
 async def _states(world) -> dict[str, int]:
@@ -23,14 +22,16 @@ async def _states(world) -> dict[str, int]:
 
 async def test_deliveries_not_sent_by_expiry_become_expired(aiohttp_client, database_url, keys):
     clock = ManualClock()
-    async with sms_world(
-        aiohttp_client, make_config, database_url, keys, dispatch={"enabled": False}, clock=clock
-    ) as (world, sim):
-        await import_numbers(world, numbers(12))
-        expires = clock.now() + timedelta(hours=1)
-        approved = await broadcast(world, expires_at=expires.isoformat())
+    expires = clock.now() + timedelta(hours=1)
+    async with started_by_hand(
+        aiohttp_client,
+        database_url,
+        keys,
+        clock,
+        recipients=12,
+        expires_at=expires.isoformat(),
+    ) as (world, sim, approved):
         dispatcher = world.app[DISPATCHER]
-        assert await dispatcher.start_due() == 1
         clock.advance(timedelta(hours=2))
         # A worker that claims after expiry must not send.
         assert await dispatcher.run_once("sms") == 12
@@ -48,18 +49,16 @@ async def test_housekeeping_expires_queued_deliveries_and_reclaims_leases(
     aiohttp_client, database_url, keys
 ):
     clock = ManualClock()
-    async with sms_world(
+    async with started_by_hand(
         aiohttp_client,
-        make_config,
         database_url,
         keys,
-        dispatch={"enabled": False, "lease_seconds": 30},
-        clock=clock,
-    ) as (world, _sim):
-        await import_numbers(world, numbers(6))
-        await broadcast(world, expires_at=(clock.now() + timedelta(hours=1)).isoformat())
+        clock,
+        recipients=6,
+        dispatch={"lease_seconds": 30},
+        expires_at=(clock.now() + timedelta(hours=1)).isoformat(),
+    ) as (world, _sim, _approved):
         dispatcher = world.app[DISPATCHER]
-        await dispatcher.start_due()
         # A worker claims three and dies: the lease is all that is left of it.
         from gateway.outbox.claims import claim
 

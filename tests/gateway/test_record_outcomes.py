@@ -10,14 +10,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from gateway.appkeys import DISPATCHER
 from gateway.clock import ManualClock
 from gateway.db.schema import deliveries
 from gateway.domain import DeliveryState
 from gateway.outbox import claims
-from tests.support.config import make_config
 from tests.support.plans import captured
-from tests.support.sms import broadcast, import_numbers, numbers, sms_world
+from tests.support.sms import started_by_hand
 
 COLUMNS = (
     "state",
@@ -38,12 +36,11 @@ async def test_every_kind_of_outcome_is_written_as_decided(
     aiohttp_client: Any, database_url: str, keys: dict[str, str]
 ) -> None:
     clock = ManualClock()
-    async with sms_world(
-        aiohttp_client, make_config, database_url, keys, dispatch={"enabled": False}, clock=clock
-    ) as (world, _sim):
-        await import_numbers(world, numbers(2006))
-        await broadcast(world)
-        assert await world.app[DISPATCHER].start_due() == 1
+    async with started_by_hand(aiohttp_client, database_url, keys, clock, recipients=2006) as (
+        world,
+        _sim,
+        _approved,
+    ):
         claimed_at = clock.now()
         async with world.engine.begin() as conn:
             batch = await claims.claim(

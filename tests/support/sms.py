@@ -59,6 +59,30 @@ async def sms_world(
         await sim.stop()
 
 
+@asynccontextmanager
+async def started_by_hand(
+    aiohttp_client: Any, database_url: str, keys: dict[str, str], clock: Clock, **options: Any
+) -> AsyncIterator[tuple[World, AfricasTalkingSimulator, dict[str, Any]]]:
+    """An ``sms_world`` on the test config whose dispatcher the test drives (no workers, no
+    housekeeping loop) on ``clock``, with ``options["recipients"]`` SMS subscribers and one
+    broadcast to them approved and fanned out; ``options["dispatch"]`` adds dispatch settings,
+    the other options are the broadcast's fields. Yields the world, the simulator and the
+    approved announcement.
+    """
+    from gateway.appkeys import DISPATCHER
+    from tests.support.config import make_config
+
+    recipients = options.pop("recipients")
+    dispatch = {**options.pop("dispatch", {}), "enabled": False}
+    async with sms_world(
+        aiohttp_client, make_config, database_url, keys, dispatch=dispatch, clock=clock
+    ) as (world, sim):
+        await import_numbers(world, numbers(recipients))
+        approved = await broadcast(world, **options)
+        assert await world.app[DISPATCHER].start_due() == 1
+        yield world, sim, approved
+
+
 def csv_of(numbers: list[str], **columns: str) -> str:
     header = ["phone", *columns]
     lines = [",".join(header)]
