@@ -335,7 +335,8 @@ async def _dispatch(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _time_statements(engine: Any) -> dict[str, list[float]]:
-    """Wall seconds and calls per SQL statement (by its first words), for ``--statements``."""
+    """Wall seconds and calls per SQL statement (by its first words), and per transaction from
+    BEGIN to COMMIT (by its first statement), for ``--statements``."""
     from sqlalchemy import event
 
     totals: dict[str, list[float]] = {}
@@ -349,6 +350,21 @@ def _time_statements(engine: Any) -> dict[str, list[float]]:
         key = " ".join(statement.split())[:70]
         entry = totals.setdefault(key, [0.0, 0])
         entry[0] += time.perf_counter() - conn.info.pop("bench_began")
+        entry[1] += 1
+        conn.info.setdefault("bench_first", key[:40])
+
+    # A transaction from its BEGIN (on SQLite, once BEGIN IMMEDIATE has the write lock) to its
+    # COMMIT, under "held" and its first statement: how long each kind keeps the lock.
+    @event.listens_for(engine.sync_engine, "begin")
+    def begun(conn: Any) -> None:
+        conn.info["bench_tx"] = time.perf_counter()
+        conn.info.pop("bench_first", None)
+
+    @event.listens_for(engine.sync_engine, "commit")
+    def committed(conn: Any) -> None:
+        key = "held: " + conn.info.get("bench_first", "?")
+        entry = totals.setdefault(key, [0.0, 0])
+        entry[0] += time.perf_counter() - conn.info.pop("bench_tx", time.perf_counter())
         entry[1] += 1
 
     return totals
