@@ -222,14 +222,17 @@ _RECORD_SENT_SQLITE = sa.text(
 )
 
 
-async def record_outcomes(
-    conn: AsyncConnection, outcomes: Sequence[Outcome], *, now: datetime
-) -> int:
-    """Write every outcome of a batch in one statement (two on SQLite); returns rows changed."""
+# A batch's outcomes as statements and their bound values (all but ``now``), made before the
+# transaction that writes them: on SQLite that transaction holds the one write lock.
+PreparedOutcomes = list[tuple[sa.TextClause, dict[str, Any]]]
+
+
+def prepare_outcomes(outcomes: Sequence[Outcome], *, dialect: str) -> PreparedOutcomes:
+    """One statement for the batch (two on SQLite, where plain sends take a shorter form)."""
     if not outcomes:
-        return 0
-    if conn.dialect.name == "sqlite":
-        return await _record_sqlite(conn, outcomes, now=now)
+        return []
+    if dialect == "sqlite":
+        return _prepare_sqlite(outcomes)
     rows: list[tuple[Any, ...]] = []
     for id_, state, pmid, cost, error_kind, reason, next_attempt_at, url, refund in outcomes:
         text, final = _STATE_COLUMNS[state]
@@ -239,14 +242,10 @@ async def record_outcomes(
             (id_, text, pmid, url, cost, error_kind, reason, next_attempt_at, final, refund)
         )
     columns = dict(zip(_PG_COLUMNS, map(list, zip(*rows, strict=True)), strict=True))
-    result = await conn.execute(_RECORD_PG, {**columns, "now": now})
-    return int(result.rowcount or 0)
+    return [(_RECORD_PG, columns)]
 
 
-async def _record_sqlite(
-    conn: AsyncConnection, outcomes: Sequence[Outcome], *, now: datetime
-) -> int:
-    """At most two statements: plain sends in the short form, everything else in full."""
+def _prepare_sqlite(outcomes: Sequence[Outcome]) -> PreparedOutcomes:
     sent: list[tuple[Any, ...]] = []
     rows: list[tuple[Any, ...]] = []
     sent_state = DeliveryState.SENT
@@ -263,12 +262,22 @@ async def _record_sqlite(
             id_, text, pmid, url, price, error_kind, reason, _stamp(next_attempt_at), final,
             int(refund),
         ))  # fmt: skip
+    return [
+        (statement, {"payload": json.dumps(payload)})
+        for statement, payload in ((_RECORD_SENT_SQLITE, sent), (_RECORD_SQLITE, rows))
+        if payload
+    ]
+
+
+async def write_outcomes(
+    conn: AsyncConnection, prepared: PreparedOutcomes, *, now: datetime
+) -> int:
+    """Run what ``prepare_outcomes`` made; returns rows changed."""
+    at: Any = _stamp(now) if conn.dialect.name == "sqlite" else now
     changed = 0
-    stamp = _stamp(now)
-    for statement, payload in ((_RECORD_SENT_SQLITE, sent), (_RECORD_SQLITE, rows)):
-        if payload:
-            result = await conn.execute(statement, {"payload": json.dumps(payload), "now": stamp})
-            changed += int(result.rowcount or 0)
+    for statement, values in prepared:
+        result = await conn.execute(statement, {**values, "now": at})
+        changed += int(result.rowcount or 0)
     return changed
 
 

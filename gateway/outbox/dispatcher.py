@@ -344,10 +344,13 @@ class Dispatcher:
                 {item.announcement_id for item in batch if item.announcement_id is not None}
             )
         fell_back = 0
+        # Made before the transaction: on SQLite it holds the one write lock, which bounds
+        # how fast every worker can claim and record.
+        prepared = claims.prepare_outcomes(outcomes, dialect=self.engine.dialect.name)
         async with self.engine.begin() as conn:
             if sent:
                 await claims.lock_reports(conn, [channel_name])
-            await claims.record_outcomes(conn, outcomes, now=self.clock.now())
+            await claims.write_outcomes(conn, prepared, now=self.clock.now())
             await claims.apply_early_reports(conn, channel=channel_name, ids=sent)
             await claims.stop_recipients(
                 conn, channel=channel_name, delivery_ids=stopped, now=self.clock.now()

@@ -417,9 +417,10 @@ async def test_a_batch_of_failures_falls_back_in_a_bounded_number_of_statements(
         outcomes = [
             Outcome(i, DeliveryState.FAILED, error_kind="rejected", error_reason="x") for i in ids
         ]
+        prepared = claims.prepare_outcomes(outcomes, dialect=gw.world.engine.dialect.name)
         with captured(gw.world.engine) as statements:
             async with gw.world.engine.begin() as conn:
-                await claims.record_outcomes(conn, outcomes, now=now)
+                await claims.write_outcomes(conn, prepared, now=now)
                 queued = await fallback.queue_fallbacks(
                     conn, fallback.failed_among(ids), now=now, rules=rules
                 )

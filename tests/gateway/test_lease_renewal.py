@@ -78,15 +78,15 @@ async def test_a_batch_whose_record_waits_past_its_lease_goes_out_once(
     """
     from gateway.outbox import claims
 
-    record = claims.record_outcomes
+    write = claims.write_outcomes
     waits = [6.0]
 
-    async def slow_record(conn: Any, outcomes: Any, *, now: Any) -> int:
+    async def slow_write(conn: Any, prepared: Any, *, now: Any) -> int:
         if waits:
             await asyncio.sleep(waits.pop())
-        return await record(conn, outcomes, now=now)
+        return await write(conn, prepared, now=now)
 
-    monkeypatch.setattr(claims, "record_outcomes", slow_record)
+    monkeypatch.setattr(claims, "write_outcomes", slow_write)
     await _goes_out_once(
         aiohttp_client,
         database_url,

@@ -85,15 +85,16 @@ async def test_every_kind_of_outcome_is_written_as_decided(
             claims.Outcome(ids[4], DeliveryState.QUEUED, next_attempt_at=retry_at, refund=True),
             claims.Outcome(ids[5], DeliveryState.SENT, provider_message_id="p", url="https://x/1"),
         ]
+        prepared = claims.prepare_outcomes(outcomes, dialect=world.engine.dialect.name)
         with captured(world.engine) as statements:
             async with world.engine.begin() as conn:
-                changed = await claims.record_outcomes(conn, outcomes, now=now)
+                changed = await claims.write_outcomes(conn, prepared, now=now)
         assert changed == 2006
         updates = [s for s, _ in statements if s.lstrip().upper().startswith("UPDATE")]
         assert len(updates) <= 2  # one per form of row, not one per outcome
         # A second record of the same batch finds nothing still sending: it changes nothing.
         async with world.engine.begin() as conn:
-            assert await claims.record_outcomes(conn, outcomes, now=now) == 0
+            assert await claims.write_outcomes(conn, prepared, now=now) == 0
 
         async with world.engine.connect() as conn:
             rows = {
