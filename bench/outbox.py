@@ -182,9 +182,11 @@ def channel_child(pipe: Connection, params: dict[str, Any]) -> None:
 async def _channel_only(params: dict[str, Any]) -> dict[str, Any]:
     """Warta's SMS channel alone: the official SDK on its thread pool, no database, no outbox.
 
-    Fed as the dispatcher feeds it (``workers_per_channel`` batches of ``claim_batch`` in
-    flight), so the gap between this and Warta is what the durable outbox costs; and this is
-    the most one process can send through the SDK, whatever the outbox does.
+    Fed batches of ``claim_batch``, ``workers_per_channel`` at a time, as the dispatcher's
+    workers claim them (the dispatcher hands a batch over in requests of ``batch_size``;
+    ``send`` splits it the same way itself). The gap between this and Warta is what the
+    durable outbox costs, and this is the most one process can send through the SDK, whatever
+    the outbox does.
     """
     from channels.base import OutgoingMessage
     from channels.registry import build_channels

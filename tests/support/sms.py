@@ -61,24 +61,29 @@ async def sms_world(
 
 @asynccontextmanager
 async def started_by_hand(
-    aiohttp_client: Any, database_url: str, keys: dict[str, str], clock: Clock, **options: Any
+    aiohttp_client: Any,
+    database_url: str,
+    keys: dict[str, str],
+    clock: Clock,
+    *,
+    recipients: int,
+    dispatch: dict[str, Any] | None = None,
+    **fields: Any,
 ) -> AsyncIterator[tuple[World, AfricasTalkingSimulator, dict[str, Any]]]:
     """An ``sms_world`` on the test config whose dispatcher the test drives (no workers, no
-    housekeeping loop) on ``clock``, with ``options["recipients"]`` SMS subscribers and one
-    broadcast to them approved and fanned out; ``options["dispatch"]`` adds dispatch settings,
-    the other options are the broadcast's fields. Yields the world, the simulator and the
+    housekeeping loop) on ``clock``, with ``recipients`` SMS subscribers and one broadcast to
+    them (``fields``) approved and fanned out. Yields the world, the simulator and the
     approved announcement.
     """
     from gateway.appkeys import DISPATCHER
     from tests.support.config import make_config
 
-    recipients = options.pop("recipients")
-    dispatch = {**options.pop("dispatch", {}), "enabled": False}
+    settings = {**(dispatch or {}), "enabled": False}
     async with sms_world(
-        aiohttp_client, make_config, database_url, keys, dispatch=dispatch, clock=clock
+        aiohttp_client, make_config, database_url, keys, dispatch=settings, clock=clock
     ) as (world, sim):
         await import_numbers(world, numbers(recipients))
-        approved = await broadcast(world, **options)
+        approved = await broadcast(world, **fields)
         assert await world.app[DISPATCHER].start_due() == 1
         yield world, sim, approved
 
