@@ -67,8 +67,8 @@ class DeliveryFigures:
 
 
 # PostgreSQL (and ``python -m bench metrics``, as the baseline): one grouped query, which it
-# scans in parallel and hash-aggregates (2,000,000 deliveries: 0.57 s; the two SQLite
-# statements below took 0.67 s there).
+# scans in parallel and hash-aggregates (2,000,000 deliveries: 0.44 s, median of 5 in
+# bench/RESULTS.md; the two SQLite statements below took 0.67 s there).
 _GROUPED = sa.select(
     deliveries.c.channel, deliveries.c.state, deliveries.c.error_kind, sa.func.count()
 ).group_by(deliveries.c.channel, deliveries.c.state, deliveries.c.error_kind)

@@ -11,8 +11,10 @@ from typing import Any
 
 from channels.africastalking.simconfig import SimulatorConfig
 from channels.africastalking.simulator import AfricasTalkingSimulator
+from gateway.appkeys import DISPATCHER
 from gateway.clock import Clock
 from gateway.domain import Role
+from tests.support.config import make_config
 from tests.support.world import World
 
 
@@ -75,9 +77,6 @@ async def started_by_hand(
     them (``fields``) approved and fanned out. Yields the world, the simulator and the
     approved announcement.
     """
-    from gateway.appkeys import DISPATCHER
-    from tests.support.config import make_config
-
     settings = {**(dispatch or {}), "enabled": False}
     async with sms_world(
         aiohttp_client, make_config, database_url, keys, dispatch=settings, clock=clock
