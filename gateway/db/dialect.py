@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 def insert_ignoring_conflicts(
-    conn: AsyncConnection, table: Table, conflict_columns: Sequence[str] | None = None
+    conn: Connection | AsyncConnection, table: Table, conflict_columns: Sequence[str] | None = None
 ) -> Any:
     """``INSERT … ON CONFLICT (cols) DO NOTHING`` for the connection's backend."""
     if conn.dialect.name == "postgresql":

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -42,16 +42,15 @@ def create_engine(config: DatabaseConfig) -> AsyncEngine:
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         kwargs["connect_args"] = {"timeout": config.busy_timeout_ms / 1000}
         engine = create_async_engine(url, **kwargs)
-        _tune_sqlite(engine, config.busy_timeout_ms)
+        tune_sqlite(engine.sync_engine, config.busy_timeout_ms)
         return engine
     kwargs.update(pool_size=config.pool_size, max_overflow=config.pool_size, pool_pre_ping=True)
     return create_async_engine(url, **kwargs)
 
 
-def _tune_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
+def tune_sqlite(sync_engine: Engine, busy_timeout_ms: int) -> None:
+    """WAL, the busy timeout, foreign keys, and ``BEGIN IMMEDIATE`` for every write."""
     from gateway.db.errors import invalidate_stale_connection
-
-    sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -22,6 +22,7 @@ from operator import itemgetter
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy import Connection
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -121,11 +122,11 @@ _CLAIM_PG = (
 )
 
 
-async def claim(
-    conn: AsyncConnection, *, channel: str, limit: int, now: datetime, lease_until: datetime
+def claim(
+    conn: Connection, *, channel: str, limit: int, now: datetime, lease_until: datetime
 ) -> list[Claimed]:
     """Claim up to ``limit`` due deliveries of ``channel``, most urgent first; in id order."""
-    result = await conn.execute(
+    result = conn.execute(
         _CLAIM_PG if conn.dialect.name == "postgresql" else _CLAIM,
         {
             "claim_channel": channel,
@@ -137,6 +138,23 @@ async def claim(
     claimed = list(map(Claimed._make, result))
     claimed.sort(key=itemgetter(0))
     return claimed
+
+
+def give_back(conn: Connection, batch: Sequence[Claimed]) -> None:
+    """A batch claimed for a worker that stopped before sending it goes back to the queue as
+    it was: no lease, the claim's attempt not counted."""
+    if not batch:
+        return
+    conn.execute(
+        sa.update(deliveries)
+        .where(_among(conn), deliveries.c.state == DeliveryState.SENDING.value)
+        .values(
+            state=DeliveryState.QUEUED.value,
+            lease_until=None,
+            attempts=deliveries.c.attempts - 1,
+        ),
+        _ids(conn, [item.id for item in batch]),
+    )
 
 
 def _stamp(value: datetime | None) -> str | None:
@@ -269,14 +287,12 @@ def _prepare_sqlite(outcomes: Sequence[Outcome]) -> PreparedOutcomes:
     ]
 
 
-async def write_outcomes(
-    conn: AsyncConnection, prepared: PreparedOutcomes, *, now: datetime
-) -> int:
+def write_outcomes(conn: Connection, prepared: PreparedOutcomes, *, now: datetime) -> int:
     """Run what ``prepare_outcomes`` made; returns rows changed."""
     at: Any = _stamp(now) if conn.dialect.name == "sqlite" else now
     changed = 0
     for statement, values in prepared:
-        result = await conn.execute(statement, {**values, "now": at})
+        result = conn.execute(statement, {**values, "now": at})
         changed += int(result.rowcount or 0)
     return changed
 
@@ -293,22 +309,22 @@ _AMONG = {
 }
 
 
-def _dialect(conn: AsyncConnection) -> str:
+def _dialect(conn: Connection | AsyncConnection) -> str:
     return "sqlite" if conn.dialect.name == "sqlite" else "postgresql"
 
 
-def _among(conn: AsyncConnection) -> sa.ColumnElement[bool]:
+def _among(conn: Connection | AsyncConnection) -> sa.ColumnElement[bool]:
     """``deliveries.id IN ids``, the ids bound by ``_ids``."""
     return _AMONG[_dialect(conn)]
 
 
-def _ids(conn: AsyncConnection, ids: Sequence[int]) -> dict[str, Any]:
+def _ids(conn: Connection | AsyncConnection, ids: Sequence[int]) -> dict[str, Any]:
     if _dialect(conn) == "sqlite":
         return {"among_ids_json": json.dumps(list(ids))}
     return {"among_ids": list(ids)}
 
 
-async def lock_reports(conn: AsyncConnection, channels: Sequence[str]) -> None:
+def lock_reports(conn: Connection, channels: Sequence[str]) -> None:
     """Serialise "record a send" with "store a report" per channel, on PostgreSQL.
 
     Under READ COMMITTED, a report stored while the send's outcome is being recorded would
@@ -321,7 +337,7 @@ async def lock_reports(conn: AsyncConnection, channels: Sequence[str]) -> None:
         return
     for channel in sorted(set(channels)):
         key = 7_100_000_000 + zlib.crc32(channel.encode())
-        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
 
 def _early_reports(dialect: str) -> sa.Update:
@@ -369,16 +385,16 @@ def _early_reports(dialect: str) -> sa.Update:
 _EARLY_REPORTS = {dialect: _early_reports(dialect) for dialect in _AMONG}
 
 
-async def apply_early_reports(conn: AsyncConnection, *, channel: str, ids: Sequence[int]) -> None:
+def apply_early_reports(conn: Connection, *, channel: str, ids: Sequence[int]) -> None:
     """A delivery report can overtake the record of its send; apply the ones already stored."""
     if not ids:
         return
     statement = _EARLY_REPORTS[_dialect(conn)]
-    await conn.execute(statement, {"early_channel": channel, **_ids(conn, ids)})
+    conn.execute(statement, {"early_channel": channel, **_ids(conn, ids)})
 
 
-async def stop_recipients(
-    conn: AsyncConnection, *, channel: str, delivery_ids: Sequence[int], now: datetime
+def stop_recipients(
+    conn: Connection, *, channel: str, delivery_ids: Sequence[int], now: datetime
 ) -> None:
     """The provider says these citizens stopped us: opt them out of the channel and cancel
     whatever else is queued for them there."""
@@ -387,7 +403,7 @@ async def stop_recipients(
     who = sa.select(deliveries.c.subscriber_id).where(
         deliveries.c.id.in_(delivery_ids), deliveries.c.subscriber_id.is_not(None)
     )
-    await conn.execute(
+    conn.execute(
         sa.update(subscriber_channels)
         .where(
             subscriber_channels.c.channel == channel,
@@ -396,7 +412,7 @@ async def stop_recipients(
         )
         .values(opted_out_at=now)
     )
-    await conn.execute(
+    conn.execute(
         sa.update(deliveries)
         .where(
             deliveries.c.channel == channel,
@@ -434,9 +450,7 @@ async def reclaim_expired_leases(conn: AsyncConnection, *, now: datetime, max_at
     return int(result.rowcount or 0)
 
 
-async def renew_leases(
-    conn: AsyncConnection, ids: Sequence[int], *, now: datetime, until: datetime
-) -> int:
+def renew_leases(conn: Connection, ids: Sequence[int], *, now: datetime, until: datetime) -> int:
     """A batch still in its worker's hands keeps its lease (one statement for the batch).
 
     Only deliveries still ``sending`` under a lease that has not run out are renewed: one that
@@ -444,7 +458,7 @@ async def renew_leases(
     """
     if not ids:
         return 0
-    result = await conn.execute(
+    result = conn.execute(
         sa.update(deliveries)
         .where(
             _among(conn),

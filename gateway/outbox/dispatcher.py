@@ -27,6 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from aiohttp import web
+from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -34,6 +35,7 @@ from channels.base import Channel, OutgoingMessage, SendResult
 from gateway.clock import Clock
 from gateway.config import WartaConfig
 from gateway.db.schema import agencies, announcements, deliveries
+from gateway.db.writer import Writer
 from gateway.domain import CHANNELS, AnnouncementStatus, DeliveryState
 from gateway.errors import ChannelError, HandedBack, RecipientStopped, Throttled
 from gateway.outbox import claims, fallback, fanout, quiet
@@ -70,6 +72,9 @@ class Dispatcher:
         channels: Mapping[str, Channel],
     ) -> None:
         self.engine = engine
+        # Claims, records and lease renewals: on SQLite each whole in one thread, so the write
+        # lock is held for the database's work, not while the loop sends.
+        self.writer = Writer(engine, busy_timeout_ms=config.database.busy_timeout_ms)
         self.clock = clock
         self.config = config
         self.vault = vault
@@ -137,6 +142,7 @@ class Dispatcher:
         self._tasks.clear()
         for channel in self.channels.values():
             await channel.close()
+        self.writer.close()
 
     def wake_starter(self) -> None:
         self._wake_starter.set()
@@ -296,19 +302,19 @@ class Dispatcher:
         if paused > 0:
             await asyncio.sleep(paused)
         channel = self.channels[channel_name]
-        settings = self.config.dispatch
-        async with self.engine.begin() as conn:
+        limit = self.claim_size(channel)
+        lease = timedelta(seconds=self.config.dispatch.lease_seconds)
+
+        def take(conn: Connection) -> list[claims.Claimed]:
             # Read inside the transaction: on SQLite BEGIN IMMEDIATE may have waited for the
             # write lock (or, anywhere, the pool for a connection), and a lease counted from
             # before that wait could run out before the batch is even sent.
             now = self.clock.now()
-            batch = await claims.claim(
-                conn,
-                channel=channel_name,
-                limit=self.claim_size(channel),
-                now=now,
-                lease_until=now + timedelta(seconds=settings.lease_seconds),
+            return claims.claim(
+                conn, channel=channel_name, limit=limit, now=now, lease_until=now + lease
             )
+
+        batch = await self.writer.run(take, undo=claims.give_back)
         if not batch:
             return 0
         # The lease is kept until the outcomes are recorded, not only while sending: a record
@@ -343,23 +349,24 @@ class Dispatcher:
             rules = await self._fallback_rules(
                 {item.announcement_id for item in batch if item.announcement_id is not None}
             )
-        fell_back = 0
         # Made before the transaction: on SQLite it holds the one write lock, which bounds
         # how fast every worker can claim and record.
         prepared = claims.prepare_outcomes(outcomes, dialect=self.engine.dialect.name)
-        async with self.engine.begin() as conn:
+
+        def write(conn: Connection) -> int:
             if sent:
-                await claims.lock_reports(conn, [channel_name])
-            await claims.write_outcomes(conn, prepared, now=self.clock.now())
-            await claims.apply_early_reports(conn, channel=channel_name, ids=sent)
-            await claims.stop_recipients(
-                conn, channel=channel_name, delivery_ids=stopped, now=self.clock.now()
+                claims.lock_reports(conn, [channel_name])
+            now = self.clock.now()
+            claims.write_outcomes(conn, prepared, now=now)
+            claims.apply_early_reports(conn, channel=channel_name, ids=sent)
+            claims.stop_recipients(conn, channel=channel_name, delivery_ids=stopped, now=now)
+            if rules is None:
+                return 0
+            return fallback.queue_fallbacks(
+                conn, fallback.failed_among(failed), now=now, rules=rules
             )
-            if rules is not None:
-                fell_back = await fallback.queue_fallbacks(
-                    conn, fallback.failed_among(failed), now=self.clock.now(), rules=rules
-                )
-        return fell_back
+
+        return await self.writer.run(write)
 
     async def _send_batch(
         self, channel: Channel, batch: Sequence[claims.Claimed]
@@ -724,7 +731,9 @@ class Dispatcher:
                 .values(state=DeliveryState.EXPIRED.value, finished_at=now, error_reason="expired")
             )
             for source in sweep:
-                fell_back += await fallback.queue_fallbacks(conn, source, now=now, rules=rules)
+                fell_back += await conn.run_sync(
+                    fallback.queue_fallbacks, source, now=now, rules=rules
+                )
             # To the morning before any worker can claim them, not at the scheduler's next
             # pass (every 30 s): what was queued again at night (a dead worker's batch, a
             # fallback), and, in the first minute of quiet hours, what a broadcast still
@@ -795,12 +804,15 @@ class _LeaseKeeper:
             except TimeoutError:
                 pass
             asked = d.clock.now()
+
+            def renew(conn: Connection, asked: datetime = asked) -> int:
+                # A lease still running when renewal was asked is kept, and runs anew from the
+                # time the write lock was had (as in a claim), not from before the wait.
+                until = d.clock.now() + timedelta(seconds=lease)
+                return claims.renew_leases(conn, self._ids, now=asked, until=until)
+
             try:
-                async with d.engine.begin() as conn:
-                    # A lease still running when renewal was asked is kept, and runs anew from
-                    # the time the write lock was had (as in a claim), not from before the wait.
-                    until = d.clock.now() + timedelta(seconds=lease)
-                    renewed = await claims.renew_leases(conn, self._ids, now=asked, until=until)
+                renewed = await d.writer.run(renew)
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("could not renew a batch's lease: %s", type(exc).__name__)
                 continue

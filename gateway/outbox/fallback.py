@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.dialect import insert_ignoring_conflicts
@@ -197,8 +198,8 @@ async def source_announcements(
     return [int(announcement_id) for (announcement_id,) in rows]
 
 
-async def queue_fallbacks(
-    conn: AsyncConnection, source: sa.ColumnElement[bool], *, now: datetime, rules: FallbackRules
+def queue_fallbacks(
+    conn: Connection, source: sa.ColumnElement[bool], *, now: datetime, rules: FallbackRules
 ) -> int:
     """Queue the stand-in for every delivery ``source`` selects, in one statement.
 
@@ -301,7 +302,7 @@ async def queue_fallbacks(
     statement = insert_ignoring_conflicts(conn, deliveries).from_select(
         list(_FALLBACK_COLUMNS), first
     )
-    result = await conn.execute(statement)
+    result = conn.execute(statement)
     return int(result.rowcount or 0)
 
 

@@ -191,7 +191,7 @@ class ReportWriter:
                 batch.append(self._queue.get_nowait())
             try:
                 async with self.engine.begin() as conn:
-                    await lock_reports(conn, [p.channel for p in batch])
+                    await conn.run_sync(lock_reports, [p.channel for p in batch])
                     await write_reports(
                         conn, [(p.channel, p.report) for p in batch], now=self.clock.now()
                     )

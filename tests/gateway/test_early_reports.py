@@ -67,7 +67,7 @@ async def test_an_early_failure_report_keeps_its_reason(engine: AsyncEngine) -> 
         )
 
     async with engine.begin() as conn:
-        await apply_early_reports(conn, channel="voice", ids=ids)
+        await conn.run_sync(apply_early_reports, channel="voice", ids=ids)
 
     async with engine.connect() as conn:
         rows = (

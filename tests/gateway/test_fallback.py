@@ -401,8 +401,8 @@ async def test_a_batch_of_failures_falls_back_in_a_bounded_number_of_statements(
         announcement = await start(gw, channels=["whatsapp"])
         now = gw.clock.now()
         async with gw.world.engine.begin() as conn:
-            batch = await claims.claim(
-                conn,
+            batch = await conn.run_sync(
+                claims.claim,
                 channel="whatsapp",
                 limit=size,
                 now=now,
@@ -420,9 +420,9 @@ async def test_a_batch_of_failures_falls_back_in_a_bounded_number_of_statements(
         prepared = claims.prepare_outcomes(outcomes, dialect=gw.world.engine.dialect.name)
         with captured(gw.world.engine) as statements:
             async with gw.world.engine.begin() as conn:
-                await claims.write_outcomes(conn, prepared, now=now)
-                queued = await fallback.queue_fallbacks(
-                    conn, fallback.failed_among(ids), now=now, rules=rules
+                await conn.run_sync(claims.write_outcomes, prepared, now=now)
+                queued = await conn.run_sync(
+                    fallback.queue_fallbacks, fallback.failed_among(ids), now=now, rules=rules
                 )
         await gw.dispatcher.housekeeping()  # the sweep sees them too, and adds nothing
         rows = await gw.rows(announcement)

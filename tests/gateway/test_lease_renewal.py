@@ -76,17 +76,17 @@ async def test_a_batch_whose_record_waits_past_its_lease_goes_out_once(
     a 1 s lease, a loaded CI machine once stalled long enough between the claim and the first
     renewal for the lease to run out before any renewal could keep it.)
     """
-    from gateway.outbox import claims
+    from gateway.outbox.dispatcher import Dispatcher
 
-    write = claims.write_outcomes
+    record = Dispatcher._record
     waits = [6.0]
 
-    async def slow_write(conn: Any, prepared: Any, *, now: Any) -> int:
+    async def slow_record(self: Dispatcher, *args: Any) -> int:
         if waits:
             await asyncio.sleep(waits.pop())
-        return await write(conn, prepared, now=now)
+        return await record(self, *args)
 
-    monkeypatch.setattr(claims, "write_outcomes", slow_write)
+    monkeypatch.setattr(Dispatcher, "_record", slow_record)
     await _goes_out_once(
         aiohttp_client,
         database_url,
@@ -151,9 +151,9 @@ async def test_a_claim_that_waited_for_the_write_lock_gets_its_whole_lease(
         leases: list[timedelta] = []
         claim = claims.claim
 
-        async def watched(conn: Any, **kwargs: Any) -> Any:
+        def watched(conn: Any, **kwargs: Any) -> Any:
             leases.append(kwargs["lease_until"] - clock.now())
-            return await claim(conn, **kwargs)
+            return claim(conn, **kwargs)
 
         monkeypatch.setattr(claims, "claim", watched)
         holding, release = asyncio.Event(), asyncio.Event()

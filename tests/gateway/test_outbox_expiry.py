@@ -63,8 +63,8 @@ async def test_housekeeping_expires_queued_deliveries_and_reclaims_leases(
         from gateway.outbox.claims import claim
 
         async with world.engine.begin() as conn:
-            taken = await claim(
-                conn,
+            taken = await conn.run_sync(
+                claim,
                 channel="sms",
                 limit=3,
                 now=clock.now(),

@@ -43,8 +43,8 @@ async def test_every_kind_of_outcome_is_written_as_decided(
     ):
         claimed_at = clock.now()
         async with world.engine.begin() as conn:
-            batch = await claims.claim(
-                conn,
+            batch = await conn.run_sync(
+                claims.claim,
                 channel="sms",
                 limit=2006,
                 now=claimed_at,
@@ -88,13 +88,13 @@ async def test_every_kind_of_outcome_is_written_as_decided(
         prepared = claims.prepare_outcomes(outcomes, dialect=world.engine.dialect.name)
         with captured(world.engine) as statements:
             async with world.engine.begin() as conn:
-                changed = await claims.write_outcomes(conn, prepared, now=now)
+                changed = await conn.run_sync(claims.write_outcomes, prepared, now=now)
         assert changed == 2006
         updates = [s for s, _ in statements if s.lstrip().upper().startswith("UPDATE")]
         assert len(updates) <= 2  # one per form of row, not one per outcome
         # A second record of the same batch finds nothing still sending: it changes nothing.
         async with world.engine.begin() as conn:
-            assert await claims.write_outcomes(conn, prepared, now=now) == 0
+            assert await conn.run_sync(claims.write_outcomes, prepared, now=now) == 0
 
         async with world.engine.connect() as conn:
             rows = {

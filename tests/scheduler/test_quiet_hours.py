@@ -139,8 +139,8 @@ async def _defer_again(world, announcement_id: int, clock) -> int:
 
 async def _claim(world, clock) -> int:
     async with world.engine.begin() as conn:
-        taken = await claims.claim(
-            conn,
+        taken = await conn.run_sync(
+            claims.claim,
             channel="sms",
             limit=100,
             now=clock.now(),
