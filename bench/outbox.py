@@ -190,9 +190,11 @@ async def _channel_only(params: dict[str, Any]) -> dict[str, Any]:
     """
     from channels.base import OutgoingMessage
     from channels.registry import build_channels
+    from gateway.app import settle_process
 
     knobs: Knobs = params["knobs"]
     channel = build_channels(gateway_config(params))["sms"]
+    settle_process()  # as in a Warta process
     n, next_start, sent = params["n"], 1, 0
 
     async def worker() -> None:
@@ -258,7 +260,7 @@ def gateway_config(params: dict[str, Any]) -> Any:
 async def _dispatch(params: dict[str, Any]) -> dict[str, Any]:
     """Real Dispatcher + real SmsChannel + real database: fan out, then drain the outbox."""
     from channels.registry import build_channels
-    from gateway.app import vault_from_config
+    from gateway.app import settle_process, vault_from_config
     from gateway.clock import SystemClock
     from gateway.db.engine import create_engine
     from gateway.outbox.dispatcher import Dispatcher
@@ -301,8 +303,9 @@ async def _dispatch(params: dict[str, Any]) -> dict[str, Any]:
 
     gc.callbacks.append(gc_clock)
     profiler = _start_profile(params.get("profile"))
-    # As `warta serve` does once it is up: start-up objects out of the collector's scans.
-    gc.freeze()
+    # As `warta serve` does once it is up: the GIL handed over sooner, start-up objects out
+    # of the collector's scans.
+    settle_process()
     cpu_began = time.process_time()
     await dispatcher.start()
     deadline = fanned + params["timeout_s"]

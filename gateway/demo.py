@@ -287,7 +287,7 @@ async def watch_progress(
 async def run_demo(
     *, host: str, port: int, data_dir: Path, subscribers_per_agency: int, broadcast: bool
 ) -> None:
-    from gateway.app import create_app
+    from gateway.app import create_app, settle_process
     from gateway.cli import stop_signal
     from gateway.db.migrate import upgrade_async
     from gateway.demo_sims import DemoSimulators
@@ -314,6 +314,7 @@ async def run_demo(
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
+        settle_process()
         creds_path = data_dir / "demo-credentials.json"
         first_run = not creds_path.exists()
         if first_run:

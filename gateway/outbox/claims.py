@@ -1,9 +1,10 @@
 """The outbox's set-based statements: claim a batch, record a batch of outcomes, reclaim leases.
 
-Claim (one statement): ``UPDATE … SET state='sending', lease_until=… WHERE id IN (SELECT id …
-ORDER BY priority, next_attempt_at, id LIMIT n FOR UPDATE SKIP LOCKED) RETURNING …``. On
-PostgreSQL, SKIP LOCKED lets any number of workers in any number of processes claim disjoint
-batches; on SQLite the statement runs inside ``BEGIN IMMEDIATE``, which serialises writers.
+Claim, PostgreSQL (one statement): ``UPDATE … SET state='sending', lease_until=… FROM (SELECT
+id … ORDER BY priority, next_attempt_at, id LIMIT n FOR UPDATE SKIP LOCKED) RETURNING …``; SKIP
+LOCKED lets any number of workers in any number of processes claim disjoint batches. SQLite
+(three statements inside ``BEGIN IMMEDIATE``, which serialises writers): the same ids as one
+JSON array, the UPDATE of those ids, the claimed rows as one JSON array.
 
 Outcomes (one statement per batch whatever the mix of results; on SQLite a second one, as
 plain sends travel in a shorter form): the per-row values travel as arrays unpacked by
@@ -99,13 +100,38 @@ _CLAIMABLE_IDS = (
     .limit(sa.bindparam("claim_limit", type_=sa.Integer))
     .with_for_update(skip_locked=True)
 )
-# Built once: a statement object is only compiled and cache-keyed on its first use. The
-# claimed rows carry the subscriber's number and chat id, so a claim is one round trip.
-_CLAIM = (
-    sa.update(deliveries)
-    .where(deliveries.c.id.in_(_CLAIMABLE_IDS.scalar_subquery()))
-    .values(_CLAIM_VALUES)
-    .returning(*_CLAIM_RETURNING)
+# SQLite: three statements that each answer in one row. The sqlite3 module lets go of the GIL
+# for every row it steps through; a RETURNING of 2,000 rows in the writer's thread
+# (gateway.db.writer) then waited up to a switch interval for the GIL 2,000 times while the
+# event loop was busy, holding the write lock all along. Here the ids, then the claimed rows,
+# come back as one JSON array each (the ciphertext in hex): one wait per statement.
+_CLAIMABLE_SQLITE = sa.text(
+    """
+    SELECT json_group_array(id) FROM (
+        SELECT id FROM deliveries
+        WHERE state = 'queued' AND channel = :channel AND next_attempt_at <= :now
+        ORDER BY priority, next_attempt_at, id
+        LIMIT :limit
+    )
+    """
+)
+_TAKE_SQLITE = sa.text(
+    """
+    UPDATE deliveries SET state = 'sending', attempts = attempts + 1, lease_until = :lease_until
+    WHERE id IN (SELECT value FROM json_each(:ids))
+    """
+)
+# The chat id only for Telegram: the other channels would read the subscriber row twice.
+_CLAIMED_SQLITE = sa.text(
+    """
+    SELECT json_group_array(json_array(
+        d.id, d.announcement_id, d.subscriber_id, d.language, d.attempts,
+        hex(COALESCE(d.recipient_ciphertext, s.phone_ciphertext)),
+        CASE WHEN d.channel = 'telegram' THEN s.telegram_chat_id END,
+        d.account, d.body))
+    FROM deliveries AS d LEFT JOIN subscribers AS s ON s.id = d.subscriber_id
+    WHERE d.id IN (SELECT value FROM json_each(:ids))
+    """
 )
 
 
@@ -126,8 +152,10 @@ def claim(
     conn: Connection, *, channel: str, limit: int, now: datetime, lease_until: datetime
 ) -> list[Claimed]:
     """Claim up to ``limit`` due deliveries of ``channel``, most urgent first; in id order."""
+    if conn.dialect.name == "sqlite":
+        return _claim_sqlite(conn, channel=channel, limit=limit, now=now, lease_until=lease_until)
     result = conn.execute(
-        _CLAIM_PG if conn.dialect.name == "postgresql" else _CLAIM,
+        _CLAIM_PG,
         {
             "claim_channel": channel,
             "claim_now": now,
@@ -136,6 +164,25 @@ def claim(
         },
     )
     claimed = list(map(Claimed._make, result))
+    claimed.sort(key=itemgetter(0))
+    return claimed
+
+
+def _claim_sqlite(
+    conn: Connection, *, channel: str, limit: int, now: datetime, lease_until: datetime
+) -> list[Claimed]:
+    ids = conn.execute(
+        _CLAIMABLE_SQLITE, {"channel": channel, "now": _stamp(now), "limit": limit}
+    ).scalar_one()
+    if ids == "[]":
+        return []
+    conn.execute(_TAKE_SQLITE, {"lease_until": _stamp(lease_until), "ids": ids})
+    rows = json.loads(conn.execute(_CLAIMED_SQLITE, {"ids": ids}).scalar_one())
+    claimed = [
+        Claimed(id_, announcement, subscriber, language, attempts,
+                bytes.fromhex(cipher) if cipher else None, chat, account, body)
+        for id_, announcement, subscriber, language, attempts, cipher, chat, account, body in rows
+    ]  # fmt: skip
     claimed.sort(key=itemgetter(0))
     return claimed
 
