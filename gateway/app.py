@@ -26,7 +26,7 @@ from gateway.api import (
 from gateway.api.errors import error_middleware
 from gateway.api.openapi import build_openapi
 from gateway.api.routing import ApiRoutes
-from gateway.appkeys import CLOCK, CONFIG, DISPATCHER, ENGINE, RENDERER, REPORTS, VAULT
+from gateway.appkeys import CLOCK, CONFIG, DISPATCHER, ENGINE, RENDERER, REPORTS, VAULT, WRITER
 from gateway.attempts import AttemptLimit
 from gateway.auth import auth_middleware
 from gateway.clock import Clock, SystemClock
@@ -80,10 +80,13 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _outbox(app: web.Application) -> AsyncIterator[None]:
+    from gateway.db.writer import Writer
     from gateway.outbox.dispatcher import Dispatcher
     from gateway.outbox.reports import ReportWriter
 
-    reports = ReportWriter(app[ENGINE], clock=app[CLOCK])
+    writer = Writer(app[ENGINE], busy_timeout_ms=app[CONFIG].database.busy_timeout_ms)
+    app[WRITER] = writer
+    reports = ReportWriter(app[ENGINE], clock=app[CLOCK], writer=writer)
     await reports.start()
     app[REPORTS] = reports
     dispatcher = Dispatcher.from_app(app)
@@ -95,6 +98,7 @@ async def _outbox(app: web.Application) -> AsyncIterator[None]:
     finally:
         await dispatcher.stop()
         await reports.stop()
+        writer.close()
 
 
 def create_app(

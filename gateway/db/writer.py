@@ -1,4 +1,5 @@
-"""Write transactions that run whole, in one go: the dispatcher's claims, records and renewals.
+"""Write transactions that run whole, in one go: the outbox's claims, records, lease renewals
+and delivery reports.
 
 On a SQLite file, SQLite has one write lock for the whole database, held from ``BEGIN
 IMMEDIATE`` to ``COMMIT``. Through the async engine each step of a transaction (BEGIN, every
@@ -36,7 +37,7 @@ class Writer:
     writer's own thread, so it must not touch the event loop.
     """
 
-    def __init__(self, engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
+    def __init__(self, engine: AsyncEngine, *, busy_timeout_ms: int = 30_000) -> None:
         self._engine = engine
         self.sync_engine: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None

@@ -70,11 +70,13 @@ class Dispatcher:
         vault: PhoneVault,
         renderer: Renderer,
         channels: Mapping[str, Channel],
+        writer: Writer | None = None,
     ) -> None:
         self.engine = engine
         # Claims, records and lease renewals: on SQLite each whole in one thread, so the write
         # lock is held for the database's work, not while the loop sends.
-        self.writer = Writer(engine, busy_timeout_ms=config.database.busy_timeout_ms)
+        self.writer = writer or Writer(engine, busy_timeout_ms=config.database.busy_timeout_ms)
+        self._owns_writer = writer is None
         self.clock = clock
         self.config = config
         self.vault = vault
@@ -105,7 +107,7 @@ class Dispatcher:
     @classmethod
     def from_app(cls, app: web.Application) -> Dispatcher:
         from channels.registry import build_channels
-        from gateway.appkeys import CLOCK, CONFIG, ENGINE, RENDERER, VAULT
+        from gateway.appkeys import CLOCK, CONFIG, ENGINE, RENDERER, VAULT, WRITER
 
         return cls(
             engine=app[ENGINE],
@@ -114,6 +116,7 @@ class Dispatcher:
             vault=app[VAULT],
             renderer=app[RENDERER],
             channels=build_channels(app[CONFIG]),
+            writer=app[WRITER],
         )
 
     # -- life cycle -------------------------------------------------------------------------
@@ -142,7 +145,8 @@ class Dispatcher:
         self._tasks.clear()
         for channel in self.channels.values():
             await channel.close()
-        self.writer.close()
+        if self._owns_writer:
+            self.writer.close()
 
     def wake_starter(self) -> None:
         self._wake_starter.set()

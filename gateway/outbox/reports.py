@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from channels.base import DeliveryReport
 from gateway.clock import Clock
+from gateway.db.writer import Writer
 from gateway.domain import DeliveryState
 from gateway.outbox.claims import _stamp, lock_reports
 
@@ -96,8 +98,8 @@ class _Pending:
     done: asyncio.Future[None]
 
 
-async def write_reports(
-    conn: AsyncConnection, items: list[tuple[str, DeliveryReport]], *, now: object
+def write_reports(
+    conn: Connection, items: list[tuple[str, DeliveryReport]], *, now: object
 ) -> None:
     """Store reports and finish the deliveries they are about (two statements)."""
     if not items:
@@ -119,21 +121,19 @@ async def write_reports(
     # runs the INSERT once per row): one JSON document on SQLite, arrays on PostgreSQL.
     if conn.dialect.name == "sqlite":
         payload = [(*row[:5], None if row[5] is None else str(row[5])) for row in rows]
-        await conn.execute(
+        conn.execute(
             _INSERT_SQLITE,
             {"payload": json.dumps(payload), "now": _stamp(now)},  # type: ignore[arg-type]
         )
     else:
         columns = map(list, zip(*rows, strict=True))
-        await conn.execute(
+        conn.execute(
             _INSERT_PG, {**dict(zip(_INSERT_PG_COLUMNS, columns, strict=True)), "now": now}
         )
-    await _finish_deliveries(conn, rows, now=now)
+    _finish_deliveries(conn, rows, now=now)
 
 
-async def _finish_deliveries(
-    conn: AsyncConnection, rows: list[tuple[Any, ...]], *, now: object
-) -> None:
+def _finish_deliveries(conn: Connection, rows: list[tuple[Any, ...]], *, now: object) -> None:
     """Finish the deliveries the final reports among ``rows`` (as stored) are about."""
     finishing = [
         {
@@ -148,7 +148,7 @@ async def _finish_deliveries(
     ]
     if finishing:
         sqlite = conn.dialect.name == "sqlite"
-        await conn.execute(
+        conn.execute(
             _APPLY_SQLITE if sqlite else _APPLY_PG,
             {"payload": json.dumps(finishing), "now": _stamp(now) if sqlite else now},  # type: ignore[arg-type]
         )
@@ -161,8 +161,13 @@ class ReportWriter:
         *,
         clock: Clock,
         max_batch: int = 1000,
+        writer: Writer | None = None,
     ) -> None:
         self.engine = engine
+        # On SQLite, the one thread the process writes with (the dispatcher's claims and
+        # records too): a batch of reports holds the write lock for its statements only.
+        self.writer = writer if writer is not None else Writer(engine)
+        self._owns_writer = writer is None
         self.clock = clock
         self.max_batch = max_batch
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
@@ -176,6 +181,8 @@ class ReportWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._owns_writer:
+            self.writer.close()
 
     async def submit(self, channel: str, report: DeliveryReport) -> None:
         """Return once the report is committed; raises if the commit failed."""
@@ -189,12 +196,14 @@ class ReportWriter:
             # What is already waiting, and nothing more: see the module doc.
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            items = [(p.channel, p.report) for p in batch]
+
+            def store(conn: Connection, items: list[tuple[str, DeliveryReport]] = items) -> None:
+                lock_reports(conn, [channel for channel, _ in items])
+                write_reports(conn, items, now=self.clock.now())
+
             try:
-                async with self.engine.begin() as conn:
-                    await conn.run_sync(lock_reports, [p.channel for p in batch])
-                    await write_reports(
-                        conn, [(p.channel, p.report) for p in batch], now=self.clock.now()
-                    )
+                await self.writer.run(store)
             except Exception as exc:
                 log.warning(
                     "could not store %d delivery reports: %s", len(batch), type(exc).__name__

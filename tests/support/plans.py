@@ -1,8 +1,9 @@
 """What each database plans for the statements a piece of the gateway runs.
 
-``captured(engine)`` collects every SELECT/UPDATE/INSERT/DELETE run inside it with its
-parameters; ``plans(engine, statements)`` asks the database to EXPLAIN each (SQLite's ``EXPLAIN
-QUERY PLAN``, PostgreSQL's ``EXPLAIN``) and returns the plan's lines. SQLite keeps no statistics
+``captured(engine, …)`` collects every SELECT/UPDATE/INSERT/DELETE run inside it with its
+parameters, on each engine given (an async engine, or the sync one of a ``Writer``);
+``plans(engine, statements)`` asks the database to EXPLAIN each (SQLite's ``EXPLAIN QUERY
+PLAN``, PostgreSQL's ``EXPLAIN``) and returns the plan's lines. SQLite keeps no statistics
 here (Warta never runs ANALYZE on it), so its plans do not depend on how many rows a test made;
 PostgreSQL's do, so tests that read them there fill and analyse the tables first.
 """
@@ -20,18 +21,21 @@ Statement = tuple[str, Any]
 
 
 @contextmanager
-def captured(engine: AsyncEngine) -> Iterator[list[Statement]]:
+def captured(*engines: AsyncEngine | sa.Engine | None) -> Iterator[list[Statement]]:
     statements: list[Statement] = []
 
     def keep(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
         if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "INSERT", "DELETE")):
             statements.append((statement, parameters))
 
-    sa.event.listen(engine.sync_engine, "before_cursor_execute", keep)
+    watched = [e.sync_engine if isinstance(e, AsyncEngine) else e for e in engines if e]
+    for engine in watched:
+        sa.event.listen(engine, "before_cursor_execute", keep)
     try:
         yield statements
     finally:
-        sa.event.remove(engine.sync_engine, "before_cursor_execute", keep)
+        for engine in watched:
+            sa.event.remove(engine, "before_cursor_execute", keep)
 
 
 async def plans(engine: AsyncEngine, statements: list[Statement]) -> list[tuple[str, list[str]]]:
