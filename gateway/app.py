@@ -189,8 +189,8 @@ def create_app(
 # How long a thread may keep the GIL while another waits for it (Python's default is 5 ms). The
 # SQLite writer's thread (gateway.db.writer) lets go of it in every statement and needs it back
 # to go on, holding the database's write lock meanwhile; with the event loop busy sending, each
-# statement waited for it up to the default's 5 ms. 0.5 ms: 6-10% more deliveries a second
-# (bench/RESULTS.md, session 10).
+# statement waited for it up to the default's 5 ms. 0.5 ms: 6-19% more deliveries a second
+# on SQLite in side-by-side runs (bench/RESULTS.md, session 10).
 GIL_SWITCH_INTERVAL_S = 0.0005
 
 

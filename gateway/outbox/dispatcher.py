@@ -75,7 +75,11 @@ class Dispatcher:
         self.engine = engine
         # Claims, records and lease renewals: on SQLite each whole in one thread, so the write
         # lock is held for the database's work, not while the loop sends.
-        self.writer = writer or Writer(engine, busy_timeout_ms=config.database.busy_timeout_ms)
+        self.writer = (
+            writer
+            if writer is not None
+            else Writer(engine, busy_timeout_ms=config.database.busy_timeout_ms)
+        )
         self._owns_writer = writer is None
         self.clock = clock
         self.config = config
