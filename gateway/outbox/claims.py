@@ -105,16 +105,8 @@ _CLAIMABLE_IDS = (
 # (gateway.db.writer) then waited up to a switch interval for the GIL 2,000 times while the
 # event loop was busy, holding the write lock all along. Here the ids, then the claimed rows,
 # come back as one JSON array each (the ciphertext in hex): one wait per statement.
-_CLAIMABLE_SQLITE = sa.text(
-    """
-    SELECT json_group_array(id) FROM (
-        SELECT id FROM deliveries
-        WHERE state = 'queued' AND channel = :channel AND next_attempt_at <= :now
-        ORDER BY priority, next_attempt_at, id
-        LIMIT :limit
-    )
-    """
-)
+# The ids: the same selection as PostgreSQL claims from (its FOR UPDATE is not rendered here).
+_CLAIMABLE_SQLITE = sa.select(sa.func.json_group_array(_CLAIMABLE_IDS.subquery().c.id))
 _TAKE_SQLITE = sa.text(
     """
     UPDATE deliveries SET state = 'sending', attempts = attempts + 1, lease_until = :lease_until
@@ -172,7 +164,7 @@ def _claim_sqlite(
     conn: Connection, *, channel: str, limit: int, now: datetime, lease_until: datetime
 ) -> list[Claimed]:
     ids = conn.execute(
-        _CLAIMABLE_SQLITE, {"channel": channel, "now": _stamp(now), "limit": limit}
+        _CLAIMABLE_SQLITE, {"claim_channel": channel, "claim_now": now, "claim_limit": limit}
     ).scalar_one()
     if ids == "[]":
         return []
