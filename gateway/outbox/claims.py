@@ -83,7 +83,11 @@ _CLAIM_RETURNING = (
     sa.func.coalesce(
         deliveries.c.recipient_ciphertext, _of_subscriber(subscribers.c.phone_ciphertext)
     ),
-    _of_subscriber(subscribers.c.telegram_chat_id),
+    # Only Telegram reads the chat id: the others would look the subscriber up a second time.
+    sa.case(
+        (deliveries.c.channel == "telegram", _of_subscriber(subscribers.c.telegram_chat_id)),
+        else_=sa.null(),
+    ),
     deliveries.c.account,
     deliveries.c.body,
 )
@@ -424,12 +428,59 @@ def _early_reports(dialect: str) -> sa.Update:
 _EARLY_REPORTS = {dialect: _early_reports(dialect) for dialect in _AMONG}
 
 
-def apply_early_reports(conn: Connection, *, channel: str, ids: Sequence[int]) -> None:
-    """A delivery report can overtake the record of its send; apply the ones already stored."""
+# Which of a batch's provider message ids already have a final report: looked up in the
+# reports' own index, without reading the batch's deliveries.
+_REPORTED = (
+    sa.select(delivery_reports.c.provider_message_id)
+    .where(
+        delivery_reports.c.channel == sa.bindparam("early_channel", type_=sa.String),
+        delivery_reports.c.state.in_([DeliveryState.DELIVERED.value, DeliveryState.FAILED.value]),
+    )
+    .distinct()
+)
+_REPORTED_AMONG = {
+    "sqlite": _REPORTED.where(
+        delivery_reports.c.provider_message_id.in_(
+            sa.select(sa.literal_column("value")).select_from(
+                sa.func.json_each(sa.bindparam("early_pmids_json", type_=sa.String))
+            )
+        )
+    ),
+    "postgresql": _REPORTED.where(
+        delivery_reports.c.provider_message_id
+        == sa.any_(sa.bindparam("early_pmids", type_=ARRAY(sa.String)))
+    ),
+}
+
+
+def apply_early_reports(
+    conn: Connection, *, channel: str, sent: Sequence[tuple[int, str | None]]
+) -> None:
+    """A delivery report can overtake the record of its send; apply the ones already stored.
+
+    ``sent``: each delivery just recorded as sent, with the provider message id its outcome
+    carried. Those ids are looked up among the stored reports first, so a batch that nothing
+    overtook (nearly every one) reads no delivery again. A delivery whose outcome carried no
+    id is checked by the id its row keeps, as before.
+    """
+    if not sent:
+        return
+    dialect = _dialect(conn)
+    pmids = sorted({pmid for _, pmid in sent if pmid})
+    reported: set[str] = set()
+    if pmids:
+        bound = (
+            {"early_pmids_json": json.dumps(pmids)}
+            if dialect == "sqlite"
+            else {"early_pmids": pmids}
+        )
+        reported = set(
+            conn.execute(_REPORTED_AMONG[dialect], {"early_channel": channel, **bound}).scalars()
+        )
+    ids = [id_ for id_, pmid in sent if not pmid or pmid in reported]
     if not ids:
         return
-    statement = _EARLY_REPORTS[_dialect(conn)]
-    conn.execute(statement, {"early_channel": channel, **_ids(conn, ids)})
+    conn.execute(_EARLY_REPORTS[dialect], {"early_channel": channel, **_ids(conn, ids)})
 
 
 def stop_recipients(

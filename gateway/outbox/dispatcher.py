@@ -350,7 +350,7 @@ class Dispatcher:
             how many fallbacks were queued.
         """
         stopped = [o.id for o in outcomes if o.error_kind == RecipientStopped.kind]
-        sent = [o.id for o in outcomes if o.state is DeliveryState.SENT]
+        sent = [(o.id, o.provider_message_id) for o in outcomes if o.state is DeliveryState.SENT]
         failed = [o.id for o in outcomes if o.state is DeliveryState.FAILED]
         rules = None
         if failed and self.channels[channel_name].reach == "personal":
@@ -366,7 +366,7 @@ class Dispatcher:
                 claims.lock_reports(conn, [channel_name])
             now = self.clock.now()
             claims.write_outcomes(conn, prepared, now=now)
-            claims.apply_early_reports(conn, channel=channel_name, ids=sent)
+            claims.apply_early_reports(conn, channel=channel_name, sent=sent)
             claims.stop_recipients(conn, channel=channel_name, delivery_ids=stopped, now=now)
             if rules is None:
                 return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -66,8 +67,9 @@ async def test_an_early_failure_report_keeps_its_reason(engine: AsyncEngine) -> 
             ],
         )
 
+    sent = list(zip(ids, ("ATX-busy", "ATX-ok", "ATX-none"), strict=True))
     async with engine.begin() as conn:
-        await conn.run_sync(apply_early_reports, channel="voice", ids=ids)
+        await conn.run_sync(apply_early_reports, channel="voice", sent=sent)
 
     async with engine.connect() as conn:
         rows = (
@@ -86,6 +88,78 @@ async def test_an_early_failure_report_keeps_its_reason(engine: AsyncEngine) -> 
         ("ATX-busy", "failed", "rejected", "USER_BUSY", Decimal("0"), True),
         ("ATX-ok", "delivered", None, None, Decimal("4.0000"), True),
         ("ATX-none", "sent", None, None, None, False),
+    ]
+
+
+async def test_early_reports_are_looked_up_by_message_id_before_any_delivery_is_read(
+    engine: AsyncEngine,
+) -> None:
+    """A batch nothing overtook costs one look into the reports and no UPDATE; a report on
+    another channel or one that is not final applies nothing; a delivery whose outcome carried
+    no message id is still checked by the id its row keeps from before."""
+    from tests.support.plans import captured
+
+    async with engine.begin() as conn:
+        agency = await conn.scalar(
+            sa.insert(agencies)
+            .values(slug="lookup", name="Lookup", created_at=NOW)
+            .returning(agencies.c.id)
+        )
+        ids = {}
+        for message_id in ("ATX-a", "ATX-b", "ATX-c", "ATX-kept"):
+            ids[message_id] = await conn.scalar(
+                sa.insert(deliveries)
+                .values(
+                    agency_id=agency, channel="sms", language="id", state="sent", priority=1,
+                    next_attempt_at=NOW, created_at=NOW, sent_at=NOW,
+                    provider_message_id=message_id,
+                )
+                .returning(deliveries.c.id)
+            )  # fmt: skip
+        await conn.execute(
+            sa.insert(delivery_reports),
+            [
+                # Another channel's report of the same id, and a report that is not final.
+                {"channel": "voice", "provider_message_id": "ATX-a", "status_word": "Completed",
+                 "state": "delivered", "received_at": NOW},
+                {"channel": "sms", "provider_message_id": "ATX-b", "status_word": "Sent",
+                 "state": "sent", "received_at": NOW},
+            ],
+        )  # fmt: skip
+
+    def states() -> Any:
+        return sa.select(deliveries.c.provider_message_id, deliveries.c.state).order_by(
+            deliveries.c.id
+        )
+
+    sent = [(ids["ATX-a"], "ATX-a"), (ids["ATX-b"], "ATX-b"), (ids["ATX-c"], "ATX-c")]
+    with captured(engine) as statements:
+        async with engine.begin() as conn:
+            await conn.run_sync(apply_early_reports, channel="sms", sent=sent)
+    assert [s.split()[0] for s, _ in statements] == ["SELECT"]
+    assert "delivery_reports" in statements[0][0] and "deliveries " not in statements[0][0]
+
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.insert(delivery_reports),
+            [
+                {"channel": "sms", "provider_message_id": "ATX-c", "status_word": "Success",
+                 "state": "delivered", "received_at": NOW},
+                {"channel": "sms", "provider_message_id": "ATX-kept", "status_word": "Failed",
+                 "state": "failed", "reason": "DeliveryFailure", "received_at": NOW},
+            ],
+        )  # fmt: skip
+    # ATX-kept: its outcome named no message id; the row's own id finds its report.
+    sent.append((ids["ATX-kept"], None))
+    async with engine.begin() as conn:
+        await conn.run_sync(apply_early_reports, channel="sms", sent=sent)
+    async with engine.connect() as conn:
+        rows = [tuple(r) for r in (await conn.execute(states())).all()]
+    assert rows == [
+        ("ATX-a", "sent"),
+        ("ATX-b", "sent"),
+        ("ATX-c", "delivered"),
+        ("ATX-kept", "failed"),
     ]
 
 
