@@ -185,8 +185,12 @@ def _match(
             waiting[number] = message
     results: list[SendResult] = []
     strangers = 0
+    # A bulk answer repeats a handful of prices: each is read once per answer.
+    costs: dict[str, Decimal | None] = {}
+    sent = DeliveryState.SENT
     for entry in entries:
-        number = _digits(str(entry.get("number", "")))
+        number = entry.get("number", "")
+        number = _digits(number if isinstance(number, str) else str(number))
         first = waiting.pop(number, None)
         if first is None:
             queue = repeats.get(number)
@@ -194,6 +198,20 @@ def _match(
                 strangers += 1
                 continue
             first = queue.popleft()
+        if entry.get("statusCode") == _SENT_CODE:
+            # The common case inline (what _result decides for it, without the call).
+            message_id = entry.get("messageId")
+            text = entry.get("cost")
+            cost = None
+            if isinstance(text, str):
+                if text in costs:
+                    cost = costs[text]
+                else:
+                    cost = costs[text] = parse_cost(text, currency)
+            results.append(
+                SendResult(first.delivery_id, sent, str(message_id) if message_id else None, cost)
+            )
+            continue
         results.append(_result(first, entry, currency))
     if strangers:
         log.warning("answer named %d number(s) that were not in the request", strangers)
@@ -203,6 +221,10 @@ def _match(
         log.warning("answer left %d recipient(s) without a status", len(unanswered))
         results.extend(_failed(m, ConnectionFailed("no status for recipient")) for m in unanswered)
     return results
+
+
+# Africa's Talking's "Success": the status code of nearly every recipient of a broadcast.
+_SENT_CODE = 101
 
 
 def _result(message: OutgoingMessage, entry: Mapping[str, Any], currency: str | None) -> SendResult:

@@ -535,12 +535,17 @@ class Dispatcher:
     def _outcome(self, result: SendResult, attempts: int) -> claims.Outcome:
         if result.error is not None:
             return self._failure(result.delivery_id, result.error, attempts)
+        # Positional (id, state, message id, cost, error kind, reason, next attempt, url): one
+        # per delivery, and keywords cost a tuple's __new__ twice as much.
         return claims.Outcome(
             result.delivery_id,
             result.state,
-            provider_message_id=result.provider_message_id,
-            cost=result.cost,
-            url=result.url,
+            result.provider_message_id,
+            result.cost,
+            None,
+            None,
+            None,
+            result.url,
         )
 
     def _failure(self, delivery_id: int, error: ChannelError, attempts: int) -> claims.Outcome:

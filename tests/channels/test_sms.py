@@ -444,3 +444,38 @@ def test_the_longest_message_id_is_the_stored_one() -> None:
     assert parse_delivery_report({"id": "A" * 128, "status": "Success"}).provider_message_id
     for table in (deliveries, delivery_reports):
         assert table.c.provider_message_id.type.length == MESSAGE_ID_LENGTH
+
+
+def test_the_common_success_answer_is_read_as_the_general_rule_reads_it() -> None:
+    """``_match`` reads a plain "Success" (statusCode 101) inline; every other entry goes
+    through ``_result``. Both must decide the same for any entry a provider may send."""
+    from channels.sms.adapter import _match, _result
+
+    entries: list[dict[str, object]] = [
+        {"statusCode": 101, "cost": "KES 0.8000", "messageId": "ATX-1"},
+        {"statusCode": 101, "cost": "KES 0.8000", "messageId": "ATX-2"},  # the same price
+        {"statusCode": "101", "cost": "KES 0.8000", "messageId": "ATX-3"},  # code as text
+        {"statusCode": 101.0, "cost": "USD 0.0100", "messageId": "ATX-4"},  # another currency
+        {"statusCode": 101, "cost": None, "messageId": None},
+        {"statusCode": 101, "cost": {"odd": 1}, "messageId": 77},  # not text: no cost
+        {"statusCode": 101, "messageId": ""},
+        {"statusCode": 101, "cost": "KES"},  # unreadable amount
+        {"statusCode": 403, "status": "InvalidPhoneNumber", "cost": "0"},
+        {"statusCode": True, "status": "Success", "cost": "KES 0.8000"},
+    ]
+    messages = [
+        OutgoingMessage(i, f"+2547{i:08d}", "text", f"warta-{i}", "id") for i in range(len(entries))
+    ]
+    for entry, message in zip(entries, messages, strict=True):
+        entry["number"] = message.recipient
+    answer = {"SMSMessageData": {"Recipients": entries}}
+
+    def plain(result: object) -> tuple[object, ...]:
+        # Errors are exceptions, equal only to themselves: compare their kind and words.
+        assert isinstance(result, tuple)
+        return tuple((type(v), str(v)) if isinstance(v, Exception) else v for v in result)
+
+    inline = [plain(r) for r in _match(messages, answer, "KES")]
+    general = [plain(_result(m, e, "KES")) for m, e in zip(messages, entries, strict=True)]
+    assert inline == general
+    assert [r[1] for r in inline].count(DeliveryState.SENT) == 8
