@@ -33,7 +33,7 @@ from bench import (
     ussd,
 )
 
-SECTIONS = ("fanout", "dispatch", "reports")
+SECTIONS = ("fanout", "dispatch", "reports", "kannel")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=3,
         help="report ingestion: bare and Warta alternate this many times (the machine drifts)",
+    )
+    run.add_argument(
+        "--kannel-rounds",
+        type=int,
+        default=3,
+        help="Kannel and Warta dispatch alternate this many times (section 5)",
     )
     run.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     run.add_argument("--claim-batch", type=int, default=outbox.Knobs.claim_batch)
@@ -287,6 +293,37 @@ def _print_reports(rows: list[dict[str, Any]]) -> None:
     )
 
 
+def _print_against_kannel(rounds: list[dict[str, float]], backends: list[str]) -> None:
+    """Each round's rates and ratios, then the median ratio per backend."""
+    rows = [
+        [
+            str(i + 1),
+            f"{r['kannel']:,.0f}",
+            *(f"{r[b]:,.0f} ({r[b] / r['kannel']:.2f}x)" for b in backends),
+        ]
+        for i, r in enumerate(rounds)
+    ]
+    common.say(
+        common.table(
+            ["round", "Kannel msg/s", *(f"Warta on {b}/s (vs Kannel)" for b in backends)],
+            rows,
+        )
+    )
+    common.say()
+    summary = []
+    for b in backends:
+        ratios = sorted(r[b] / r["kannel"] for r in rounds)
+        summary.append(
+            [
+                f"Warta on {b}",
+                str(len(ratios)),
+                f"{statistics.median(ratios):.2f}x",
+                f"{ratios[0]:.2f}x - {ratios[-1]:.2f}x",
+            ]
+        )
+    common.say(common.table(["", "rounds", "median vs Kannel (target >= 1.0x)", "range"], summary))
+
+
 async def _main(args: argparse.Namespace) -> None:
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     only = set(args.only.split(","))
@@ -361,6 +398,20 @@ async def _main(args: argparse.Namespace) -> None:
                 knobs=knobs,
             )
             _print_reports(rows2)
+        if "kannel" in only and args.kannel_rounds > 0:
+            common.say(
+                f"\n## 5. Warta against Kannel, {args.kannel_rounds} alternating rounds of "
+                f"{args.recipients:,} recipients\n"
+            )
+            rounds = await outbox.bench_against_kannel(
+                backends,
+                args.recipients,
+                rounds=args.kannel_rounds,
+                knobs=knobs,
+                secrets=secrets,
+                workdir=workdir,
+            )
+            _print_against_kannel(rounds, backends)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)

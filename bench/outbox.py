@@ -636,6 +636,40 @@ async def bench_dispatch(
     return out
 
 
+async def bench_against_kannel(
+    backends: list[str], n: int, *, rounds: int, knobs: Knobs, secrets: dict[str, str],
+    workdir: Any,
+) -> list[dict[str, float]]:  # fmt: skip
+    """Kannel and Warta on each backend, one after the other, ``rounds`` times.
+
+    The machine's speed drifts by a fifth within minutes (bench/RESULTS.md), and section 2 runs
+    each contender once, minutes apart: here each round's ratio compares runs next to each
+    other, and the median of the rounds is the figure.
+    """
+    api_key = secrets["africastalking_api_key"]
+    out: list[dict[str, float]] = []
+    sim = common.spawn(simulator_child, 0.0, api_key)
+    try:
+        for r in range(rounds):
+            kannel = await _kannel(n)
+            if not isinstance(kannel, dict):
+                common.say(f"  Kannel {kannel}")
+                return out
+            entry = {"kannel": float(kannel["rate"])}
+            for i, backend in enumerate(backends):
+                result = await run_warta(backend, n, sim_url=sim.ready, secrets=secrets,
+                                         knobs=knobs, workdir=workdir,
+                                         prefix=f"26{r % 10}{i + 1}",  # fresh numbers a round
+                                         name=f"against_kannel_{backend}")  # fmt: skip
+                entry[backend] = float(result["rate"])
+                common.say(f"  round {r + 1}: warta {backend}: {result['rate']:,.0f}/s")
+            out.append(entry)
+    finally:
+        stats = sim.stop()
+    common.say(f"  simulator: {stats['duplicates']} numbers sent twice")
+    return out
+
+
 async def _kannel(n: int) -> dict[str, Any] | str:
     try:
         from bench.kannel import KannelError, measure_kannel
