@@ -128,7 +128,8 @@ def request_json(
         # Prepared here and handed to the session's send: Session.request merges each setting
         # (headers, params, auth) through requests' runtime-checked protocols, ~0.1 ms a
         # request on Python 3.11, more than a third of preparing it. The session's headers,
-        # proxies and CA bundle apply as they would there; it keeps no cookies or auth of its own.
+        # proxies and CA bundle apply as they would there; a cookie a provider sets is not sent
+        # back (Africa's Talking authenticates each request by its API key).
         prepared = requests.PreparedRequest()
         prepared.prepare(
             method=method.upper(),
