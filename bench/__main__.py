@@ -295,6 +295,8 @@ def _print_reports(rows: list[dict[str, Any]]) -> None:
 
 def _print_against_kannel(rounds: list[dict[str, float]], backends: list[str]) -> None:
     """Each round's rates and ratios, then the median ratio per backend."""
+    if not rounds:
+        return  # Kannel was not measured: bench_against_kannel said why
     rows = [
         [
             str(i + 1),
