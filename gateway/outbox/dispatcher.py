@@ -370,9 +370,7 @@ class Dispatcher:
             claims.stop_recipients(conn, channel=channel_name, delivery_ids=stopped, now=now)
             if rules is None:
                 return 0
-            return fallback.queue_fallbacks(
-                conn, fallback.failed_among(failed), now=now, rules=rules
-            )
+            return fallback.queue_fallbacks_among(conn, failed, now=now, rules=rules)
 
         return await self.writer.run(write)
 

@@ -29,16 +29,20 @@ channel impossible, whatever races between processes.
 
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.dialect import insert_ignoring_conflicts
-from gateway.db.schema import announcements, deliveries, subscriber_channels, subscribers
+from gateway.db.schema import When, announcements, deliveries, subscriber_channels, subscribers
 from gateway.domain import PERSONAL_CHANNELS, AnnouncementStatus, DeliveryState, Urgency
 from gateway.outbox.fanout import DELIVERY_COLUMNS
 from gateway.pricing import Tariff
@@ -74,20 +78,58 @@ class FallbackRules:
     tariff: Tariff | None = None
     sms_segments: Mapping[int, Mapping[str, int]] = field(default_factory=dict)
 
+    def key(self) -> tuple[Any, ...]:
+        """Everything the stand-ins' statement is built from, hashable."""
+        tariff = self.tariff
+        prices = None
+        if tariff is not None:
+            prices = (
+                tariff.currency,
+                tariff.default,
+                tuple(sorted(tariff.per_region.items())),
+                tuple(sorted((c, tuple(sorted(n.items()))) for c, n in tariff.per_network.items())),
+            )
+        segments = tuple(
+            sorted((a, tuple(sorted(m.items()))) for a, m in self.sms_segments.items())
+        )
+        return (self.channels, self.unconfirmed_after, prices, segments)
+
 
 failed = deliveries.alias("failed")
 _other = deliveries.alias("other")
 _child = deliveries.alias("child")
 _taken = deliveries.alias("taken")
 
+# The statement's times are bound at execution (see ``_times``), so one built statement serves
+# every batch: building it (and its cache key) took ~6 ms of Python a batch, under SQLite's
+# write lock.
+_NOW = sa.bindparam("fallback_now", type_=When)
+_CONFIRM_BY = sa.bindparam("fallback_confirm_by", type_=When)
+
+
+def _times(now: datetime, rules: FallbackRules) -> dict[str, Any]:
+    return {"fallback_now": now, "fallback_confirm_by": now - rules.unconfirmed_after}
+
 
 def _emergency() -> sa.ColumnElement[bool]:
     return announcements.c.urgency == Urgency.EMERGENCY.value
 
 
-def failed_among(ids: Sequence[int]) -> sa.ColumnElement[bool]:
-    """Source: these deliveries, where they are now ``failed`` (a batch just recorded)."""
-    return sa.and_(failed.c.id.in_(list(ids)), failed.c.state == DeliveryState.FAILED.value)
+# Source of ``queue_fallbacks_among``: the batch's ids as one bound value (as in ``claims``).
+_AMONG = {
+    "sqlite": sa.and_(
+        failed.c.id.in_(
+            sa.select(sa.literal_column("value")).select_from(
+                sa.func.json_each(sa.bindparam("failed_ids_json", type_=sa.String))
+            )
+        ),
+        failed.c.state == DeliveryState.FAILED.value,
+    ),
+    "postgresql": sa.and_(
+        failed.c.id == sa.any_(sa.bindparam("failed_ids", type_=ARRAY(sa.BigInteger))),
+        failed.c.state == DeliveryState.FAILED.value,
+    ),
+}
 
 
 def failed_since(since: datetime) -> sa.ColumnElement[bool]:
@@ -111,14 +153,14 @@ def unconfirmed(*, sent_after: datetime, sent_before: datetime) -> sa.ColumnElem
 
 
 def _sources(
-    source: sa.ColumnElement[bool], *, now: datetime, rules: FallbackRules
+    source: sa.ColumnElement[bool], *, rules: FallbackRules
 ) -> list[sa.ColumnElement[bool]]:
     """WHERE terms over ``failed`` joined to its announcement: who needs a stand-in."""
     child = sa.exists().where(_child.c.fallback_of == failed.c.id)
     overdue = sa.and_(
         _emergency(),
         _other.c.channel.in_(DATA_CHANNELS),
-        _other.c.sent_at <= now - rules.unconfirmed_after,
+        _other.c.sent_at <= _CONFIRM_BY,
     )
     may_still_reach = sa.exists().where(
         _other.c.announcement_id == failed.c.announcement_id,
@@ -147,7 +189,7 @@ def _sources(
         announcements.c.status.not_in(
             [AnnouncementStatus.CANCELLED.value, AnnouncementStatus.EXPIRED.value]
         ),
-        sa.or_(announcements.c.expires_at.is_(None), announcements.c.expires_at > now),
+        sa.or_(announcements.c.expires_at.is_(None), announcements.c.expires_at > _NOW),
         ~child,
         ~may_still_reach,
     ]
@@ -191,9 +233,10 @@ async def source_announcements(
                 .select_from(
                     failed.join(announcements, announcements.c.id == failed.c.announcement_id)
                 )
-                .where(*_sources(source, now=now, rules=rules))
+                .where(*_sources(source, rules=rules))
             )
-        )
+        ),
+        _times(now, rules),
     )
     return [int(announcement_id) for (announcement_id,) in rows]
 
@@ -204,15 +247,59 @@ def queue_fallbacks(
     """Queue the stand-in for every delivery ``source`` selects, in one statement.
 
     Args:
-        source: WHERE terms over ``failed`` (see ``failed_among``, ``failed_since``,
-            ``unconfirmed``); they may also use ``announcements``.
+        source: WHERE terms over ``failed`` (see ``failed_since``, ``unconfirmed``); they may
+            also use ``announcements``.
 
     Returns:
         how many stand-ins were queued.
     """
+    statement = _statement(conn.dialect.name, source, rules)
+    if statement is None:
+        return 0
+    return int(conn.execute(statement, _times(now, rules)).rowcount or 0)
+
+
+# (dialect, rules.key()) -> the statement of ``queue_fallbacks_among``; the rules differ only
+# by the announcements in flight, so a few entries serve a whole broadcast.
+_AMONG_STATEMENTS: OrderedDict[tuple[Any, ...], sa.Insert | None] = OrderedDict()
+_AMONG_STATEMENTS_KEPT = 64
+
+
+def queue_fallbacks_among(
+    conn: Connection, ids: Sequence[int], *, now: datetime, rules: FallbackRules
+) -> int:
+    """``queue_fallbacks`` of the deliveries ``ids`` that are now ``failed`` (a batch just
+    recorded), with a statement built once per set of rules."""
+    if not ids:
+        return 0
+    dialect = "sqlite" if conn.dialect.name == "sqlite" else "postgresql"
+    key = (dialect, rules.key())
+    if key in _AMONG_STATEMENTS:
+        _AMONG_STATEMENTS.move_to_end(key)
+        statement = _AMONG_STATEMENTS[key]
+    else:
+        statement = _statement(dialect, _AMONG[dialect], rules)
+        _AMONG_STATEMENTS[key] = statement
+        if len(_AMONG_STATEMENTS) > _AMONG_STATEMENTS_KEPT:
+            _AMONG_STATEMENTS.popitem(last=False)
+    if statement is None:
+        return 0
+    values = _times(now, rules)
+    if dialect == "sqlite":
+        values["failed_ids_json"] = json.dumps(list(ids))
+    else:
+        values["failed_ids"] = list(ids)
+    return int(conn.execute(statement, values).rowcount or 0)
+
+
+def _statement(
+    dialect: str, source: sa.ColumnElement[bool], rules: FallbackRules
+) -> sa.Insert | None:
+    """The ``INSERT … SELECT`` of the stand-ins ``source`` needs; None: no channel to fall
+    back to. Its times are bound by ``_times``."""
     candidate = _candidate_channels(rules)
     if candidate is None:
-        return 0
+        return None
     chosen = sa.and_(
         subscriber_channels.c.subscriber_id == failed.c.subscriber_id,
         subscriber_channels.c.channel == candidate.c.channel,
@@ -275,7 +362,7 @@ def queue_fallbacks(
             .outerjoin(subscriber_channels, chosen)
         )
         .where(
-            *_sources(source, now=now, rules=rules),
+            *_sources(source, rules=rules),
             subscribers.c.erased_at.is_(None),
             rank.is_not(None),
             addressable,
@@ -293,17 +380,15 @@ def queue_fallbacks(
         sa.literal(DeliveryState.QUEUED.value),
         ranked.c.priority,
         sa.literal(0),
-        sa.literal(now, type_=deliveries.c.next_attempt_at.type),
-        sa.literal(now, type_=deliveries.c.created_at.type),
+        # Labelled: a SELECT lists the same element only once.
+        _NOW.label("next_attempt_at"),
+        _NOW.label("created_at"),
         ranked.c.segments,
         ranked.c.cost,
         ranked.c.fallback_of,
     ).where(ranked.c.position == 1)
-    statement = insert_ignoring_conflicts(conn, deliveries).from_select(
-        list(_FALLBACK_COLUMNS), first
-    )
-    result = conn.execute(statement)
-    return int(result.rowcount or 0)
+    insert: sa.Insert = insert_ignoring_conflicts(dialect, deliveries)
+    return insert.from_select(list(_FALLBACK_COLUMNS), first)
 
 
 async def reached_by_fallback(conn: AsyncConnection, announcement_id: int) -> int:

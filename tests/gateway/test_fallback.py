@@ -422,7 +422,7 @@ async def test_a_batch_of_failures_falls_back_in_a_bounded_number_of_statements(
             async with gw.world.engine.begin() as conn:
                 await conn.run_sync(claims.write_outcomes, prepared, now=now)
                 queued = await conn.run_sync(
-                    fallback.queue_fallbacks, fallback.failed_among(ids), now=now, rules=rules
+                    fallback.queue_fallbacks_among, ids, now=now, rules=rules
                 )
         await gw.dispatcher.housekeeping()  # the sweep sees them too, and adds nothing
         rows = await gw.rows(announcement)
