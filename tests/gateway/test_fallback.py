@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from gateway.domain import DeliveryState, Role
 from gateway.outbox import claims, fallback
 from gateway.outbox.claims import Outcome
 from gateway.outbox.dispatcher import Dispatcher
+from gateway.pricing import Tariff
 from tests.support.config import make_config
 from tests.support.plans import captured, plans
 from tests.support.sms import broadcast, import_numbers, numbers, wait_for
@@ -435,6 +437,68 @@ async def test_a_batch_of_failures_falls_back_in_a_bounded_number_of_statements(
     stand_ins = [r for r in rows if r["channel"] == "sms"]
     assert len(stand_ins) == size
     assert {r["fallback_of"] for r in stand_ins} == set(ids)
+
+
+async def test_stand_ins_are_priced_by_the_rules_of_their_own_batch(
+    aiohttp_client: Any, database_url: str, keys: dict[str, str], tmp_path: Path
+) -> None:
+    """The batch statement is built once per set of rules and kept: a batch under other
+    rules (another tariff, another announcement's segments) must not get the kept one's."""
+    async with gateway(aiohttp_client, database_url, keys, tmp_path) as gw:
+        await import_numbers(gw.world, numbers(3, start=20_001), channels="whatsapp;sms")
+        priced: dict[int, list[tuple[int, Decimal | None]]] = {}
+        for price, segments in ((Decimal("100"), 1), (Decimal("250"), 3), (Decimal("100"), 1)):
+            announcement = await start(gw, channels=["whatsapp"])
+            now = gw.clock.now()
+            async with gw.world.engine.begin() as conn:
+                batch = await conn.run_sync(
+                    claims.claim,
+                    channel="whatsapp",
+                    limit=10,
+                    now=now,
+                    lease_until=now + timedelta(seconds=60),
+                )
+            ids = [item.id for item in batch]
+            assert len(ids) == 3
+            rules = fallback.FallbackRules(
+                channels=frozenset({"sms", "whatsapp"}),
+                unconfirmed_after=timedelta(seconds=300),
+                tariff=Tariff(currency="IDR", default=price),
+                sms_segments={announcement: {"id": segments, "en": segments}},
+            )
+            outcomes = [
+                Outcome(i, DeliveryState.FAILED, error_kind="rejected", error_reason="x")
+                for i in ids
+            ]
+            prepared = claims.prepare_outcomes(outcomes, dialect=gw.world.engine.dialect.name)
+            async with gw.world.engine.begin() as conn:
+                await conn.run_sync(claims.write_outcomes, prepared, now=now)
+                assert (
+                    await conn.run_sync(fallback.queue_fallbacks_among, ids, now=now, rules=rules)
+                    == 3
+                )
+                # Twice the same batch: each failure already has its stand-in.
+                assert (
+                    await conn.run_sync(fallback.queue_fallbacks_among, ids, now=now, rules=rules)
+                    == 0
+                )
+                rows = await conn.execute(
+                    sa.select(
+                        deliveries.c.segments, deliveries.c.cost, deliveries.c.next_attempt_at
+                    ).where(
+                        deliveries.c.announcement_id == announcement,
+                        deliveries.c.channel == "sms",
+                    )
+                )
+                found = rows.all()
+            assert {row.next_attempt_at for row in found} == {now}
+            priced[announcement] = [(row.segments, row.cost) for row in found]
+
+    assert [sorted(set(p)) for p in priced.values()] == [
+        [(1, Decimal("100"))],
+        [(3, Decimal("750"))],
+        [(1, Decimal("100"))],
+    ]
 
 
 # What each database says when it reads a whole table, or a whole announcement's deliveries.
