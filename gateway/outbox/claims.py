@@ -42,6 +42,7 @@ class Claimed(NamedTuple):
     telegram_chat_id: int | None
     account: str | None = None
     body: str | None = None  # a reply's own text
+    area_code: str | None = None  # its zone for quiet hours (gateway.outbox.quiet)
 
     def __repr__(self) -> str:
         return f"Claimed(id={self.id}, announcement_id={self.announcement_id})"
@@ -90,6 +91,7 @@ _CLAIM_RETURNING = (
     ),
     deliveries.c.account,
     deliveries.c.body,
+    deliveries.c.area_code,
 )
 # The due deliveries of a channel, most urgent first, skipping rows other workers hold.
 _CLAIMABLE_IDS = (
@@ -124,7 +126,7 @@ _CLAIMED_SQLITE = sa.text(
         d.id, d.announcement_id, d.subscriber_id, d.language, d.attempts,
         hex(COALESCE(d.recipient_ciphertext, s.phone_ciphertext)),
         CASE WHEN d.channel = 'telegram' THEN s.telegram_chat_id END,
-        d.account, d.body))
+        d.account, d.body, d.area_code))
     FROM deliveries AS d LEFT JOIN subscribers AS s ON s.id = d.subscriber_id
     WHERE d.id IN (SELECT value FROM json_each(:ids))
     """
@@ -176,8 +178,9 @@ def _claim_sqlite(
     rows = json.loads(conn.execute(_CLAIMED_SQLITE, {"ids": ids}).scalar_one())
     claimed = [
         Claimed(id_, announcement, subscriber, language, attempts,
-                bytes.fromhex(cipher) if cipher else None, chat, account, body)
-        for id_, announcement, subscriber, language, attempts, cipher, chat, account, body in rows
+                bytes.fromhex(cipher) if cipher else None, chat, account, body, area)
+        for (id_, announcement, subscriber, language, attempts, cipher, chat, account, body,
+             area) in rows
     ]  # fmt: skip
     claimed.sort(key=itemgetter(0))
     return claimed

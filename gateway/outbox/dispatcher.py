@@ -36,7 +36,7 @@ from gateway.clock import Clock
 from gateway.config import WartaConfig
 from gateway.db.schema import agencies, announcements, deliveries
 from gateway.db.writer import Writer
-from gateway.domain import CHANNELS, AnnouncementStatus, DeliveryState
+from gateway.domain import CHANNELS, PERSONAL_CHANNELS, AnnouncementStatus, DeliveryState, Urgency
 from gateway.errors import ChannelError, HandedBack, RecipientStopped, Throttled
 from gateway.outbox import claims, fallback, fanout, quiet
 from gateway.outbox.content import content_for
@@ -51,6 +51,8 @@ log = logging.getLogger("warta.dispatch")
 
 # A fresh process looks this far back for failures that still need a stand-in.
 FALLBACK_CATCH_UP = timedelta(hours=6)
+# How long an agency's quiet hours are kept before the send gate reads them again.
+QUIET_HOURS_KEPT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,7 @@ class _Announcement:
     row: Mapping[str, Any]
     agency_name: str
     expires_at: datetime | None
+    agency_zone: str = quiet.WIB
 
 
 class Dispatcher:
@@ -101,6 +104,8 @@ class Dispatcher:
         self._shared_rate = shared_rate_limit(engine, config.dispatch)
         # The default an agency without its own quiet hours follows.
         self._quiet_hours = config.scheduler.default_quiet_hours()
+        # agency id -> (loop time until which it holds, its quiet hours): for the send gate.
+        self._agency_quiet: dict[int, tuple[float, quiet.QuietHours]] = {}
         self._paused_until: dict[str, float] = {}
         self._texts: OrderedDict[tuple[int, str, str], str] = OrderedDict()
         self._announcements: OrderedDict[int, _Announcement] = OrderedDict()
@@ -383,6 +388,9 @@ class Dispatcher:
         # One look-up per (announcement, language) of the batch, not per delivery; None: expired.
         texts: dict[tuple[int, str], str | None] = {}
         sendable: list[tuple[claims.Claimed, str]] = []
+        # Normal announcements to a person wait out quiet hours, checked as each request leaves.
+        gate = quiet.SendGate(batch)
+        watch = channel.name in PERSONAL_CHANNELS
         for item in batch:
             if item.announcement_id is None:
                 sendable.append((item, item.body or ""))
@@ -395,6 +403,8 @@ class Dispatcher:
                 expired = announcement.expires_at is not None and announcement.expires_at <= now
                 text = None if expired else self._text(channel, announcement, item.language)
                 texts[key] = text
+                if watch and (rule := await self._quiet_of(announcement)) is not None:
+                    gate.watch(item.announcement_id, *rule)
             if text is None:
                 outcomes.append(
                     claims.Outcome(
@@ -429,25 +439,66 @@ class Dispatcher:
             messages[i : i + channel.batch_size]
             for i in range(0, len(messages), channel.batch_size)
         ]
-        results = await asyncio.gather(*(self._send_request(channel, r) for r in requests))
+        held: dict[int, datetime] = {}
+        results = await asyncio.gather(
+            *(self._send_request(channel, r, gate=gate, held=held) for r in requests)
+        )
         for request, result in zip(requests, results, strict=True):
             if isinstance(result, ChannelError):
                 outcomes.extend(
-                    self._failure(m.delivery_id, result, attempts[m.delivery_id]) for m in request
+                    self._failure(m.delivery_id, result, attempts[m.delivery_id])
+                    for m in request
+                    if m.delivery_id not in held
                 )
                 continue
             for sent in result:
                 outcomes.append(self._outcome(sent, attempts[sent.delivery_id]))
             answered = {r.delivery_id for r in result}
             for m in request:
-                if m.delivery_id not in answered:
+                if m.delivery_id not in answered and m.delivery_id not in held:
                     missing = ChannelError("the provider did not report on this message")
                     outcomes.append(self._failure(m.delivery_id, missing, attempts[m.delivery_id]))
+        if held:
+            # Never sent: queued for the morning, the claim's attempt given back.
+            outcomes.extend(
+                claims.Outcome(
+                    delivery_id, DeliveryState.QUEUED, next_attempt_at=resume, refund=True
+                )
+                for delivery_id, resume in held.items()
+            )
+            log.info("%s: %d deliveries wait for the end of quiet hours", channel.name, len(held))
         return outcomes
 
+    async def _quiet_of(self, announcement: _Announcement) -> tuple[quiet.QuietHours, str] | None:
+        """The quiet hours and zone its deliveries keep to; None for an emergency (or none)."""
+        if announcement.row["urgency"] == Urgency.EMERGENCY.value:
+            return None
+        agency_id = int(announcement.row["agency_id"])
+        loop_now = asyncio.get_running_loop().time()
+        kept = self._agency_quiet.get(agency_id)
+        if kept is not None and kept[0] > loop_now:
+            hours = kept[1]
+        else:
+            async with self.engine.connect() as conn:
+                hours = await quiet.quiet_hours_of(conn, agency_id, default=self._quiet_hours)
+            if len(self._agency_quiet) > 1024:
+                self._agency_quiet.clear()
+            self._agency_quiet[agency_id] = (loop_now + QUIET_HOURS_KEPT_S, hours)
+        if not hours.enabled:
+            return None
+        return hours, announcement.agency_zone
+
     async def _send_request(
-        self, channel: Channel, request: list[OutgoingMessage]
+        self,
+        channel: Channel,
+        request: list[OutgoingMessage],
+        *,
+        gate: quiet.SendGate | None = None,
+        held: dict[int, datetime] | None = None,
     ) -> list[SendResult] | ChannelError:
+        """Send one request when the rate allows; what ``gate`` holds as it leaves goes into
+        ``held`` (delivery id -> when quiet hours end) and is not sent."""
+        size = len(request)
         bucket = self._buckets[channel.name]
         pacer = self._arrivals.get(channel.name)
         send_by: float | None = None
@@ -457,9 +508,9 @@ class Dispatcher:
             wait = bucket.take(len(request))
             if wait > 0:
                 await asyncio.sleep(wait)
-        held = await self._wait_out_pause(channel.name)
-        if held is not None:
-            return held
+        paused = await self._wait_out_pause(channel.name)
+        if paused is not None:
+            return paused
         if pacer is not None:
             await pacer.acquire(len(request))
             # Paced by arrival (Telegram): the pacer's wait for answers in flight is part of
@@ -467,8 +518,15 @@ class Dispatcher:
             send_by = None
         loop = asyncio.get_running_loop()
         # A channel that hands the request to a thread checks the deadline again there.
+        if gate and held is not None:
+            waiting = gate.held([m.delivery_id for m in request], self.clock.now())
+            if waiting:
+                held.update(waiting)
+                request = [m for m in request if m.delivery_id not in waiting]
         token = SEND_BY.set(send_by)
         try:
+            if not request:
+                return []
             leave_by_deadline(send_by)
             return await channel.send(request)
         except HandedBack as exc:
@@ -485,7 +543,7 @@ class Dispatcher:
         finally:
             SEND_BY.reset(token)
             if pacer is not None:
-                pacer.release(len(request))
+                pacer.release(size)
 
     async def _book(self, channel: Channel, n: int, bucket: TokenBucket) -> float | None:
         """Book ``n`` messages in the shared budget and wait for their window; returns the
@@ -602,7 +660,11 @@ class Dispatcher:
             row = (
                 (
                     await conn.execute(
-                        sa.select(announcements, agencies.c.name.label("agency_name"))
+                        sa.select(
+                            announcements,
+                            agencies.c.name.label("agency_name"),
+                            agencies.c.timezone.label("agency_zone"),
+                        )
                         .join(agencies, agencies.c.id == announcements.c.agency_id)
                         .where(announcements.c.id == announcement_id)
                     )
@@ -611,7 +673,10 @@ class Dispatcher:
                 .one()
             )
         entry = _Announcement(
-            row=dict(row), agency_name=row["agency_name"], expires_at=row["expires_at"]
+            row=dict(row),
+            agency_name=row["agency_name"],
+            expires_at=row["expires_at"],
+            agency_zone=row["agency_zone"],
         )
         self._announcements[announcement_id] = entry
         if len(self._announcements) > 256:

@@ -7,9 +7,11 @@ and every province lies in one of three zones (``PROVINCE_ZONES``): WIB (UTC+7),
 
 Deferral is set-based: for each zone where it is quiet *now*, one UPDATE moves the
 ``next_attempt_at`` of queued, normal-priority, personal deliveries to the end of that zone's
-quiet hours. The claim only takes deliveries with ``next_attempt_at <= now``, so nothing else
-has to know. Emergencies (priority 0) are never deferred; neither are social posts (one per
-account, not per person) nor replies (the citizen just wrote to us).
+quiet hours. The claim only takes deliveries with ``next_attempt_at <= now``. A batch claimed
+before quiet hours began (or before the dispatcher's next pass deferred its zone) meets the
+``SendGate`` as each of its requests leaves: what is quiet by then goes back to the queue.
+Emergencies (priority 0) are never deferred; neither are social posts (one per account, not
+per person) nor replies (the citizen just wrote to us).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
@@ -319,3 +321,76 @@ async def defer_queued(
             began_after=began_after,
         )
     return moved
+
+
+class Addressed(Protocol):
+    """What the gate reads of a claimed delivery (``gateway.outbox.claims.Claimed``)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def announcement_id(self) -> int | None: ...
+    @property
+    def area_code(self) -> str | None: ...
+
+
+_ZONE_NAMES = frozenset(PROVINCE_ZONES.values())
+
+
+class SendGate:
+    """Quiet hours checked once more as each request leaves, for the deliveries of one batch.
+
+    Deferral in the database (``defer_queued``) runs on the dispatcher's housekeeping pass,
+    about once a second, and a batch claimed before quiet hours began may take longer than
+    that to go out (a paced channel, a slow provider). Each request asks the gate just before
+    it is sent; what it holds goes back to the queue for the morning, never sent at night.
+
+    By day a request costs a reading per zone the batch's agencies could be quiet in (a
+    few), and nothing per delivery: only when one of them is quiet are deliveries looked at.
+    """
+
+    __slots__ = ("_batch", "_by_id", "_rules", "_zones")
+
+    def __init__(self, batch: Sequence[Addressed]) -> None:
+        self._batch = batch
+        self._by_id: dict[int, Addressed] | None = None
+        # announcement id -> (its agency's quiet hours, the agency's zone)
+        self._rules: dict[int, tuple[QuietHours, str]] = {}
+        # (hours, zone) -> the zone: every pair a delivery of the batch may keep to
+        self._zones: dict[tuple[QuietHours, str], ZoneInfo] = {}
+
+    def watch(self, announcement_id: int, hours: QuietHours, agency_zone: str) -> None:
+        """The batch's deliveries of ``announcement_id`` keep to ``hours``, in the zone of
+        their area code, else ``agency_zone``."""
+        if not hours.enabled:
+            return
+        self._rules[announcement_id] = (hours, agency_zone)
+        for name in (*_ZONE_NAMES, agency_zone):
+            if (hours, name) not in self._zones:
+                self._zones[(hours, name)] = _zone(name)
+
+    def __bool__(self) -> bool:
+        return bool(self._rules)
+
+    def held(self, delivery_ids: Sequence[int], now: datetime) -> dict[int, datetime]:
+        """Of ``delivery_ids``, those in quiet hours at ``now``, with when they end (UTC)."""
+        if not self._rules:
+            return {}
+        quiet = {key: quiet_until(key[0], now, zone) for key, zone in self._zones.items()}
+        if not any(quiet.values()):
+            return {}
+        if self._by_id is None:
+            self._by_id = {item.id: item for item in self._batch}
+        held: dict[int, datetime] = {}
+        for delivery_id in delivery_ids:
+            item = self._by_id.get(delivery_id)
+            if item is None or item.announcement_id is None:
+                continue
+            rule = self._rules.get(item.announcement_id)
+            if rule is None:
+                continue
+            hours, agency_zone = rule
+            resume = quiet[(hours, zone_for_area(item.area_code, agency_zone))]
+            if resume is not None:
+                held[delivery_id] = resume
+        return held

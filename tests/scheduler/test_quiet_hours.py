@@ -3,7 +3,9 @@ emergencies go at once. Deferral is one UPDATE per zone; the claim simply respec
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -31,7 +33,8 @@ from tests.scheduler.support import (
     scheduled_world,
     scheduler_of,
 )
-from tests.support.sms import import_numbers, numbers
+from tests.support.config import make_config
+from tests.support.sms import broadcast, import_numbers, numbers, sms_world
 
 WIB, WITA, WIT = ZoneInfo("Asia/Jakarta"), ZoneInfo("Asia/Makassar"), ZoneInfo("Asia/Jayapura")
 DAY = datetime(2026, 1, 5, tzinfo=UTC)
@@ -105,6 +108,41 @@ def test_bad_quiet_hours_name_the_field(text):
         QuietHours.parse(text, field="quiet_hours")
 
     assert raised.value.field == "quiet_hours"
+
+
+def test_the_send_gate_holds_by_each_deliverys_zone_and_looks_at_none_by_day():
+    from gateway.outbox.claims import Claimed
+    from gateway.outbox.quiet import SendGate
+
+    def item(id_: int, announcement: int | None, area: str | None) -> Claimed:
+        return Claimed(id_, announcement, None, "id", 1, None, None, area_code=area)
+
+    batch = [
+        item(1, 10, "31.71"),  # Jakarta
+        item(2, 10, "91.71"),  # Papua
+        item(3, 10, None),  # the agency's zone: Nairobi
+        item(4, None, "91.71"),  # a reply: never held
+        item(5, 20, "91.71"),  # an announcement that keeps no quiet hours
+    ]
+    gate = SendGate(batch)
+    gate.watch(10, DEFAULT_QUIET_HOURS, "Africa/Nairobi")
+    gate.watch(20, QuietHours.parse("off"), WIB.key)
+    ids = [1, 2, 3, 4, 5, 99]
+
+    # 12:00 UTC: 19:00 Jakarta, 21:00 Papua, 15:00 Nairobi.
+    assert gate.held(ids, DAY.replace(hour=12)) == {2: datetime(2026, 1, 6, 6, tzinfo=WIT)}
+    # 19:00 UTC: 02:00 Jakarta, 04:00 Papua, 22:00 Nairobi.
+    assert gate.held(ids, DAY.replace(hour=19)) == {
+        1: datetime(2026, 1, 6, 6, tzinfo=WIB),
+        2: datetime(2026, 1, 6, 6, tzinfo=WIT),
+        3: datetime(2026, 1, 6, 6, tzinfo=ZoneInfo("Africa/Nairobi")),
+    }
+    # 05:00 UTC: daytime everywhere; the batch is never indexed by id.
+    day_gate = SendGate(batch)
+    day_gate.watch(10, DEFAULT_QUIET_HOURS, "Africa/Nairobi")
+    assert day_gate.held(ids, DAY.replace(hour=5)) == {}
+    assert day_gate._by_id is None
+    assert not SendGate(batch)
 
 
 async def _subscribe_everywhere(world) -> None:
@@ -341,3 +379,133 @@ async def test_after_the_first_minute_of_quiet_hours_housekeeping_leaves_the_nig
             )
         await dispatcher_of(world).housekeeping()
         assert await _next_attempt_by_area(world, announcement_id) == {"31.71": clock.now()}
+
+
+async def test_a_batch_that_reaches_quiet_hours_before_the_housekeeping_pass_waits_unsent(
+    aiohttp_client, database_url, keys
+):
+    """Started at 20:59 in Jakarta: due, claimable, and housekeeping has not run yet when
+    21:00 comes. The send gate holds what would go at night: queued for the morning, the
+    claim's attempt given back, nothing sent; daytime Bali (WITA, 22:00 already) was deferred
+    at the start, and the agency's own zone goes by its hours too."""
+    clock = ManualClock(DAY.replace(hour=13, minute=59))
+    async with scheduled_world(
+        aiohttp_client, database_url, keys, clock=clock, settings=BY_HAND
+    ) as (world, sim):
+        await import_numbers(world, numbers(3, start=1), area_code="31.71")  # Jakarta, WIB
+        await import_numbers(world, numbers(2, start=31))  # no area: the agency's zone (WIB)
+        announcement_id = await _start(world, clock)
+        assert await _next_attempt_by_area(world, announcement_id) == {
+            "31.71": clock.now(),
+            None: clock.now(),
+        }
+        clock.set(DAY.replace(hour=14))  # 21:00 in Jakarta
+        dispatcher = dispatcher_of(world)
+
+        assert await dispatcher.run_once("sms") == 5
+        assert sim.sent_count.total() == 0
+        async with world.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(
+                        deliveries.c.state, deliveries.c.next_attempt_at, deliveries.c.attempts
+                    ).where(deliveries.c.announcement_id == announcement_id)
+                )
+            ).all()
+        morning = datetime(2026, 1, 6, 6, 0, tzinfo=WIB)
+        assert {(state, when, attempts) for state, when, attempts in rows} == {
+            ("queued", morning, 0)
+        }
+        assert await dispatcher.run_once("sms") == 0
+        clock.set(morning)
+        while await dispatcher.run_once("sms"):
+            pass
+        assert sim.sent_count.total() == 5
+
+
+async def test_the_send_gate_lets_an_emergency_and_the_daytime_zone_through(
+    aiohttp_client, database_url, keys
+):
+    """At 20:00 in Jakarta Papua (WIT) is at 22:00: the gate holds only Papua's normal
+    deliveries (there because the broadcast was due before, as a retry would be); an
+    emergency goes everywhere."""
+    clock = ManualClock(DAY.replace(hour=11, minute=30))  # 18:30 Jakarta, 20:30 Papua
+    async with scheduled_world(
+        aiohttp_client, database_url, keys, clock=clock, settings=BY_HAND
+    ) as (world, sim):
+        await import_numbers(world, numbers(2, start=1), area_code="31.71")  # Jakarta
+        await import_numbers(world, numbers(2, start=21), area_code="91.71")  # Papua
+        normal = await _start(world, clock)
+        emergency = await _start(world, clock, urgency="emergency")
+        clock.set(DAY.replace(hour=13))  # 20:00 Jakarta, 22:00 Papua
+        dispatcher = dispatcher_of(world)
+
+        while await dispatcher.run_once("sms"):
+            pass
+
+        assert sim.sent_count.total() == 6
+        async with world.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(
+                        deliveries.c.announcement_id,
+                        deliveries.c.area_code,
+                        deliveries.c.state,
+                        deliveries.c.next_attempt_at,
+                    )
+                )
+            ).all()
+        papua_morning = datetime(2026, 1, 6, 6, 0, tzinfo=WIT)
+        by_key = {(a, area, state, when) for a, area, state, when in rows if state == "queued"}
+        assert by_key == {(normal, "91.71", "queued", papua_morning)}
+        assert sum(1 for r in rows if r.announcement_id == emergency and r.state == "sent") == 4
+
+
+async def test_each_request_of_a_batch_asks_the_gate_as_it_leaves(
+    aiohttp_client, database_url, keys
+):
+    """A batch claimed at 20:59:59 in Jakarta, two requests of two at one message a second:
+    the first goes at once, the second waits two seconds for the rate, and quiet hours have
+    begun by then. It is held as it leaves, not judged by the time the batch was claimed."""
+    clock = ManualClock(DAY.replace(hour=13, minute=59, second=59))
+
+    def with_quiet_hours(*args: Any, **sections: Any) -> Any:
+        return make_config(*args, scheduler={"quiet_hours": "21:00-06:00"}, **sections)
+
+    async with sms_world(
+        aiohttp_client,
+        with_quiet_hours,
+        database_url,
+        keys,
+        dispatch={"enabled": False},
+        africastalking={"batch_size": 2, "rate_per_second": 1.0},
+        clock=clock,
+    ) as (world, sim):
+        await import_numbers(world, numbers(4, start=1), area_code="31.71")
+        approved = await broadcast(world)
+        dispatcher = dispatcher_of(world)
+        assert await dispatcher.start_due() == 1
+
+        running = asyncio.create_task(dispatcher.run_once("sms"))
+        for _ in range(500):
+            if sim.sent_count.total() == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert sim.sent_count.total() == 2 and not running.done()
+        clock.set(DAY.replace(hour=14))  # 21:00 in Jakarta, while the second request waits
+        assert await running == 4
+
+        assert sim.sent_count.total() == 2
+        async with world.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(deliveries.c.state, deliveries.c.next_attempt_at).where(
+                        deliveries.c.announcement_id == approved["id"]
+                    )
+                )
+            ).all()
+        morning = datetime(2026, 1, 6, 6, 0, tzinfo=WIB)
+        # The first two went (and may be reported delivered by now); the second two wait.
+        went = [state for state, when in rows if state in ("sent", "delivered")]
+        waiting = [when for state, when in rows if state == "queued"]
+        assert len(went) == 2 and waiting == [morning, morning]
