@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.dialect import insert_ignoring_conflicts
 from gateway.db.schema import (
+    announcements,
     deliveries,
     inbound_messages,
     inbox_replies,
@@ -23,7 +24,7 @@ from gateway.db.schema import (
     subscriber_channels,
     subscribers,
 )
-from gateway.domain import DeliveryState
+from gateway.domain import CHANNELS, DeliveryState
 from gateway.personal import PhoneNumber, PhoneVault
 from gateway.store import inbox
 
@@ -313,14 +314,44 @@ async def erase(
             finished_at=now,
         )
     )
-    unlinked = await conn.execute(
-        sa.update(deliveries)
-        .where(
-            deliveries.c.agency_id == agency_id,
-            sa.or_(deliveries.c.subscriber_id == subscriber_id, deliveries.c.id.in_(replies)),
-        )
-        .values(subscriber_id=None, recipient_ciphertext=None, body=None)
+    # Their deliveries, each part found by index: per announcement of the agency (and for
+    # those of no announcement) the (announcement, channel, subscriber) unique index, and the
+    # replies by id. One "this agency's, and the subscriber's or a reply" condition read every
+    # delivery of the agency, on SQLite holding the write lock every dispatch worker waits for.
+    agency_announcements = sa.select(announcements.c.id).where(
+        announcements.c.agency_id == agency_id
     )
+    theirs = [
+        sa.and_(
+            deliveries.c.announcement_id.in_(agency_announcements),
+            deliveries.c.channel.in_(CHANNELS),
+            deliveries.c.subscriber_id == subscriber_id,
+        ),
+        sa.and_(
+            deliveries.c.announcement_id.is_(None),
+            deliveries.c.channel.in_(CHANNELS),
+            deliveries.c.subscriber_id == subscriber_id,
+        ),
+        # Not counted twice: a reply to them was unlinked above with their deliveries.
+        sa.and_(
+            deliveries.c.id.in_(replies),
+            sa.or_(
+                deliveries.c.subscriber_id.is_not(None),
+                deliveries.c.recipient_ciphertext.is_not(None),
+                deliveries.c.body.is_not(None),
+            ),
+        ),
+    ]
+    unlinked_rows = 0
+    for part in theirs:
+        result = await conn.execute(
+            # No "agency_id =" here: SQLite would read the agency's deliveries by that index.
+            # The person was found in this agency, and their replies in its threads.
+            sa.update(deliveries)
+            .where(part)
+            .values(subscriber_id=None, recipient_ciphertext=None, body=None)
+        )
+        unlinked_rows += int(result.rowcount or 0)
     from_them = [inbound_messages.c.subscriber_id == subscriber_id]
     if phone_indexes:
         from_them.append(inbound_messages.c.phone_index.in_(phone_indexes))
@@ -393,7 +424,7 @@ async def erase(
     return Erasure(
         first=person.erased_at is None,
         cancelled=cancelled + int(stopped.rowcount or 0),
-        deliveries_unlinked=int(unlinked.rowcount or 0),
+        deliveries_unlinked=unlinked_rows,
         messages_blanked=int(blanked.rowcount or 0),
         threads_closed=int(closed.rowcount or 0),
     )
