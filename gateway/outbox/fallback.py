@@ -30,6 +30,7 @@ channel impossible, whatever races between processes.
 from __future__ import annotations
 
 import json
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -263,6 +264,7 @@ def queue_fallbacks(
 # by the announcements in flight, so a few entries serve a whole broadcast.
 _AMONG_STATEMENTS: OrderedDict[tuple[Any, ...], sa.Insert | None] = OrderedDict()
 _AMONG_STATEMENTS_KEPT = 64
+_AMONG_STATEMENTS_LOCK = threading.Lock()
 
 
 def queue_fallbacks_among(
@@ -274,14 +276,18 @@ def queue_fallbacks_among(
         return 0
     dialect = "sqlite" if conn.dialect.name == "sqlite" else "postgresql"
     key = (dialect, rules.key())
-    if key in _AMONG_STATEMENTS:
-        _AMONG_STATEMENTS.move_to_end(key)
-        statement = _AMONG_STATEMENTS[key]
-    else:
+    # Writers' threads and the event loop may both get here.
+    with _AMONG_STATEMENTS_LOCK:
+        found = key in _AMONG_STATEMENTS
+        if found:
+            _AMONG_STATEMENTS.move_to_end(key)
+            statement = _AMONG_STATEMENTS[key]
+    if not found:
         statement = _statement(dialect, _AMONG[dialect], rules)
-        _AMONG_STATEMENTS[key] = statement
-        if len(_AMONG_STATEMENTS) > _AMONG_STATEMENTS_KEPT:
-            _AMONG_STATEMENTS.popitem(last=False)
+        with _AMONG_STATEMENTS_LOCK:
+            _AMONG_STATEMENTS[key] = statement
+            if len(_AMONG_STATEMENTS) > _AMONG_STATEMENTS_KEPT:
+                _AMONG_STATEMENTS.popitem(last=False)
     if statement is None:
         return 0
     values = _times(now, rules)
