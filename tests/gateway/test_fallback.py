@@ -35,7 +35,7 @@ from gateway.outbox.dispatcher import Dispatcher
 from gateway.pricing import Tariff
 from tests.support.config import make_config
 from tests.support.plans import captured, plans
-from tests.support.sms import broadcast, import_numbers, numbers, wait_for
+from tests.support.sms import broadcast, claim_now, import_numbers, numbers, wait_for
 from tests.support.world import World
 
 TG_TOKEN = "987654321:AAH-wartaFallbackToken_abcdefghijk"
@@ -402,14 +402,7 @@ async def test_a_batch_of_failures_falls_back_in_a_bounded_number_of_statements(
         await import_numbers(gw.world, numbers(size, start=10_001), channels="whatsapp;sms")
         announcement = await start(gw, channels=["whatsapp"])
         now = gw.clock.now()
-        async with gw.world.engine.begin() as conn:
-            batch = await conn.run_sync(
-                claims.claim,
-                channel="whatsapp",
-                limit=size,
-                now=now,
-                lease_until=now + timedelta(seconds=60),
-            )
+        batch = await claim_now(gw.world.engine, "whatsapp", limit=size, now=now)
         assert len(batch) == size
         rules = fallback.FallbackRules(
             channels=frozenset({"sms", "telegram", "whatsapp"}),
@@ -450,14 +443,7 @@ async def test_stand_ins_are_priced_by_the_rules_of_their_own_batch(
         for price, segments in ((Decimal("100"), 1), (Decimal("250"), 3), (Decimal("100"), 1)):
             announcement = await start(gw, channels=["whatsapp"])
             now = gw.clock.now()
-            async with gw.world.engine.begin() as conn:
-                batch = await conn.run_sync(
-                    claims.claim,
-                    channel="whatsapp",
-                    limit=10,
-                    now=now,
-                    lease_until=now + timedelta(seconds=60),
-                )
+            batch = await claim_now(gw.world.engine, "whatsapp", limit=10, now=now)
             ids = [item.id for item in batch]
             assert len(ids) == 3
             rules = fallback.FallbackRules(

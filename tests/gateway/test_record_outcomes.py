@@ -15,7 +15,7 @@ from gateway.db.schema import deliveries
 from gateway.domain import DeliveryState
 from gateway.outbox import claims
 from tests.support.plans import captured
-from tests.support.sms import started_by_hand
+from tests.support.sms import claim_now, started_by_hand
 
 COLUMNS = (
     "state",
@@ -42,14 +42,7 @@ async def test_every_kind_of_outcome_is_written_as_decided(
         _approved,
     ):
         claimed_at = clock.now()
-        async with world.engine.begin() as conn:
-            batch = await conn.run_sync(
-                claims.claim,
-                channel="sms",
-                limit=2006,
-                now=claimed_at,
-                lease_until=claimed_at + timedelta(seconds=60),
-            )
+        batch = await claim_now(world.engine, "sms", limit=2006, now=claimed_at)
         ids = [item.id for item in batch]
         # A row that already has a cost (a report that came first keeps it).
         async with world.engine.begin() as conn:

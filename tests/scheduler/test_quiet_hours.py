@@ -13,7 +13,6 @@ import sqlalchemy as sa
 
 from gateway.clock import ManualClock
 from gateway.db.schema import agencies, deliveries
-from gateway.outbox import claims
 from gateway.outbox.quiet import (
     DEFAULT_QUIET_HOURS,
     PROVINCE_ZONES,
@@ -34,7 +33,7 @@ from tests.scheduler.support import (
     scheduler_of,
 )
 from tests.support.config import make_config
-from tests.support.sms import broadcast, import_numbers, numbers, sms_world
+from tests.support.sms import broadcast, claim_now, import_numbers, numbers, sms_world
 
 WIB, WITA, WIT = ZoneInfo("Asia/Jakarta"), ZoneInfo("Asia/Makassar"), ZoneInfo("Asia/Jayapura")
 DAY = datetime(2026, 1, 5, tzinfo=UTC)
@@ -176,15 +175,7 @@ async def _defer_again(world, announcement_id: int, clock) -> int:
 
 
 async def _claim(world, clock) -> int:
-    async with world.engine.begin() as conn:
-        taken = await conn.run_sync(
-            claims.claim,
-            channel="sms",
-            limit=100,
-            now=clock.now(),
-            lease_until=clock.now() + timedelta(seconds=60),
-        )
-    return len(taken)
+    return len(await claim_now(world.engine, "sms", limit=100, now=clock.now()))
 
 
 async def test_only_the_zone_in_quiet_hours_waits(aiohttp_client, database_url, keys):

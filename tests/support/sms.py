@@ -7,13 +7,17 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from channels.africastalking.simconfig import SimulatorConfig
 from channels.africastalking.simulator import AfricasTalkingSimulator
 from gateway.appkeys import DISPATCHER
 from gateway.clock import Clock
 from gateway.domain import Role
+from gateway.outbox import claims
 from tests.support.config import make_config
 from tests.support.world import World
 
@@ -148,3 +152,17 @@ async def wait_for(
     raise AssertionError(
         f"announcement {announcement_id} did not settle: {body.get('status')} {body.get('stats')}"
     )
+
+
+async def claim_now(
+    engine: AsyncEngine, channel: str, *, limit: int, now: datetime
+) -> list[claims.Claimed]:
+    """Claim up to ``limit`` due deliveries of ``channel`` as a worker would, leased for 60 s."""
+    async with engine.begin() as conn:
+        return await conn.run_sync(
+            claims.claim,
+            channel=channel,
+            limit=limit,
+            now=now,
+            lease_until=now + timedelta(seconds=60),
+        )
