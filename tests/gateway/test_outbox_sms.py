@@ -196,6 +196,9 @@ async def test_two_fan_outs_at_once_insert_each_delivery_once(
                         )
                         if waiting:
                             break
+                        # A transaction reads pg_stat_activity once and keeps that snapshot:
+                        # end it, or a watch that began before the insert waited never sees it.
+                        await watcher.rollback()
                         await asyncio.sleep(0.05)
                     assert waiting == 1
             else:
