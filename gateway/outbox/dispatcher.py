@@ -748,7 +748,7 @@ class Dispatcher:
             self._sms_segments.popitem(last=False)
         return segments
 
-    def _fallback_sweep(self, now: datetime) -> list[sa.ColumnElement[bool]]:
+    def _fallback_sweep(self, now: datetime) -> list[fallback.Source]:
         """Failures since the last sweep, and emergencies overdue for confirmation since then.
 
         The window overlaps the last one by a lease, so a failure recorded by a transaction

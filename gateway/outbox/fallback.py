@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -101,9 +101,8 @@ _other = deliveries.alias("other")
 _child = deliveries.alias("child")
 _taken = deliveries.alias("taken")
 
-# The statement's times are bound at execution (see ``_times``), so one built statement serves
-# every batch: building it (and its cache key) took ~6 ms of Python a batch, under SQLite's
-# write lock.
+# The statements' times are bound at execution (``_times``), as are their sources' values, so
+# each is built once (``_kept``).
 _NOW = sa.bindparam("fallback_now", type_=When)
 _CONFIRM_BY = sa.bindparam("fallback_confirm_by", type_=When)
 
@@ -116,40 +115,78 @@ def _emergency() -> sa.ColumnElement[bool]:
     return announcements.c.urgency == Urgency.EMERGENCY.value
 
 
-# Source of ``queue_fallbacks_among``: the batch's ids as one bound value (as in ``claims``).
-_AMONG = {
-    "sqlite": sa.and_(
-        failed.c.id.in_(
-            sa.select(sa.literal_column("value")).select_from(
-                sa.func.json_each(sa.bindparam("failed_ids_json", type_=sa.String))
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Which deliveries need a stand-in: a kind of source (``failed_among``,
+    ``failed_since``, ``unconfirmed``) and the values its terms are bound to.
+
+    Only the values change from one batch or pass to the next, so each kind's statement is
+    built once per set of rules and kept (``_kept``)."""
+
+    kind: str
+    values: Mapping[str, Any]
+
+    def __repr__(self) -> str:
+        return f"Source({self.kind})"
+
+
+_SINCE = sa.bindparam("fallback_since", type_=When)
+_SENT_AFTER = sa.bindparam("fallback_sent_after", type_=When)
+_SENT_BEFORE = sa.bindparam("fallback_sent_before", type_=When)
+
+
+def _terms(kind: str, dialect: str) -> sa.ColumnElement[bool]:
+    """WHERE terms over ``failed`` of a kind of source, its values bound by name."""
+    if kind == "among":
+        # The batch's ids as one bound value, as in ``claims``.
+        if dialect == "sqlite":
+            ids: sa.ColumnElement[bool] = failed.c.id.in_(
+                sa.select(sa.literal_column("value")).select_from(
+                    sa.func.json_each(sa.bindparam("failed_ids_json", type_=sa.String))
+                )
             )
-        ),
-        failed.c.state == DeliveryState.FAILED.value,
-    ),
-    "postgresql": sa.and_(
-        failed.c.id == sa.any_(sa.bindparam("failed_ids", type_=ARRAY(sa.BigInteger))),
-        failed.c.state == DeliveryState.FAILED.value,
-    ),
-}
+        else:
+            ids = failed.c.id == sa.any_(sa.bindparam("failed_ids", type_=ARRAY(sa.BigInteger)))
+        return sa.and_(ids, failed.c.state == DeliveryState.FAILED.value)
+    if kind == "since":
+        return sa.and_(failed.c.state == DeliveryState.FAILED.value, failed.c.finished_at > _SINCE)
+    if kind == "unconfirmed":
+        return sa.and_(
+            failed.c.state == DeliveryState.SENT.value,
+            # Rendered as literals: only then can SQLite see that ix_deliveries_unconfirmed (on
+            # exactly these channels) holds every row this selects, instead of scanning them.
+            failed.c.channel.in_(
+                sa.bindparam(
+                    "data_channels", list(DATA_CHANNELS), expanding=True, literal_execute=True
+                )
+            ),
+            _emergency(),
+            failed.c.sent_at > _SENT_AFTER,
+            failed.c.sent_at <= _SENT_BEFORE,
+        )
+    raise ValueError(f"no such source: {kind}")
 
 
-def failed_since(since: datetime) -> sa.ColumnElement[bool]:
+def _bound(source: Source, dialect: str) -> dict[str, Any]:
+    if source.kind == "among" and dialect == "sqlite":
+        return {"failed_ids_json": json.dumps(list(source.values["failed_ids"]))}
+    return dict(source.values)
+
+
+def failed_among(ids: Sequence[int]) -> Source:
+    """Source: these deliveries, where they are now ``failed`` (a batch just recorded)."""
+    return Source("among", {"failed_ids": list(ids)})
+
+
+def failed_since(since: datetime) -> Source:
     """Source: deliveries that failed after ``since`` (reports, leases that ran out)."""
-    return sa.and_(failed.c.state == DeliveryState.FAILED.value, failed.c.finished_at > since)
+    return Source("since", {"fallback_since": since})
 
 
-def unconfirmed(*, sent_after: datetime, sent_before: datetime) -> sa.ColumnElement[bool]:
+def unconfirmed(*, sent_after: datetime, sent_before: datetime) -> Source:
     """Source: emergencies on a data channel, sent in the window and still not confirmed."""
-    return sa.and_(
-        failed.c.state == DeliveryState.SENT.value,
-        # Rendered as literals: only then can SQLite see that ix_deliveries_unconfirmed (on
-        # exactly these channels) holds every row this selects, instead of scanning them all.
-        failed.c.channel.in_(
-            sa.bindparam("data_channels", list(DATA_CHANNELS), expanding=True, literal_execute=True)
-        ),
-        _emergency(),
-        failed.c.sent_at > sent_after,
-        failed.c.sent_at <= sent_before,
+    return Source(
+        "unconfirmed", {"fallback_sent_after": sent_after, "fallback_sent_before": sent_before}
     )
 
 
@@ -220,82 +257,88 @@ def _segments(rules: FallbackRules) -> sa.ColumnElement[int]:
 
 
 async def source_announcements(
-    conn: AsyncConnection, source: sa.ColumnElement[bool], *, now: datetime, rules: FallbackRules
+    conn: AsyncConnection, source: Source, *, now: datetime, rules: FallbackRules
 ) -> list[int]:
     """The announcements that ``source`` would queue stand-ins for (to render their SMS)."""
+    dialect = _dialect_of(conn)
+    statement = _kept(
+        ("announcements", dialect, source.kind, rules.key()),
+        lambda: _announcements_statement(_terms(source.kind, dialect), rules),
+    )
+    rows = await conn.execute(statement, {**_times(now, rules), **_bound(source, dialect)})
+    return [int(announcement_id) for (announcement_id,) in rows]
+
+
+def _announcements_statement(
+    source: sa.ColumnElement[bool], rules: FallbackRules
+) -> sa.Select[Any]:
     # "id IN (the failures' announcements)", not a DISTINCT over the failures: for a DISTINCT,
     # SQLite preferred walking an index in announcement order (no sort) to the index of recent
     # failures, and so read every delivery in the outbox on every pass.
     concerned = announcements.alias("concerned")
-    rows = await conn.execute(
-        sa.select(concerned.c.id).where(
-            concerned.c.id.in_(
-                sa.select(failed.c.announcement_id)
-                .select_from(
-                    failed.join(announcements, announcements.c.id == failed.c.announcement_id)
-                )
-                .where(*_sources(source, rules=rules))
-            )
-        ),
-        _times(now, rules),
+    return sa.select(concerned.c.id).where(
+        concerned.c.id.in_(
+            sa.select(failed.c.announcement_id)
+            .select_from(failed.join(announcements, announcements.c.id == failed.c.announcement_id))
+            .where(*_sources(source, rules=rules))
+        )
     )
-    return [int(announcement_id) for (announcement_id,) in rows]
 
 
 def queue_fallbacks(
-    conn: Connection, source: sa.ColumnElement[bool], *, now: datetime, rules: FallbackRules
+    conn: Connection, source: Source, *, now: datetime, rules: FallbackRules
 ) -> int:
     """Queue the stand-in for every delivery ``source`` selects, in one statement.
-
-    Args:
-        source: WHERE terms over ``failed`` (see ``failed_since``, ``unconfirmed``); they may
-            also use ``announcements``.
 
     Returns:
         how many stand-ins were queued.
     """
-    statement = _statement(conn.dialect.name, source, rules)
+    dialect = _dialect_of(conn)
+    statement = _kept(
+        ("stand-ins", dialect, source.kind, rules.key()),
+        lambda: _statement(dialect, _terms(source.kind, dialect), rules),
+    )
     if statement is None:
         return 0
-    return int(conn.execute(statement, _times(now, rules)).rowcount or 0)
-
-
-# (dialect, rules.key()) -> the statement of ``queue_fallbacks_among``; the rules differ only
-# by the announcements in flight, so a few entries serve a whole broadcast.
-_AMONG_STATEMENTS: OrderedDict[tuple[Any, ...], sa.Insert | None] = OrderedDict()
-_AMONG_STATEMENTS_KEPT = 64
-_AMONG_STATEMENTS_LOCK = threading.Lock()
+    values = {**_times(now, rules), **_bound(source, dialect)}
+    return int(conn.execute(statement, values).rowcount or 0)
 
 
 def queue_fallbacks_among(
     conn: Connection, ids: Sequence[int], *, now: datetime, rules: FallbackRules
 ) -> int:
     """``queue_fallbacks`` of the deliveries ``ids`` that are now ``failed`` (a batch just
-    recorded), with a statement built once per set of rules."""
+    recorded)."""
     if not ids:
         return 0
-    dialect = "sqlite" if conn.dialect.name == "sqlite" else "postgresql"
-    key = (dialect, rules.key())
-    # Writers' threads and the event loop may both get here.
-    with _AMONG_STATEMENTS_LOCK:
-        found = key in _AMONG_STATEMENTS
-        if found:
-            _AMONG_STATEMENTS.move_to_end(key)
-            statement = _AMONG_STATEMENTS[key]
-    if not found:
-        statement = _statement(dialect, _AMONG[dialect], rules)
-        with _AMONG_STATEMENTS_LOCK:
-            _AMONG_STATEMENTS[key] = statement
-            if len(_AMONG_STATEMENTS) > _AMONG_STATEMENTS_KEPT:
-                _AMONG_STATEMENTS.popitem(last=False)
-    if statement is None:
-        return 0
-    values = _times(now, rules)
-    if dialect == "sqlite":
-        values["failed_ids_json"] = json.dumps(list(ids))
-    else:
-        values["failed_ids"] = list(ids)
-    return int(conn.execute(statement, values).rowcount or 0)
+    return queue_fallbacks(conn, failed_among(ids), now=now, rules=rules)
+
+
+def _dialect_of(conn: Connection | AsyncConnection) -> str:
+    return "sqlite" if conn.dialect.name == "sqlite" else "postgresql"
+
+
+# (what, dialect, source kind, rules.key()) -> the statement. The rules differ only by the
+# announcements in flight (their SMS segments), so a few entries serve a whole broadcast.
+# Building a statement and its cache key took ~6 ms of Python: once a batch, under SQLite's
+# write lock, and twice a housekeeping pass, before.
+_KEPT: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+_KEPT_AT_MOST = 64
+# Writers' threads and the event loop may both get here.
+_KEPT_LOCK = threading.Lock()
+
+
+def _kept(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+    with _KEPT_LOCK:
+        if key in _KEPT:
+            _KEPT.move_to_end(key)
+            return _KEPT[key]
+    statement = build()
+    with _KEPT_LOCK:
+        _KEPT[key] = statement
+        if len(_KEPT) > _KEPT_AT_MOST:
+            _KEPT.popitem(last=False)
+    return statement
 
 
 def _statement(
