@@ -35,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
@@ -115,6 +115,9 @@ def _emergency() -> sa.ColumnElement[bool]:
     return announcements.c.urgency == Urgency.EMERGENCY.value
 
 
+SourceKind = Literal["among", "since", "unconfirmed"]
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
     """Which deliveries need a stand-in: a kind of source (``failed_among``,
@@ -123,7 +126,7 @@ class Source:
     Only the values change from one batch or pass to the next, so each kind's statement is
     built once per set of rules and kept (``_kept``)."""
 
-    kind: str
+    kind: SourceKind
     values: Mapping[str, Any]
 
     def __repr__(self) -> str:
@@ -135,7 +138,7 @@ _SENT_AFTER = sa.bindparam("fallback_sent_after", type_=When)
 _SENT_BEFORE = sa.bindparam("fallback_sent_before", type_=When)
 
 
-def _terms(kind: str, dialect: str) -> sa.ColumnElement[bool]:
+def _terms(kind: SourceKind, dialect: str) -> sa.ColumnElement[bool]:
     """WHERE terms over ``failed`` of a kind of source, its values bound by name."""
     if kind == "among":
         # The batch's ids as one bound value, as in ``claims``.
