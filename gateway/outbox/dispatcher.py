@@ -60,7 +60,7 @@ class _Announcement:
     row: Mapping[str, Any]
     agency_name: str
     expires_at: datetime | None
-    agency_zone: str = quiet.WIB
+    agency_zone: str
 
 
 class Dispatcher:
@@ -493,8 +493,8 @@ class Dispatcher:
         channel: Channel,
         request: list[OutgoingMessage],
         *,
-        gate: quiet.SendGate | None = None,
-        held: dict[int, datetime] | None = None,
+        gate: quiet.SendGate,
+        held: dict[int, datetime],
     ) -> list[SendResult] | ChannelError:
         """Send one request when the rate allows; what ``gate`` holds as it leaves goes into
         ``held`` (delivery id -> when quiet hours end) and is not sent."""
@@ -516,13 +516,13 @@ class Dispatcher:
             # Paced by arrival (Telegram): the pacer's wait for answers in flight is part of
             # its pacing, not lateness, so the request carries no deadline after it.
             send_by = None
-        loop = asyncio.get_running_loop()
-        # A channel that hands the request to a thread checks the deadline again there.
-        if gate and held is not None:
+        if gate:
             waiting = gate.held([m.delivery_id for m in request], self.clock.now())
             if waiting:
                 held.update(waiting)
                 request = [m for m in request if m.delivery_id not in waiting]
+        loop = asyncio.get_running_loop()
+        # A channel that hands the request to a thread checks the deadline again there.
         token = SEND_BY.set(send_by)
         try:
             if not request:
