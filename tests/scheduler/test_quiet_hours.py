@@ -377,8 +377,8 @@ async def test_a_batch_that_reaches_quiet_hours_before_the_housekeeping_pass_wai
 ):
     """Started at 20:59 in Jakarta: due, claimable, and housekeeping has not run yet when
     21:00 comes. The send gate holds what would go at night: queued for the morning, the
-    claim's attempt given back, nothing sent; daytime Bali (WITA, 22:00 already) was deferred
-    at the start, and the agency's own zone goes by its hours too."""
+    claim's attempt given back, nothing sent. Subscribers without an area keep to the
+    agency's zone (WIB here) and are held the same way."""
     clock = ManualClock(DAY.replace(hour=13, minute=59))
     async with scheduled_world(
         aiohttp_client, database_url, keys, clock=clock, settings=BY_HAND
