@@ -38,7 +38,7 @@ from gateway.db.schema import agencies, announcements, deliveries
 from gateway.db.writer import Writer
 from gateway.domain import CHANNELS, PERSONAL_CHANNELS, AnnouncementStatus, DeliveryState, Urgency
 from gateway.errors import ChannelError, HandedBack, RecipientStopped, Throttled
-from gateway.outbox import claims, fallback, fanout, quiet
+from gateway.outbox import claims, fallback, fanout, late_stops, quiet
 from gateway.outbox.content import content_for
 from gateway.outbox.fanout import fan_out
 from gateway.outbox.shared_rate import shared_rate_limit
@@ -355,6 +355,7 @@ class Dispatcher:
             how many fallbacks were queued.
         """
         stopped = [o.id for o in outcomes if o.error_kind == RecipientStopped.kind]
+        requeued = [o.id for o in outcomes if o.state is DeliveryState.QUEUED]
         sent = [(o.id, o.provider_message_id) for o in outcomes if o.state is DeliveryState.SENT]
         failed = [o.id for o in outcomes if o.state is DeliveryState.FAILED]
         rules = None
@@ -373,6 +374,7 @@ class Dispatcher:
             claims.write_outcomes(conn, prepared, now=now)
             claims.apply_early_reports(conn, channel=channel_name, sent=sent)
             claims.stop_recipients(conn, channel=channel_name, delivery_ids=stopped, now=now)
+            late_stops.cancel_requeued(conn, requeued, now=now)
             if rules is None:
                 return 0
             return fallback.queue_fallbacks_among(conn, failed, now=now, rules=rules)
@@ -390,6 +392,8 @@ class Dispatcher:
         sendable: list[tuple[claims.Claimed, str]] = []
         # Normal announcements to a person wait out quiet hours, checked as each request leaves.
         gate = quiet.SendGate(batch)
+        # Opt-outs, erasures and cancellations since the claim, looked at as requests leave.
+        stops = late_stops.LateStops(self.engine, batch)
         watch = channel.name in PERSONAL_CHANNELS
         for item in batch:
             if item.announcement_id is None:
@@ -403,6 +407,8 @@ class Dispatcher:
                 expired = announcement.expires_at is not None and announcement.expires_at <= now
                 text = None if expired else self._text(channel, announcement, item.language)
                 texts[key] = text
+                if announcement.expires_at is not None:
+                    stops.expires(item.announcement_id, announcement.expires_at)
                 if watch and (rule := await self._quiet_of(announcement)) is not None:
                     gate.watch(item.announcement_id, *rule)
             if text is None:
@@ -440,24 +446,35 @@ class Dispatcher:
             for i in range(0, len(messages), channel.batch_size)
         ]
         held: dict[int, datetime] = {}
+        withdrawn: dict[int, claims.Outcome] = {}
         results = await asyncio.gather(
-            *(self._send_request(channel, r, gate=gate, held=held) for r in requests)
+            *(
+                self._send_request(
+                    channel, r, gate=gate, held=held, stops=stops, withdrawn=withdrawn
+                )
+                for r in requests
+            )
         )
         for request, result in zip(requests, results, strict=True):
             if isinstance(result, ChannelError):
                 outcomes.extend(
                     self._failure(m.delivery_id, result, attempts[m.delivery_id])
                     for m in request
-                    if m.delivery_id not in held
+                    if m.delivery_id not in held and m.delivery_id not in withdrawn
                 )
                 continue
             for sent in result:
                 outcomes.append(self._outcome(sent, attempts[sent.delivery_id]))
             answered = {r.delivery_id for r in result}
             for m in request:
-                if m.delivery_id not in answered and m.delivery_id not in held:
-                    missing = ChannelError("the provider did not report on this message")
-                    outcomes.append(self._failure(m.delivery_id, missing, attempts[m.delivery_id]))
+                if m.delivery_id in answered or m.delivery_id in held or m.delivery_id in withdrawn:
+                    continue
+                missing = ChannelError("the provider did not report on this message")
+                outcomes.append(self._failure(m.delivery_id, missing, attempts[m.delivery_id]))
+        if withdrawn:
+            # Never sent: stopped (or expired) after the claim, the attempt given back.
+            outcomes.extend(withdrawn.values())
+            log.info("%s: %d deliveries stopped after their claim", channel.name, len(withdrawn))
         if held:
             # Never sent: queued for the morning, the claim's attempt given back.
             outcomes.extend(
@@ -495,9 +512,12 @@ class Dispatcher:
         *,
         gate: quiet.SendGate,
         held: dict[int, datetime],
+        stops: late_stops.LateStops,
+        withdrawn: dict[int, claims.Outcome],
     ) -> list[SendResult] | ChannelError:
         """Send one request when the rate allows; what ``gate`` holds as it leaves goes into
-        ``held`` (delivery id -> when quiet hours end) and is not sent."""
+        ``held`` (delivery id -> when quiet hours end), what ``stops`` finds stopped since the
+        claim into ``withdrawn`` (delivery id -> its outcome); neither is sent."""
         size = len(request)
         bucket = self._buckets[channel.name]
         pacer = self._arrivals.get(channel.name)
@@ -521,6 +541,10 @@ class Dispatcher:
             if waiting:
                 held.update(waiting)
                 request = [m for m in request if m.delivery_id not in waiting]
+        stopped = await stops.outcomes([m.delivery_id for m in request], self.clock.now())
+        if stopped:
+            withdrawn.update(stopped)
+            request = [m for m in request if m.delivery_id not in stopped]
         loop = asyncio.get_running_loop()
         # A channel that hands the request to a thread checks the deadline again there.
         token = SEND_BY.set(send_by)
@@ -791,6 +815,7 @@ class Dispatcher:
             rules = await self._fallback_rules(concerned)
         fell_back = 0
         async with self.engine.begin() as conn:
+            await late_stops.cancel_stale(conn, now=now)
             reclaimed = await claims.reclaim_expired_leases(
                 conn, now=now, max_attempts=self.config.dispatch.max_attempts
             )

@@ -1,0 +1,237 @@
+"""What was stopped after a batch was claimed, looked up again before its requests leave.
+
+An opt-out, an erasure or a cancelled announcement cancels the deliveries still *queued*, in
+the same transaction (``gateway.store.subscribers.opt_out``, ``fanout.cancel_pending``). A
+worker's claimed batch is no longer queued, and on a paced channel it may take up to half a
+lease to go out (``Dispatcher.claim_size``): 30 s of Telegram at 30/s, of SMS at an agency's
+contracted rate. Without a second look, a citizen who sent STOP, or an operator who cancelled
+a wrong broadcast, would see those messages leave for that long afterwards.
+
+So each request of a batch asks ``LateStops`` just before it is handed to the channel. When the
+batch's last look is older than ``LOOK_EVERY_S`` it reads, in one statement, which of the
+batch's deliveries not yet sent now belong to a cancelled announcement, to a subscriber who
+opted out of the channel, or to a person erased. Those are not sent: they are recorded as
+cancelled (or expired, for an announcement whose expiry passed while the batch waited, which
+needs no reading), with the claim's attempt given back. The worker that holds the lease is the
+only writer of its batch's rows, so the record stays true to what left.
+
+A batch that goes out at once (an unpaced channel: 2,000 deliveries in a fraction of a second)
+is never looked at again: the look costs nothing where there is nothing to catch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.db.schema import announcements, deliveries, subscriber_channels
+from gateway.domain import AnnouncementStatus, DeliveryState
+from gateway.outbox.claims import Claimed, Outcome
+
+log = logging.getLogger("warta.dispatch")
+
+# How stale a batch's knowledge of stops may be when one of its requests leaves.
+LOOK_EVERY_S = 0.5
+
+CANCELLED = "cancelled"  # as fanout.cancel_pending words it
+OPTED_OUT = "opted out"  # as store.subscribers.opt_out words it
+ERASED = "erased"  # as store.subscribers.erase words it
+
+_d, _a, _sc = deliveries, announcements, subscriber_channels
+_CANCELLED = (
+    sa.exists()
+    .where(_a.c.id == _d.c.announcement_id, _a.c.status == AnnouncementStatus.CANCELLED.value)
+    .correlate(_d)
+)
+# Replies are not stopped by an opt-out: the confirmation of that very opt-out is one.
+_OPTED_OUT = sa.and_(
+    _d.c.kind == "announcement",
+    sa.exists()
+    .where(
+        _sc.c.subscriber_id == _d.c.subscriber_id,
+        _sc.c.channel == _d.c.channel,
+        _sc.c.opted_out_at.is_not(None),
+    )
+    .correlate(_d),
+)
+# Erasure unlinks the person from every delivery: nothing is left to address.
+_ERASED = sa.and_(
+    _d.c.subscriber_id.is_(None), _d.c.recipient_ciphertext.is_(None), _d.c.account.is_(None)
+)
+_STOPPED_NOW = sa.or_(_CANCELLED, _OPTED_OUT, _ERASED)
+_REASON = sa.case((_CANCELLED, CANCELLED), (_ERASED, ERASED), else_=OPTED_OUT)
+
+# The ids travel as one bound value: an array, or a JSON array on SQLite.
+_AMONG = {
+    "postgresql": _d.c.id == sa.any_(sa.bindparam("ids", type_=ARRAY(sa.BigInteger))),
+    "sqlite": _d.c.id.in_(
+        sa.select(sa.literal_column("value")).select_from(
+            sa.func.json_each(sa.bindparam("ids_json", type_=sa.String))
+        )
+    ),
+}
+
+
+def _ids(dialect: str, ids: Sequence[int]) -> dict[str, Any]:
+    return {"ids_json": json.dumps(list(ids))} if dialect == "sqlite" else {"ids": list(ids)}
+
+
+def _dialect(conn: Connection | AsyncConnection) -> str:
+    return "sqlite" if conn.dialect.name == "sqlite" else "postgresql"
+
+
+_STOPPED = {
+    dialect: sa.select(_d.c.id, _REASON).where(among, _STOPPED_NOW)
+    for dialect, among in _AMONG.items()
+}
+# What a stop writes, in the words of the stop itself (see the constants above).
+_CANCEL = {
+    "state": DeliveryState.CANCELLED.value,
+    "error_kind": sa.case((_CANCELLED, sa.null()), else_="stopped"),
+    "error_reason": _REASON,
+    "finished_at": sa.bindparam("now", type_=_d.c.finished_at.type),
+}
+_CANCEL_REQUEUED = {
+    dialect: sa.update(_d)
+    .where(among, _d.c.state == DeliveryState.QUEUED.value, _STOPPED_NOW)
+    .values(_CANCEL)
+    for dialect, among in _AMONG.items()
+}
+
+
+# A dead worker's batch (its lease run out): what was stopped meanwhile is not queued again.
+_CANCEL_STALE = (
+    sa.update(_d)
+    .where(
+        _d.c.state == DeliveryState.SENDING.value,
+        _d.c.lease_until < sa.bindparam("now", type_=_d.c.lease_until.type),
+        _STOPPED_NOW,
+    )
+    .values({**_CANCEL, "lease_until": None})
+)
+
+
+async def cancel_stale(conn: AsyncConnection, *, now: datetime) -> int:
+    """Before leases that ran out are reclaimed (``claims.reclaim_expired_leases``): cancel
+    their deliveries stopped since the claim, as ``cancel_requeued`` does for a live worker."""
+    result = await conn.execute(_CANCEL_STALE, {"now": now})
+    return int(result.rowcount or 0)
+
+
+def cancel_requeued(conn: Connection, delivery_ids: Sequence[int], *, now: datetime) -> int:
+    """Of ``delivery_ids``, just put back in the queue by the worker that held them (a retry,
+    quiet hours), cancel those stopped meanwhile; returns how many.
+
+    An opt-out or a cancellation while they were claimed cancelled only what was queued then;
+    without this, a retry would send them later all the same. Run in the transaction that
+    queues them again. On SQLite writers take turns, so nothing slips between. On PostgreSQL
+    a stop whose cancelling UPDATE comes after this transaction's waits for its row locks and
+    then finds them queued; one left open across it (its UPDATE ran while they were still
+    ``sending``, its commit after this statement) is missed, a window of milliseconds.
+    """
+    if not delivery_ids:
+        return 0
+    dialect = _dialect(conn)
+    result = conn.execute(_CANCEL_REQUEUED[dialect], {**_ids(dialect, delivery_ids), "now": now})
+    return int(result.rowcount or 0)
+
+
+class LateStops:
+    """One batch's look at stops that came after its claim."""
+
+    __slots__ = ("_announcement_of", "_batch", "_engine", "_expires", "_looked_at", "_looking",
+                 "_monotonic", "_stopped", "_unsent")  # fmt: skip
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        batch: Sequence[Claimed],
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self._monotonic = monotonic
+        # The claim itself took only queued deliveries: it is the batch's first look.
+        self._looked_at = monotonic()
+        self._batch = batch
+        self._unsent = {item.id for item in batch}
+        self._stopped: dict[int, str] = {}
+        self._looking: asyncio.Future[None] | None = None
+        # announcement id -> when it expires, for those of the batch that do
+        self._expires: dict[int, datetime] = {}
+        self._announcement_of: dict[int, int | None] | None = None
+
+    def expires(self, announcement_id: int, at: datetime) -> None:
+        """The batch's deliveries of ``announcement_id`` are not sent from ``at`` on."""
+        self._expires[announcement_id] = at
+
+    async def outcomes(self, delivery_ids: Sequence[int], now: datetime) -> dict[int, Outcome]:
+        """Of ``delivery_ids``, about to leave, those that must not: with what to record.
+
+        The rest count as gone: a later look does not ask about them again.
+        """
+        if self._monotonic() - self._looked_at >= LOOK_EVERY_S:
+            await self._look()
+        found: dict[int, Outcome] = {}
+        for delivery_id in delivery_ids:
+            self._unsent.discard(delivery_id)
+            reason = self._stopped.get(delivery_id)
+            if reason is not None:
+                found[delivery_id] = Outcome(
+                    delivery_id,
+                    DeliveryState.CANCELLED,
+                    error_kind=None if reason == CANCELLED else "stopped",
+                    error_reason=reason,
+                    refund=True,
+                )
+                continue
+            if not self._expires:
+                continue
+            if self._announcement_of is None:
+                self._announcement_of = {item.id: item.announcement_id for item in self._batch}
+            announcement_id = self._announcement_of.get(delivery_id)
+            expiry = None if announcement_id is None else self._expires.get(announcement_id)
+            if expiry is not None and expiry <= now:
+                found[delivery_id] = Outcome(
+                    delivery_id,
+                    DeliveryState.EXPIRED,
+                    error_reason="expired before it could be sent",
+                    refund=True,
+                )
+        return found
+
+    async def _look(self) -> None:
+        # One reading serves every request of the batch that leaves meanwhile.
+        if self._looking is None:
+            self._looking = asyncio.ensure_future(self._read())
+        looking = self._looking
+        try:
+            await asyncio.shield(looking)
+        finally:
+            if self._looking is looking and looking.done():
+                self._looking = None
+
+    async def _read(self) -> None:
+        started = self._monotonic()
+        ids = sorted(self._unsent)
+        try:
+            if ids:
+                async with self._engine.connect() as conn:
+                    dialect = _dialect(conn)
+                    found = await conn.execute(_STOPPED[dialect], _ids(dialect, ids))
+                    self._stopped.update((int(id_), str(reason)) for id_, reason in found)
+        except Exception as exc:
+            # The requests go as claimed: failing them here would send again, after the
+            # lease, those of the batch already gone. The next look tries again.
+            log.warning("could not look for stops after a claim: %s", type(exc).__name__)
+        self._looked_at = started
