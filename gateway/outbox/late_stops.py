@@ -149,8 +149,8 @@ def cancel_requeued(conn: Connection, delivery_ids: Sequence[int], *, now: datet
 class LateStops:
     """One batch's look at stops that came after its claim."""
 
-    __slots__ = ("_announcement_of", "_batch", "_engine", "_expires", "_looked_at", "_looking",
-                 "_monotonic", "_stopped", "_unsent")  # fmt: skip
+    __slots__ = ("_announcement_of", "_batch", "_engine", "_expires", "_first_expiry", "_gone",
+                 "_looked_at", "_looking", "_monotonic", "_stopped")  # fmt: skip
 
     def __init__(
         self,
@@ -164,16 +164,20 @@ class LateStops:
         # The claim itself took only queued deliveries: it is the batch's first look.
         self._looked_at = monotonic()
         self._batch = batch
-        self._unsent = {item.id for item in batch}
+        # The ids of the requests that left: what is still unsent is worked out only at a look.
+        self._gone: list[Sequence[int]] = []
         self._stopped: dict[int, str] = {}
         self._looking: asyncio.Future[None] | None = None
         # announcement id -> when it expires, for those of the batch that do
         self._expires: dict[int, datetime] = {}
+        self._first_expiry: datetime | None = None
         self._announcement_of: dict[int, int | None] | None = None
 
     def expires(self, announcement_id: int, at: datetime) -> None:
         """The batch's deliveries of ``announcement_id`` are not sent from ``at`` on."""
         self._expires[announcement_id] = at
+        if self._first_expiry is None or at < self._first_expiry:
+            self._first_expiry = at
 
     async def outcomes(self, delivery_ids: Sequence[int], now: datetime) -> dict[int, Outcome]:
         """Of ``delivery_ids``, about to leave, those that must not: with what to record.
@@ -182,9 +186,12 @@ class LateStops:
         """
         if self._monotonic() - self._looked_at >= LOOK_EVERY_S:
             await self._look()
+        self._gone.append(delivery_ids)
+        expiring = self._first_expiry is not None and self._first_expiry <= now
+        if not self._stopped and not expiring:
+            return {}  # nearly always: a request costs no work per delivery
         found: dict[int, Outcome] = {}
         for delivery_id in delivery_ids:
-            self._unsent.discard(delivery_id)
             reason = self._stopped.get(delivery_id)
             if reason is not None:
                 found[delivery_id] = Outcome(
@@ -195,7 +202,7 @@ class LateStops:
                     refund=True,
                 )
                 continue
-            if not self._expires:
+            if not expiring:
                 continue
             if self._announcement_of is None:
                 self._announcement_of = {item.id: item.announcement_id for item in self._batch}
@@ -223,7 +230,8 @@ class LateStops:
 
     async def _read(self) -> None:
         started = self._monotonic()
-        ids = sorted(self._unsent)
+        gone = set().union(*self._gone)
+        ids = sorted(item.id for item in self._batch if item.id not in gone)
         try:
             if ids:
                 async with self._engine.connect() as conn:
