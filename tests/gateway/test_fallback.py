@@ -104,6 +104,7 @@ async def gateway(
     telegram_outcomes: dict[str, Any] | None = None,
     sms_reports: dict[str, str] | None = None,
     voice: bool = False,
+    telegram_rate: float | None = None,
     **dispatch: Any,
 ) -> AsyncIterator[Gateway]:
     sms = AfricasTalkingSimulator(
@@ -146,7 +147,12 @@ async def gateway(
         },
         data_dir=str(tmp_path),
         africastalking={"base_url": urls[0], "request_timeout_s": 2.0},
-        telegram={"base_url": urls[1], "per_chat_interval_s": 0.0, "register_webhook": False},
+        telegram={
+            "base_url": urls[1],
+            "per_chat_interval_s": 0.0,
+            "register_webhook": False,
+            **({} if telegram_rate is None else {"rate_per_second": telegram_rate}),
+        },
         whatsapp={
             "phone_number_id": WA_PHONE_ID,
             "base_url": urls[2],

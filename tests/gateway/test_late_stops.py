@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,6 +19,7 @@ from gateway.clock import ManualClock
 from gateway.db.schema import deliveries, subscribers
 from gateway.domain import Role
 from gateway.outbox import late_stops
+from tests.gateway.test_fallback import gateway, start
 from tests.scheduler.support import dispatcher_of
 from tests.support.config import make_config
 from tests.support.sms import broadcast, claim_now, import_numbers, numbers, sms_world
@@ -152,6 +154,35 @@ async def test_a_cancelled_broadcast_stops_at_once_on_a_paced_channel(
         counts = shown.body["stats"][0]["counts"]
         assert counts.get("cancelled") == 2
         assert counts.get("sending", 0) == counts.get("queued", 0) == 0
+
+
+async def test_a_cancel_stops_a_telegram_batch_paced_at_the_bot_rate(
+    aiohttp_client: Any, database_url: str, keys: dict[str, str], tmp_path: Path
+) -> None:
+    """Telegram, paced for arrival (here at one message a second): the case the look is for.
+    The operator cancels after the first message; the other two chats get nothing."""
+    async with gateway(aiohttp_client, database_url, keys, tmp_path, telegram_rate=1.0) as gw:
+        for i, phone in enumerate(numbers(3)):
+            await gw.subscriber(phone, channels=["telegram"], telegram_chat_id=5000 + i)
+        announcement_id = await start(gw, channels=["telegram"])
+
+        def sent() -> int:
+            return sum(1 for r in gw.telegram.received if r.method == "sendmessage")
+
+        running = asyncio.create_task(gw.dispatcher.run_once("telegram"))
+        for _ in range(500):
+            if sent():
+                break
+            await asyncio.sleep(0.01)
+        assert sent() == 1 and not running.done()
+        path = f"/api/v1/announcements/{announcement_id}/cancel"
+        cancelled = await gw.world.call("POST", path, role=Role.APPROVER)
+        assert cancelled.status == 200
+        assert await running == 3
+
+        assert sent() == 1
+        states = sorted(row["state"] for row in await gw.rows(announcement_id))
+        assert states == ["cancelled", "cancelled", "sent"]
 
 
 async def test_an_erased_person_gets_nothing_more_from_a_claimed_batch(
