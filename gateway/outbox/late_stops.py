@@ -17,26 +17,28 @@ only writer of its batch's rows, so the record stays true to what left.
 
 A batch that goes out at once (an unpaced channel: 2,000 deliveries in a fraction of a second)
 is never looked at again: the look costs nothing where there is nothing to catch.
+
+A claimed delivery can also go back to the queue: a retry, a request held for quiet hours or
+handed back in a provider's pause (``cancel_requeued``, in the transaction that records it),
+or a dead worker's batch whose lease ran out (``cancel_stale``, before maintenance reclaims
+it). The stop's own UPDATE passed it by, as it was not queued then; these cancel it there.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.schema import announcements, deliveries, subscriber_channels
 from gateway.domain import AnnouncementStatus, DeliveryState
-from gateway.outbox.claims import Claimed, Outcome
+from gateway.outbox.claims import _AMONG, Claimed, Outcome, _dialect, _ids
 
 log = logging.getLogger("warta.dispatch")
 
@@ -70,25 +72,6 @@ _ERASED = sa.and_(
 )
 _STOPPED_NOW = sa.or_(_CANCELLED, _OPTED_OUT, _ERASED)
 _REASON = sa.case((_CANCELLED, CANCELLED), (_ERASED, ERASED), else_=OPTED_OUT)
-
-# The ids travel as one bound value: an array, or a JSON array on SQLite.
-_AMONG = {
-    "postgresql": _d.c.id == sa.any_(sa.bindparam("ids", type_=ARRAY(sa.BigInteger))),
-    "sqlite": _d.c.id.in_(
-        sa.select(sa.literal_column("value")).select_from(
-            sa.func.json_each(sa.bindparam("ids_json", type_=sa.String))
-        )
-    ),
-}
-
-
-def _ids(dialect: str, ids: Sequence[int]) -> dict[str, Any]:
-    return {"ids_json": json.dumps(list(ids))} if dialect == "sqlite" else {"ids": list(ids)}
-
-
-def _dialect(conn: Connection | AsyncConnection) -> str:
-    return "sqlite" if conn.dialect.name == "sqlite" else "postgresql"
-
 
 _STOPPED = {
     dialect: sa.select(_d.c.id, _REASON).where(among, _STOPPED_NOW)
@@ -141,8 +124,9 @@ def cancel_requeued(conn: Connection, delivery_ids: Sequence[int], *, now: datet
     """
     if not delivery_ids:
         return 0
-    dialect = _dialect(conn)
-    result = conn.execute(_CANCEL_REQUEUED[dialect], {**_ids(dialect, delivery_ids), "now": now})
+    result = conn.execute(
+        _CANCEL_REQUEUED[_dialect(conn)], {**_ids(conn, delivery_ids), "now": now}
+    )
     return int(result.rowcount or 0)
 
 
@@ -235,8 +219,7 @@ class LateStops:
         try:
             if ids:
                 async with self._engine.connect() as conn:
-                    dialect = _dialect(conn)
-                    found = await conn.execute(_STOPPED[dialect], _ids(dialect, ids))
+                    found = await conn.execute(_STOPPED[_dialect(conn)], _ids(conn, ids))
                     self._stopped.update((int(id_), str(reason)) for id_, reason in found)
         except Exception as exc:
             # The requests go as claimed: failing them here would send again, after the
