@@ -416,7 +416,7 @@ class Dispatcher:
                     claims.Outcome(
                         item.id,
                         DeliveryState.EXPIRED,
-                        error_reason="expired before it could be sent",
+                        error_reason=late_stops.EXPIRED,
                     )
                 )
                 continue

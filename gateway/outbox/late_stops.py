@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -48,6 +48,7 @@ LOOK_EVERY_S = 0.5
 CANCELLED = "cancelled"  # as fanout.cancel_pending words it
 OPTED_OUT = "opted out"  # as store.subscribers.opt_out words it
 ERASED = "erased"  # as store.subscribers.erase words it
+EXPIRED = "expired before it could be sent"  # as the dispatcher words it at the claim too
 
 _d, _a, _sc = deliveries, announcements, subscriber_channels
 _CANCELLED = (
@@ -134,19 +135,12 @@ class LateStops:
     """One batch's look at stops that came after its claim."""
 
     __slots__ = ("_announcement_of", "_batch", "_engine", "_expires", "_first_expiry", "_gone",
-                 "_looked_at", "_looking", "_monotonic", "_stopped")  # fmt: skip
+                 "_looked_at", "_looking", "_stopped")  # fmt: skip
 
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        batch: Sequence[Claimed],
-        *,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, engine: AsyncEngine, batch: Sequence[Claimed]) -> None:
         self._engine = engine
-        self._monotonic = monotonic
         # The claim itself took only queued deliveries: it is the batch's first look.
-        self._looked_at = monotonic()
+        self._looked_at = time.monotonic()
         self._batch = batch
         # The ids of the requests that left: what is still unsent is worked out only at a look.
         self._gone: list[Sequence[int]] = []
@@ -168,7 +162,7 @@ class LateStops:
 
         The rest count as gone: a later look does not ask about them again.
         """
-        if self._monotonic() - self._looked_at >= LOOK_EVERY_S:
+        if time.monotonic() - self._looked_at >= LOOK_EVERY_S:
             await self._look()
         self._gone.append(delivery_ids)
         expiring = self._first_expiry is not None and self._first_expiry <= now
@@ -196,7 +190,7 @@ class LateStops:
                 found[delivery_id] = Outcome(
                     delivery_id,
                     DeliveryState.EXPIRED,
-                    error_reason="expired before it could be sent",
+                    error_reason=EXPIRED,
                     refund=True,
                 )
         return found
@@ -213,7 +207,7 @@ class LateStops:
                 self._looking = None
 
     async def _read(self) -> None:
-        started = self._monotonic()
+        started = time.monotonic()
         gone = set().union(*self._gone)
         ids = sorted(item.id for item in self._batch if item.id not in gone)
         try:
