@@ -27,6 +27,7 @@ from sqlalchemy import Connection
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.db.dialect import Dialect, bound_ids, dialect_name, id_in
 from gateway.db.schema import deliveries, delivery_reports, subscriber_channels, subscribers
 from gateway.domain import DeliveryState
 
@@ -373,31 +374,17 @@ def write_outcomes(conn: Connection, prepared: PreparedOutcomes, *, now: datetim
     return changed
 
 
-# A batch's ids travel as one bound value (``json_each`` on SQLite, an array on PostgreSQL):
-# thousands of ids would otherwise be rendered and bound one by one.
-_IDS_JSON = sa.bindparam("among_ids_json", type_=sa.String)
-_IDS_ARRAY = sa.bindparam("among_ids", type_=ARRAY(sa.BigInteger))
-_AMONG = {
-    "sqlite": deliveries.c.id.in_(
-        sa.select(sa.literal_column("value")).select_from(sa.func.json_each(_IDS_JSON))
-    ),
-    "postgresql": deliveries.c.id == sa.any_(_IDS_ARRAY),
-}
-
-
-def _dialect(conn: Connection | AsyncConnection) -> str:
-    return "sqlite" if conn.dialect.name == "sqlite" else "postgresql"
+# A batch's ids travel as one bound value (gateway.db.dialect.id_in).
+_AMONG = id_in(deliveries.c.id, "among_ids")
 
 
 def _among(conn: Connection | AsyncConnection) -> sa.ColumnElement[bool]:
     """``deliveries.id IN ids``, the ids bound by ``_ids``."""
-    return _AMONG[_dialect(conn)]
+    return _AMONG[dialect_name(conn)]
 
 
 def _ids(conn: Connection | AsyncConnection, ids: Sequence[int]) -> dict[str, Any]:
-    if _dialect(conn) == "sqlite":
-        return {"among_ids_json": json.dumps(list(ids))}
-    return {"among_ids": list(ids)}
+    return bound_ids(dialect_name(conn), "among_ids", ids)
 
 
 def lock_reports(conn: Connection, channels: Sequence[str]) -> None:
@@ -416,7 +403,7 @@ def lock_reports(conn: Connection, channels: Sequence[str]) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
 
-def _early_reports(dialect: str) -> sa.Update:
+def _early_reports(dialect: Dialect) -> sa.Update:
     """The statement of ``apply_early_reports``: built once per dialect, channel and ids bound."""
 
     def final(column: sa.Column[Any]) -> Any:
@@ -498,7 +485,7 @@ def apply_early_reports(
     """
     if not sent:
         return
-    dialect = _dialect(conn)
+    dialect = dialect_name(conn)
     pmids = sorted({pmid for _, pmid in sent if pmid})
     reported: set[str] = set()
     if pmids:

@@ -29,7 +29,6 @@ channel impossible, whatever races between processes.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -39,10 +38,9 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.db.dialect import insert_ignoring_conflicts
+from gateway.db.dialect import Dialect, bound_ids, dialect_name, id_in, insert_ignoring_conflicts
 from gateway.db.schema import When, announcements, deliveries, subscriber_channels, subscribers
 from gateway.domain import PERSONAL_CHANNELS, AnnouncementStatus, DeliveryState, Urgency
 from gateway.outbox.fanout import DELIVERY_COLUMNS
@@ -138,18 +136,11 @@ _SENT_AFTER = sa.bindparam("fallback_sent_after", type_=When)
 _SENT_BEFORE = sa.bindparam("fallback_sent_before", type_=When)
 
 
-def _terms(kind: SourceKind, dialect: str) -> sa.ColumnElement[bool]:
+def _terms(kind: SourceKind, dialect: Dialect) -> sa.ColumnElement[bool]:
     """WHERE terms over ``failed`` of a kind of source, its values bound by name."""
     if kind == "among":
         # The batch's ids as one bound value, as in ``claims``.
-        if dialect == "sqlite":
-            ids: sa.ColumnElement[bool] = failed.c.id.in_(
-                sa.select(sa.literal_column("value")).select_from(
-                    sa.func.json_each(sa.bindparam("failed_ids_json", type_=sa.String))
-                )
-            )
-        else:
-            ids = failed.c.id == sa.any_(sa.bindparam("failed_ids", type_=ARRAY(sa.BigInteger)))
+        ids = id_in(failed.c.id, "failed_ids")[dialect]
         return sa.and_(ids, failed.c.state == DeliveryState.FAILED.value)
     if kind == "since":
         return sa.and_(failed.c.state == DeliveryState.FAILED.value, failed.c.finished_at > _SINCE)
@@ -170,9 +161,9 @@ def _terms(kind: SourceKind, dialect: str) -> sa.ColumnElement[bool]:
     raise ValueError(f"no such source: {kind}")
 
 
-def _bound(source: Source, dialect: str) -> dict[str, Any]:
-    if source.kind == "among" and dialect == "sqlite":
-        return {"failed_ids_json": json.dumps(list(source.values["failed_ids"]))}
+def _bound(source: Source, dialect: Dialect) -> dict[str, Any]:
+    if source.kind == "among":
+        return bound_ids(dialect, "failed_ids", source.values["failed_ids"])
     return dict(source.values)
 
 
@@ -263,7 +254,7 @@ async def source_announcements(
     conn: AsyncConnection, source: Source, *, now: datetime, rules: FallbackRules
 ) -> list[int]:
     """The announcements that ``source`` would queue stand-ins for (to render their SMS)."""
-    dialect = _dialect_of(conn)
+    dialect = dialect_name(conn)
     statement = _kept(
         ("announcements", dialect, source.kind, rules.key()),
         lambda: _announcements_statement(_terms(source.kind, dialect), rules),
@@ -296,7 +287,7 @@ def queue_fallbacks(
     Returns:
         how many stand-ins were queued.
     """
-    dialect = _dialect_of(conn)
+    dialect = dialect_name(conn)
     statement = _kept(
         ("stand-ins", dialect, source.kind, rules.key()),
         lambda: _statement(dialect, _terms(source.kind, dialect), rules),
@@ -315,10 +306,6 @@ def queue_fallbacks_among(
     if not ids:
         return 0
     return queue_fallbacks(conn, failed_among(ids), now=now, rules=rules)
-
-
-def _dialect_of(conn: Connection | AsyncConnection) -> str:
-    return "sqlite" if conn.dialect.name == "sqlite" else "postgresql"
 
 
 # (what, dialect, source kind, rules.key()) -> the statement. The rules differ only by the

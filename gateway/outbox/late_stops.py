@@ -36,9 +36,10 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway.db.dialect import dialect_name
 from gateway.db.schema import announcements, deliveries, subscriber_channels
 from gateway.domain import AnnouncementStatus, DeliveryState
-from gateway.outbox.claims import _AMONG, Claimed, Outcome, _dialect, _ids
+from gateway.outbox.claims import _AMONG, Claimed, Outcome, _ids
 
 log = logging.getLogger("warta.dispatch")
 
@@ -126,7 +127,7 @@ def cancel_requeued(conn: Connection, delivery_ids: Sequence[int], *, now: datet
     if not delivery_ids:
         return 0
     result = conn.execute(
-        _CANCEL_REQUEUED[_dialect(conn)], {**_ids(conn, delivery_ids), "now": now}
+        _CANCEL_REQUEUED[dialect_name(conn)], {**_ids(conn, delivery_ids), "now": now}
     )
     return int(result.rowcount or 0)
 
@@ -213,7 +214,7 @@ class LateStops:
         try:
             if ids:
                 async with self._engine.connect() as conn:
-                    found = await conn.execute(_STOPPED[_dialect(conn)], _ids(conn, ids))
+                    found = await conn.execute(_STOPPED[dialect_name(conn)], _ids(conn, ids))
                     self._stopped.update((int(id_), str(reason)) for id_, reason in found)
         except Exception as exc:
             # The requests go as claimed: failing them here would send again, after the
