@@ -445,13 +445,10 @@ class Dispatcher:
             messages[i : i + channel.batch_size]
             for i in range(0, len(messages), channel.batch_size)
         ]
-        held: dict[int, datetime] = {}
-        withdrawn: dict[int, claims.Outcome] = {}
+        kept_back: dict[int, claims.Outcome] = {}
         results = await asyncio.gather(
             *(
-                self._send_request(
-                    channel, r, gate=gate, held=held, stops=stops, withdrawn=withdrawn
-                )
+                self._send_request(channel, r, gate=gate, stops=stops, kept_back=kept_back)
                 for r in requests
             )
         )
@@ -460,30 +457,30 @@ class Dispatcher:
                 outcomes.extend(
                     self._failure(m.delivery_id, result, attempts[m.delivery_id])
                     for m in request
-                    if m.delivery_id not in held and m.delivery_id not in withdrawn
+                    if m.delivery_id not in kept_back
                 )
                 continue
             for sent in result:
                 outcomes.append(self._outcome(sent, attempts[sent.delivery_id]))
             answered = {r.delivery_id for r in result}
             for m in request:
-                if m.delivery_id in answered or m.delivery_id in held or m.delivery_id in withdrawn:
+                if m.delivery_id in answered or m.delivery_id in kept_back:
                     continue
                 missing = ChannelError("the provider did not report on this message")
                 outcomes.append(self._failure(m.delivery_id, missing, attempts[m.delivery_id]))
-        if withdrawn:
-            # Never sent: stopped (or expired) after the claim, the attempt given back.
-            outcomes.extend(withdrawn.values())
-            log.info("%s: %d deliveries stopped after their claim", channel.name, len(withdrawn))
-        if held:
-            # Never sent: queued for the morning, the claim's attempt given back.
-            outcomes.extend(
-                claims.Outcome(
-                    delivery_id, DeliveryState.QUEUED, next_attempt_at=resume, refund=True
+        if kept_back:
+            # Never sent, the claim's attempt given back: queued for the morning, or stopped
+            # (or expired) after the claim.
+            outcomes.extend(kept_back.values())
+            waiting = sum(1 for o in kept_back.values() if o.state is DeliveryState.QUEUED)
+            if waiting:
+                log.info("%s: %d deliveries wait for the end of quiet hours", channel.name, waiting)
+            if len(kept_back) > waiting:
+                log.info(
+                    "%s: %d deliveries stopped after their claim",
+                    channel.name,
+                    len(kept_back) - waiting,
                 )
-                for delivery_id, resume in held.items()
-            )
-            log.info("%s: %d deliveries wait for the end of quiet hours", channel.name, len(held))
         return outcomes
 
     async def _quiet_of(self, announcement: _Announcement) -> tuple[quiet.QuietHours, str] | None:
@@ -511,13 +508,12 @@ class Dispatcher:
         request: list[OutgoingMessage],
         *,
         gate: quiet.SendGate,
-        held: dict[int, datetime],
         stops: late_stops.LateStops,
-        withdrawn: dict[int, claims.Outcome],
+        kept_back: dict[int, claims.Outcome],
     ) -> list[SendResult] | ChannelError:
-        """Send one request when the rate allows; what ``gate`` holds as it leaves goes into
-        ``held`` (delivery id -> when quiet hours end), what ``stops`` finds stopped since the
-        claim into ``withdrawn`` (delivery id -> its outcome); neither is sent."""
+        """Send one request when the rate allows. What ``gate`` holds as it leaves (queued
+        again for the end of quiet hours) and what ``stops`` finds stopped since the claim are
+        not sent: they go into ``kept_back``, delivery id -> the outcome to record."""
         size = len(request)
         bucket = self._buckets[channel.name]
         pacer = self._arrivals.get(channel.name)
@@ -536,15 +532,17 @@ class Dispatcher:
             # Paced by arrival (Telegram): the pacer's wait for answers in flight is part of
             # its pacing, not lateness, so the request carries no deadline after it.
             send_by = None
-        if gate:
-            waiting = gate.held([m.delivery_id for m in request], self.clock.now())
-            if waiting:
-                held.update(waiting)
-                request = [m for m in request if m.delivery_id not in waiting]
-        stopped = await stops.outcomes([m.delivery_id for m in request], self.clock.now())
-        if stopped:
-            withdrawn.update(stopped)
-            request = [m for m in request if m.delivery_id not in stopped]
+        now = self.clock.now()
+        ids = [m.delivery_id for m in request]
+        held = gate.held(ids, now) if gate else {}
+        for delivery_id, resume in held.items():
+            kept_back[delivery_id] = claims.Outcome(
+                delivery_id, DeliveryState.QUEUED, next_attempt_at=resume, refund=True
+            )
+        stopped = await stops.outcomes([i for i in ids if i not in held] if held else ids, now)
+        kept_back.update(stopped)
+        if held or stopped:
+            request = [m for m in request if m.delivery_id not in kept_back]
         loop = asyncio.get_running_loop()
         # A channel that hands the request to a thread checks the deadline again there.
         token = SEND_BY.set(send_by)
