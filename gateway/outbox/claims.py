@@ -538,9 +538,14 @@ def stop_recipients(
     )
 
 
-async def reclaim_expired_leases(conn: AsyncConnection, *, now: datetime, max_attempts: int) -> int:
-    """Deliveries whose worker died mid-send go back to the queue (or fail past the limit)."""
+async def reclaim_expired_leases(
+    conn: AsyncConnection, *, now: datetime, max_attempts: int, keep: Sequence[int] = ()
+) -> int:
+    """Deliveries whose worker died mid-send go back to the queue (or fail past the limit),
+    except those in ``keep`` (``late_stops.cancel_stale``: a stop may be deciding them)."""
     stale = [deliveries.c.state == DeliveryState.SENDING.value, deliveries.c.lease_until < now]
+    if keep:
+        stale.append(deliveries.c.id.not_in(keep))
     await conn.execute(
         sa.update(deliveries)
         .where(*stale, deliveries.c.attempts >= max_attempts)

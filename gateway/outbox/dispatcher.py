@@ -813,9 +813,9 @@ class Dispatcher:
             rules = await self._fallback_rules(concerned)
         fell_back = 0
         async with self.engine.begin() as conn:
-            await late_stops.cancel_stale(conn, now=now)
+            undecided = await late_stops.cancel_stale(conn, now=now)
             reclaimed = await claims.reclaim_expired_leases(
-                conn, now=now, max_attempts=self.config.dispatch.max_attempts
+                conn, now=now, max_attempts=self.config.dispatch.max_attempts, keep=undecided
             )
             overdue = sa.select(announcements.c.id).where(
                 announcements.c.expires_at.is_not(None), announcements.c.expires_at <= now

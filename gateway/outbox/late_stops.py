@@ -22,6 +22,15 @@ A claimed delivery can also go back to the queue: a retry, a request held for qu
 handed back in a provider's pause (``cancel_requeued``, in the transaction that records it),
 or a dead worker's batch whose lease ran out (``cancel_stale``, before maintenance reclaims
 it). The stop's own UPDATE passed it by, as it was not queued then; these cancel it there.
+
+On PostgreSQL a stop may still be on its way when they look: its transaction changed the
+subscriber's channel row (opt-out, erasure) or the announcement row (cancel), then passed the
+claimed rows by, and has not committed. Nothing would see it again. So before they look, they
+take a share lock on those rows, skipping any that a transaction holds (``_undecided``); never
+waiting, they cannot deadlock with a stop that waits for their own row locks (an erasure
+unlinks every delivery). What they skip is left ``sending`` under a lease run out, for the
+next pass of housekeeping to decide once the stop has committed or rolled back. A stop that
+comes after their lock waits for their commit, and its own UPDATE then finds the rows queued.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.dialect import dialect_name
@@ -106,11 +116,90 @@ _CANCEL_STALE = (
 )
 
 
-async def cancel_stale(conn: AsyncConnection, *, now: datetime) -> int:
+# PostgreSQL only (``_undecided``): SQLite's writers take turns, so no stop is ever half done.
+_PG_IDS = postgresql.ARRAY(sa.BigInteger)
+_STALE = sa.select(_d.c.id).where(
+    _d.c.state == DeliveryState.SENDING.value,
+    _d.c.lease_until < sa.bindparam("now", type_=_d.c.lease_until.type),
+)
+_CONCERNED = sa.select(_d.c.id, _d.c.announcement_id, _d.c.subscriber_id, _d.c.channel, _d.c.kind)
+_CONCERNED_AMONG = _CONCERNED.where(_AMONG["postgresql"])
+_ANNOUNCEMENTS = (
+    sa.select(_a.c.id)
+    .where(_a.c.id == sa.any_(sa.bindparam("announcement_ids", type_=_PG_IDS)))
+    .with_for_update(read=True, skip_locked=True)  # FOR SHARE SKIP LOCKED
+)
+_CHOICES = sa.select(_sc.c.subscriber_id, _sc.c.channel).where(
+    _sc.c.subscriber_id == sa.any_(sa.bindparam("subscriber_ids", type_=_PG_IDS)),
+    _sc.c.channel == sa.any_(sa.bindparam("channels", type_=postgresql.ARRAY(sa.String))),
+)
+_LOCKED_CHOICES = _CHOICES.with_for_update(read=True, skip_locked=True)
+# A delivery whose stop may be in flight: housekeeping decides it once the stop is over.
+_LEAVE_TO_HOUSEKEEPING = (
+    sa.update(_d)
+    .where(_AMONG["postgresql"], _d.c.state == DeliveryState.QUEUED.value)
+    .values(
+        state=DeliveryState.SENDING.value,
+        lease_until=sa.bindparam("now", type_=_d.c.lease_until.type),
+    )
+)
+
+
+def _undecided(conn: Connection, delivery_ids: Sequence[int]) -> list[int]:
+    """Of ``delivery_ids``, about to go back to the queue, those a stop may be deciding now.
+
+    Share-locks, on PostgreSQL, the announcement row and the subscriber's channel row of
+    each; the ones a transaction holds are skipped, and their deliveries returned. Run before
+    the look for stops, which then sees every stop that committed before the lock. SQLite:
+    none.
+    """
+    if dialect_name(conn) != "postgresql" or not delivery_ids:
+        return []
+    rows = conn.execute(_CONCERNED_AMONG, {"among_ids": list(delivery_ids)}).all()
+    busy_announcements: set[int] = set()
+    announcement_ids = sorted({r.announcement_id for r in rows if r.announcement_id is not None})
+    if announcement_ids:
+        locked = set(conn.scalars(_ANNOUNCEMENTS, {"announcement_ids": announcement_ids}))
+        busy_announcements = set(announcement_ids) - locked
+    # Replies are not stopped by an opt-out (``_OPTED_OUT``).
+    pairs = {
+        (r.subscriber_id, r.channel)
+        for r in rows
+        if r.kind == "announcement" and r.subscriber_id is not None
+    }
+    busy_choices: set[tuple[int, str]] = set()
+    if pairs:
+        params = {
+            "subscriber_ids": sorted({subscriber for subscriber, _ in pairs}),
+            "channels": sorted({channel for _, channel in pairs}),
+        }
+        held = {(int(s), str(c)) for s, c in conn.execute(_LOCKED_CHOICES, params)}
+        busy_choices = {(int(s), str(c)) for s, c in conn.execute(_CHOICES, params)} - held
+    return [
+        int(r.id)
+        for r in rows
+        if r.announcement_id in busy_announcements
+        or (r.kind == "announcement" and (r.subscriber_id, r.channel) in busy_choices)
+    ]
+
+
+async def cancel_stale(conn: AsyncConnection, *, now: datetime) -> list[int]:
     """Before leases that ran out are reclaimed (``claims.reclaim_expired_leases``): cancel
-    their deliveries stopped since the claim, as ``cancel_requeued`` does for a live worker."""
-    result = await conn.execute(_CANCEL_STALE, {"now": now})
-    return int(result.rowcount or 0)
+    their deliveries stopped since the claim, as ``cancel_requeued`` does for a live worker.
+
+    Returns the ones to leave out of this reclaim: on PostgreSQL, those a stop may be deciding
+    right now (``_undecided``); the next pass decides them.
+    """
+    undecided: list[int] = []
+    if dialect_name(conn) == "postgresql":
+        stale = list(await conn.scalars(_STALE, {"now": now}))
+        if stale:
+            undecided = await conn.run_sync(_undecided, stale)
+    await conn.execute(_CANCEL_STALE, {"now": now})
+    if undecided:
+        log.info("%d deliveries wait for a stop in progress before they are reclaimed",
+                 len(undecided))  # fmt: skip
+    return undecided
 
 
 def cancel_requeued(conn: Connection, delivery_ids: Sequence[int], *, now: datetime) -> int:
@@ -120,15 +209,18 @@ def cancel_requeued(conn: Connection, delivery_ids: Sequence[int], *, now: datet
     An opt-out or a cancellation while they were claimed cancelled only what was queued then;
     without this, a retry would send them later all the same. Run in the transaction that
     queues them again. On SQLite writers take turns, so nothing slips between. On PostgreSQL
-    a stop whose cancelling UPDATE comes after this transaction's waits for its row locks and
-    then finds them queued; one left open across it (its UPDATE ran while they were still
-    ``sending``, its commit after this statement) is missed, a window of milliseconds.
+    those whose stop is still in flight (``_undecided``) are left to housekeeping instead.
     """
     if not delivery_ids:
         return 0
+    undecided = _undecided(conn, delivery_ids)  # its locks first: the look must come after
     result = conn.execute(
         _CANCEL_REQUEUED[dialect_name(conn)], {**_ids(conn, delivery_ids), "now": now}
     )
+    if undecided:
+        conn.execute(_LEAVE_TO_HOUSEKEEPING, {"among_ids": undecided, "now": now})
+        log.info("%d deliveries wait for a stop in progress before they are queued again",
+                 len(undecided))  # fmt: skip
     return int(result.rowcount or 0)
 
 

@@ -12,14 +12,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from channels.africastalking.simconfig import SimulatorConfig
 from gateway.clock import ManualClock
-from gateway.db.schema import deliveries, subscribers
+from gateway.db.schema import announcements, deliveries, subscribers
 from gateway.domain import Role
 from gateway.outbox import late_stops
 from gateway.outbox.claims import Claimed
+from gateway.outbox.fanout import cancel_pending
+from gateway.store import announcements as announcement_store
+from gateway.store import subscribers as subscriber_store
 from tests.gateway.test_fallback import gateway, start
 from tests.scheduler.support import dispatcher_of
 from tests.support.config import make_config
@@ -283,6 +287,106 @@ async def test_a_dead_workers_batch_is_not_queued_again_for_who_opted_out(
             pass
         assert run.sent() == [0, 1]
         assert "sending" not in {state for state, *_ in (await run.states()).values()}
+
+
+@asynccontextmanager
+async def a_stop_still_committing(run: Started, stop: str, now: datetime) -> AsyncIterator[None]:
+    """``stop`` ("opt_out": phones[0] opts out of SMS; "cancel": the broadcast is cancelled)
+    done in a transaction of its own, as the API does it, and committed only when the block
+    ends: its UPDATE of the queued deliveries has run, and passed the claimed ones by."""
+    async with run.world.engine.connect() as conn:
+        await conn.begin()
+        if stop == "opt_out":
+            await subscriber_store.opt_out(
+                conn, subscriber_ids=[run.subscriber_ids[0]], channels=["sms"], now=now
+            )
+        else:
+            agency_id = await conn.scalar(
+                sa.select(announcements.c.agency_id).where(
+                    announcements.c.id == run.announcement_id
+                )
+            )
+            await announcement_store.transition(
+                conn, run.announcement_id, agency_id=agency_id, action="cancel", now=now
+            )
+            await cancel_pending(conn, announcement_id=run.announcement_id, now=now)
+        yield
+        await conn.commit()
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_retry_queued_while_an_opt_out_commits_waits_for_it(
+    aiohttp_client, database_url, keys
+):
+    """PostgreSQL: the worker queues its batch again after a 500 while an opt-out is between
+    its UPDATE and its commit, so the worker's look cannot see it yet. The delivery is left to
+    housekeeping, which cancels it once the opt-out is in; the other one is retried."""
+    clock = ManualClock(T0)
+    simulator = SimulatorConfig(latency=1.0, outcomes={numbers(1)[0]: "server_error"})
+    async with started(
+        aiohttp_client, database_url, keys, 2,
+        clock=clock, simulator=simulator, dispatch={"enabled": False},
+        africastalking={"batch_size": 2},
+    ) as run:  # fmt: skip
+        running = asyncio.create_task(run.dispatcher.run_once("sms"))
+        for _ in range(500):
+            if run.sim.requests_total:
+                break
+            await asyncio.sleep(0.01)
+        assert run.sim.requests_total == 1 and not running.done()
+        async with a_stop_still_committing(run, "opt_out", clock.now()):
+            # The record does not wait for the opt-out: it skips the row the opt-out holds.
+            assert await asyncio.wait_for(running, 30) == 2
+        states = await run.states()
+        assert states[0][0] == "sending" and states[1][0] == "queued"
+
+        clock.set(T0 + timedelta(seconds=1))
+        await run.dispatcher.housekeeping()
+        states = await run.states()
+        assert states[0][:3] == ("cancelled", "stopped", "opted out")
+        assert states[1][0] == "queued"
+        run.sim.config = SimulatorConfig(
+            api_key=run.sim.config.api_key, currency=run.sim.config.currency
+        )
+        clock.set(T0 + timedelta(hours=1))
+        while await run.dispatcher.run_once("sms"):
+            pass
+        assert run.sent() == [0, 1]
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+@pytest.mark.parametrize("stop", ["opt_out", "cancel"])
+async def test_a_dead_workers_batch_waits_for_a_stop_still_committing(
+    aiohttp_client, database_url, keys, stop
+):
+    """PostgreSQL: housekeeping reclaims a dead worker's batch while a stop is between its
+    UPDATE and its commit. What the stop concerns stays out of the queue until the next pass,
+    which cancels it; nothing of it is sent."""
+    clock = ManualClock(T0)
+    async with started(
+        aiohttp_client, database_url, keys, 2, clock=clock, dispatch={"enabled": False}
+    ) as run:
+        assert len(await claim_now(run.world.engine, "sms", limit=10, now=clock.now())) == 2
+        clock.set(T0 + timedelta(minutes=2))  # past the 60 s lease
+        async with a_stop_still_committing(run, stop, clock.now()):
+            await asyncio.wait_for(run.dispatcher.housekeeping(), 30)
+        states = await run.states()
+        if stop == "opt_out":
+            assert states[0][0] == "sending" and states[1][0] == "queued"
+        else:
+            assert states[0][0] == states[1][0] == "sending"
+
+        clock.set(T0 + timedelta(minutes=2, seconds=1))
+        await run.dispatcher.housekeeping()
+        states = await run.states()
+        if stop == "opt_out":
+            assert states[0][:3] == ("cancelled", "stopped", "opted out")
+            assert states[1][0] == "queued"
+        else:
+            assert {states[0][:3], states[1][:3]} == {("cancelled", None, "cancelled")}
+        while await run.dispatcher.run_once("sms"):
+            pass
+        assert run.sent() == ([0, 1] if stop == "opt_out" else [0, 0])
 
 
 async def test_a_batch_that_goes_at_once_is_not_looked_at_again(
