@@ -19,29 +19,26 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from aiohttp import web
 from sqlalchemy import Connection
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from channels.base import Channel, OutgoingMessage, SendResult
 from gateway.clock import Clock
 from gateway.config import WartaConfig
-from gateway.db.schema import agencies, announcements, deliveries
+from gateway.db.schema import announcements, deliveries
 from gateway.db.writer import Writer
 from gateway.domain import CHANNELS, PERSONAL_CHANNELS, AnnouncementStatus, DeliveryState, Urgency
 from gateway.errors import ChannelError, HandedBack, RecipientStopped, Throttled
 from gateway.outbox import claims, fallback, fanout, late_stops, quiet
-from gateway.outbox.content import content_for
 from gateway.outbox.fanout import fan_out
+from gateway.outbox.leases import LeaseKeeper
 from gateway.outbox.shared_rate import shared_rate_limit
+from gateway.outbox.texts import AnnouncementTexts, SentAnnouncement
 from gateway.personal import PhoneVault
 from gateway.pricing import Tariff
 from gateway.ratelimit import SEND_BY, ArrivalPacer, TokenBucket, leave_by_deadline
@@ -53,14 +50,6 @@ log = logging.getLogger("warta.dispatch")
 FALLBACK_CATCH_UP = timedelta(hours=6)
 # How long an agency's quiet hours are kept before the send gate reads them again.
 QUIET_HOURS_KEPT_S = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class _Announcement:
-    row: Mapping[str, Any]
-    agency_name: str
-    expires_at: datetime | None
-    agency_zone: str
 
 
 class Dispatcher:
@@ -87,7 +76,6 @@ class Dispatcher:
         self.clock = clock
         self.config = config
         self.vault = vault
-        self.renderer = renderer
         self.channels = dict(channels)
         self._tasks: list[asyncio.Task[None]] = []
         self._wake_starter = asyncio.Event()
@@ -107,9 +95,12 @@ class Dispatcher:
         # agency id -> (loop time until which it holds, its quiet hours): for the send gate.
         self._agency_quiet: dict[int, tuple[float, quiet.QuietHours]] = {}
         self._paused_until: dict[str, float] = {}
-        self._texts: OrderedDict[tuple[int, str, str], str] = OrderedDict()
-        self._announcements: OrderedDict[int, _Announcement] = OrderedDict()
-        self._sms_segments: OrderedDict[int, dict[str, int]] = OrderedDict()
+        self.texts = AnnouncementTexts(
+            engine=engine,
+            renderer=renderer,
+            public_url=config.http.public_url,
+            sms=self.channels.get("sms"),
+        )
         self._fallback_swept_at: datetime | None = None
         self._stopping = False
 
@@ -233,7 +224,7 @@ class Dispatcher:
                     .mappings()
                     .one()
                 )
-                segments = await self._segments(conn, row)
+                segments = await self.texts.segments_at_start(conn, row)
                 added = await fan_out(
                     conn,
                     announcement=row,
@@ -256,27 +247,6 @@ class Dispatcher:
                 )
                 started += 1
         return started
-
-    async def _segments(self, conn: Any, row: Mapping[str, Any]) -> dict[str, dict[str, int]]:
-        """SMS segments per language for the rendition each delivery will carry."""
-        sms = self.channels.get("sms")
-        if sms is None or "sms" not in row["channels"]:
-            return {}
-        agency_name = await conn.scalar(
-            sa.select(agencies.c.name).where(agencies.c.id == row["agency_id"])
-        )
-        result: dict[str, int] = {}
-        for language in [row["language"], *row["translations"]]:
-            content = content_for(
-                row, language=language, agency_name=agency_name, public_url=self._public_url(row)
-            )
-            result[language] = self.renderer.render(
-                type(sms), content, keep_gsm7=row["keep_gsm7"]
-            ).segments
-        return {"sms": result}
-
-    def _public_url(self, row: Mapping[str, Any]) -> str:
-        return f"{self.config.http.public_url.rstrip('/')}/a/{row['verification_code']}"
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -333,7 +303,12 @@ class Dispatcher:
         # The lease is kept until the outcomes are recorded, not only while sending: a record
         # that waits (for the write lock, for the report lock) past the lease would otherwise
         # find the batch reclaimed, record nothing, and leave it to be sent again.
-        keeper = _LeaseKeeper(self, [item.id for item in batch])
+        keeper = LeaseKeeper(
+            writer=self.writer,
+            clock=self.clock,
+            lease_seconds=self.config.dispatch.lease_seconds,
+            ids=[item.id for item in batch],
+        )
         try:
             outcomes = await self._send_batch(channel, batch)
             fell_back = await self._record(channel_name, batch, outcomes)
@@ -403,9 +378,9 @@ class Dispatcher:
             if key in texts:
                 text = texts[key]
             else:
-                announcement = await self._announcement(item.announcement_id)
+                announcement = await self.texts.announcement(item.announcement_id)
                 expired = announcement.expires_at is not None and announcement.expires_at <= now
-                text = None if expired else self._text(channel, announcement, item.language)
+                text = None if expired else self.texts.text(channel, announcement, item.language)
                 texts[key] = text
                 if announcement.expires_at is not None:
                     stops.expires(item.announcement_id, announcement.expires_at)
@@ -483,7 +458,9 @@ class Dispatcher:
                 )
         return outcomes
 
-    async def _quiet_of(self, announcement: _Announcement) -> tuple[quiet.QuietHours, str] | None:
+    async def _quiet_of(
+        self, announcement: SentAnnouncement
+    ) -> tuple[quiet.QuietHours, str] | None:
         """The quiet hours and zone its deliveries keep to; None for an emergency (or none)."""
         if announcement.row["urgency"] == Urgency.EMERGENCY.value:
             return None
@@ -674,55 +651,6 @@ class Dispatcher:
             return None
         return self.vault.decrypt(item.phone_ciphertext)
 
-    async def _announcement(self, announcement_id: int) -> _Announcement:
-        cached = self._announcements.get(announcement_id)
-        if cached is not None:
-            return cached
-        async with self.engine.connect() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        sa.select(
-                            announcements,
-                            agencies.c.name.label("agency_name"),
-                            agencies.c.timezone.label("agency_zone"),
-                        )
-                        .join(agencies, agencies.c.id == announcements.c.agency_id)
-                        .where(announcements.c.id == announcement_id)
-                    )
-                )
-                .mappings()
-                .one()
-            )
-        entry = _Announcement(
-            row=dict(row),
-            agency_name=row["agency_name"],
-            expires_at=row["expires_at"],
-            agency_zone=row["agency_zone"],
-        )
-        self._announcements[announcement_id] = entry
-        if len(self._announcements) > 256:
-            self._announcements.popitem(last=False)
-        return entry
-
-    def _text(self, channel: Channel, announcement: _Announcement, language: str) -> str:
-        key = (announcement.row["id"], channel.name, language)
-        text = self._texts.get(key)
-        if text is None:
-            content = content_for(
-                announcement.row,
-                language=language,
-                agency_name=announcement.agency_name,
-                public_url=self._public_url(announcement.row),
-            )
-            text = self.renderer.render(
-                type(channel), content, keep_gsm7=announcement.row["keep_gsm7"]
-            ).text
-            self._texts[key] = text
-            if len(self._texts) > 1024:
-                self._texts.popitem(last=False)
-        return text
-
     # -- fallback ---------------------------------------------------------------------------
 
     async def _fallback_rules(self, announcement_ids: set[int]) -> fallback.FallbackRules:
@@ -731,44 +659,10 @@ class Dispatcher:
             unconfirmed_after=timedelta(seconds=self.config.dispatch.fallback_unconfirmed_s),
             tariff=Tariff.from_config(self.config.pricing),
             sms_segments={
-                announcement_id: await self._sms_segments_of(announcement_id)
+                announcement_id: await self.texts.sms_segments_of(announcement_id)
                 for announcement_id in sorted(announcement_ids)
             },
         )
-
-    async def _sms_segments_of(self, announcement_id: int) -> dict[str, int]:
-        """Segments per language of the announcement's SMS, to price a stand-in SMS."""
-        sms = self.channels.get("sms")
-        if sms is None:
-            return {}
-        cached = self._sms_segments.get(announcement_id)
-        if cached is not None:
-            return cached
-        announcement = await self._announcement(announcement_id)
-        row = announcement.row
-        try:
-            segments = {
-                language: self.renderer.render(
-                    type(sms),
-                    content_for(
-                        row,
-                        language=language,
-                        agency_name=announcement.agency_name,
-                        public_url=self._public_url(row),
-                    ),
-                    keep_gsm7=row["keep_gsm7"],
-                ).segments
-                for language in [row["language"], *row["translations"]]
-            }
-        except Exception:
-            # Only an estimate: a rendition that cannot be made must not stop the outbox
-            # housekeeping; the stand-in counts one segment and the send itself will tell.
-            log.exception("could not render the SMS of announcement %s", announcement_id)
-            return {}
-        self._sms_segments[announcement_id] = segments
-        if len(self._sms_segments) > 256:
-            self._sms_segments.popitem(last=False)
-        return segments
 
     def _fallback_sweep(self, now: datetime) -> list[fallback.Source]:
         """Failures since the last sweep, and emergencies overdue for confirmation since then.
@@ -877,46 +771,3 @@ def _arrival_pacer(channel: Channel) -> ArrivalPacer:
     """The provider's bucket is taken to hold one second of the rate, or one whole request."""
     burst = max(channel.rate_per_second, channel.batch_size)
     return ArrivalPacer(channel.rate_per_second, burst, smallest_burst=channel.batch_size)
-
-
-class _LeaseKeeper:
-    """Renews a claimed batch's lease every third of it until its outcomes are recorded.
-
-    A batch is sized to go out within half its lease (``Dispatcher.claim_size``), but 429
-    pauses and slow providers can stretch it; without renewal, maintenance would reclaim the
-    tail and another worker would send it a second time.
-    """
-
-    def __init__(self, dispatcher: Dispatcher, ids: list[int]) -> None:
-        self._dispatcher = dispatcher
-        self._ids = ids
-        self._done = asyncio.Event()
-        self._task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        d = self._dispatcher
-        lease = d.config.dispatch.lease_seconds
-        while True:
-            try:
-                await asyncio.wait_for(self._done.wait(), lease / 3)
-                return
-            except TimeoutError:
-                pass
-            asked = d.clock.now()
-
-            def renew(conn: Connection, asked: datetime = asked) -> int:
-                # A lease still running when renewal was asked is kept, and runs anew from the
-                # time the write lock was had (as in a claim), not from before the wait.
-                until = d.clock.now() + timedelta(seconds=lease)
-                return claims.renew_leases(conn, self._ids, now=asked, until=until)
-
-            try:
-                renewed = await d.writer.run(renew)
-            except (SQLAlchemyError, OSError) as exc:
-                log.warning("could not renew a batch's lease: %s", type(exc).__name__)
-                continue
-            log.debug("renewed the lease of %d deliveries still being sent", renewed)
-
-    async def stop(self) -> None:
-        self._done.set()
-        await self._task

@@ -1,0 +1,159 @@
+"""What the dispatcher sends for an announcement: each channel's text in each language,
+rendered once and kept (an LRU per process), and the SMS segments that price it.
+
+Announcements do not change once approved, so a worker renders each (channel, language) once
+instead of once per delivery; the caches are bounded so a long-running process does not grow.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from channels.base import Channel
+from gateway.db.schema import agencies, announcements
+from gateway.outbox.content import content_for
+from gateway.renditions import Renderer
+
+log = logging.getLogger("warta.dispatch")
+
+_ANNOUNCEMENTS_KEPT = 256
+_TEXTS_KEPT = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SentAnnouncement:
+    """An announcement as the dispatcher needs it: its row, and its agency's name and zone."""
+
+    row: Mapping[str, Any]
+    agency_name: str
+    expires_at: datetime | None
+    agency_zone: str
+
+
+class AnnouncementTexts:
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        renderer: Renderer,
+        public_url: str,
+        sms: Channel | None,
+    ) -> None:
+        self._engine = engine
+        self._renderer = renderer
+        self._public_url = public_url.rstrip("/")
+        self._sms = sms
+        self._announcements: OrderedDict[int, SentAnnouncement] = OrderedDict()
+        self._texts: OrderedDict[tuple[int, str, str], str] = OrderedDict()
+        self._sms_segments: OrderedDict[int, dict[str, int]] = OrderedDict()
+
+    def public_url(self, row: Mapping[str, Any]) -> str:
+        return f"{self._public_url}/a/{row['verification_code']}"
+
+    async def announcement(self, announcement_id: int) -> SentAnnouncement:
+        cached = self._announcements.get(announcement_id)
+        if cached is not None:
+            return cached
+        async with self._engine.connect() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        sa.select(
+                            announcements,
+                            agencies.c.name.label("agency_name"),
+                            agencies.c.timezone.label("agency_zone"),
+                        )
+                        .join(agencies, agencies.c.id == announcements.c.agency_id)
+                        .where(announcements.c.id == announcement_id)
+                    )
+                )
+                .mappings()
+                .one()
+            )
+        entry = SentAnnouncement(
+            row=dict(row),
+            agency_name=row["agency_name"],
+            expires_at=row["expires_at"],
+            agency_zone=row["agency_zone"],
+        )
+        _keep(self._announcements, announcement_id, entry, _ANNOUNCEMENTS_KEPT)
+        return entry
+
+    def text(self, channel: Channel, announcement: SentAnnouncement, language: str) -> str:
+        key = (announcement.row["id"], channel.name, language)
+        text = self._texts.get(key)
+        if text is None:
+            content = content_for(
+                announcement.row,
+                language=language,
+                agency_name=announcement.agency_name,
+                public_url=self.public_url(announcement.row),
+            )
+            text = self._renderer.render(
+                type(channel), content, keep_gsm7=announcement.row["keep_gsm7"]
+            ).text
+            _keep(self._texts, key, text, _TEXTS_KEPT)
+        return text
+
+    async def segments_at_start(
+        self, conn: AsyncConnection, row: Mapping[str, Any]
+    ) -> dict[str, dict[str, int]]:
+        """SMS segments per language for the rendition each delivery of ``row`` (just
+        started, not yet cached) will carry, by channel: what its fan-out prices."""
+        if self._sms is None or "sms" not in row["channels"]:
+            return {}
+        agency_name = (
+            await conn.execute(sa.select(agencies.c.name).where(agencies.c.id == row["agency_id"]))
+        ).scalar_one()
+        return {"sms": self._segments(self._sms, row, agency_name)}
+
+    async def sms_segments_of(self, announcement_id: int) -> dict[str, int]:
+        """Segments per language of the announcement's SMS, to price a stand-in SMS."""
+        if self._sms is None:
+            return {}
+        cached = self._sms_segments.get(announcement_id)
+        if cached is not None:
+            return cached
+        announcement = await self.announcement(announcement_id)
+        try:
+            segments = self._segments(self._sms, announcement.row, announcement.agency_name)
+        except Exception:
+            # Only an estimate: a rendition that cannot be made must not stop the outbox
+            # housekeeping; the stand-in counts one segment and the send itself will tell.
+            log.exception("could not render the SMS of announcement %s", announcement_id)
+            return {}
+        _keep(self._sms_segments, announcement_id, segments, _ANNOUNCEMENTS_KEPT)
+        return segments
+
+    def _segments(self, sms: Channel, row: Mapping[str, Any], agency_name: str) -> dict[str, int]:
+        return {
+            language: self._renderer.render(
+                type(sms),
+                content_for(
+                    row,
+                    language=language,
+                    agency_name=agency_name,
+                    public_url=self.public_url(row),
+                ),
+                keep_gsm7=row["keep_gsm7"],
+            ).segments
+            for language in [row["language"], *row["translations"]]
+        }
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _keep(cache: OrderedDict[K, V], key: K, value: V, size: int) -> None:
+    cache[key] = value
+    if len(cache) > size:
+        cache.popitem(last=False)
