@@ -8,6 +8,10 @@ Fallback (``gateway.outbox.fallback``): the failures of a batch queue their stan
 subscriber's next channel in the transaction that records them; housekeeping catches failures
 that came later (delivery reports, leases that ran out) and unconfirmed emergencies.
 
+Beside it: ``texts`` renders what each channel sends (once per announcement and language),
+``leases`` keeps a batch's lease while its worker has it, ``late_stops`` and ``quiet`` hold
+back what must not leave, and ``housekeeping`` does what no batch covers.
+
 Crash safety: a delivery is ``sending`` with a lease while in flight. If the process dies, the
 lease expires and the delivery is queued again, so at most the batches in flight at the kill
 can go out twice (``workers_per_channel × claim_batch`` per channel); nothing is lost.
@@ -20,7 +24,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import sqlalchemy as sa
 from aiohttp import web
@@ -30,12 +34,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from channels.base import Channel, OutgoingMessage, SendResult
 from gateway.clock import Clock
 from gateway.config import WartaConfig
-from gateway.db.schema import announcements, deliveries
+from gateway.db.schema import announcements
 from gateway.db.writer import Writer
-from gateway.domain import CHANNELS, PERSONAL_CHANNELS, AnnouncementStatus, DeliveryState, Urgency
+from gateway.domain import PERSONAL_CHANNELS, AnnouncementStatus, DeliveryState, Urgency
 from gateway.errors import ChannelError, HandedBack, RecipientStopped, Throttled
 from gateway.outbox import claims, fallback, fanout, late_stops, quiet
 from gateway.outbox.fanout import fan_out
+from gateway.outbox.housekeeping import Housekeeping
 from gateway.outbox.leases import LeaseKeeper
 from gateway.outbox.shared_rate import shared_rate_limit
 from gateway.outbox.texts import AnnouncementTexts, SentAnnouncement
@@ -46,8 +51,6 @@ from gateway.renditions import Renderer
 
 log = logging.getLogger("warta.dispatch")
 
-# A fresh process looks this far back for failures that still need a stand-in.
-FALLBACK_CATCH_UP = timedelta(hours=6)
 # How long an agency's quiet hours are kept before the send gate reads them again.
 QUIET_HOURS_KEPT_S = 30.0
 
@@ -101,7 +104,13 @@ class Dispatcher:
             public_url=config.http.public_url,
             sms=self.channels.get("sms"),
         )
-        self._fallback_swept_at: datetime | None = None
+        self._housekeeping = Housekeeping(
+            engine=engine,
+            clock=clock,
+            settings=config.dispatch,
+            quiet_hours=self._quiet_hours,
+            rules_for=self._fallback_rules,
+        )
         self._stopping = False
 
     @classmethod
@@ -664,21 +673,6 @@ class Dispatcher:
             },
         )
 
-    def _fallback_sweep(self, now: datetime) -> list[fallback.Source]:
-        """Failures since the last sweep, and emergencies overdue for confirmation since then.
-
-        The window overlaps the last one by a lease, so a failure recorded by a transaction
-        that committed late is still seen; a stand-in already queued is never queued twice.
-        """
-        settings = self.config.dispatch
-        overlap = timedelta(seconds=max(60.0, settings.lease_seconds))
-        since = (self._fallback_swept_at or now - FALLBACK_CATCH_UP) - overlap
-        patience = timedelta(seconds=settings.fallback_unconfirmed_s)
-        return [
-            fallback.failed_since(since),
-            fallback.unconfirmed(sent_after=since - patience, sent_before=now - patience),
-        ]
-
     # -- housekeeping -----------------------------------------------------------------------
 
     async def _maintenance_loop(self) -> None:
@@ -692,76 +686,18 @@ class Dispatcher:
             await asyncio.sleep(max(1.0, self.config.dispatch.idle_poll_s * 2))
 
     async def housekeeping(self) -> None:
-        """Reclaim dead leases, expire overdue deliveries, queue the fallbacks of late failures
-        and unconfirmed emergencies, finish announcements."""
-        now = self.clock.now()
-        sweep = self._fallback_sweep(now)
-        rules = await self._fallback_rules(set())
-        async with self.engine.connect() as conn:
-            concerned: set[int] = set()
-            for source in sweep:
-                concerned.update(
-                    await fallback.source_announcements(conn, source, now=now, rules=rules)
-                )
-        if concerned:
-            rules = await self._fallback_rules(concerned)
-        fell_back = 0
-        async with self.engine.begin() as conn:
-            undecided = await late_stops.cancel_stale(conn, now=now)
-            reclaimed = await claims.reclaim_expired_leases(
-                conn, now=now, max_attempts=self.config.dispatch.max_attempts, keep=undecided
+        """One pass of ``gateway.outbox.housekeeping``: dead leases, expiry, late fallbacks,
+        quiet hours, finished announcements."""
+        done = await self._housekeeping.run()
+        if done.fell_back:
+            log.info(
+                "%d failed or unconfirmed deliveries fall back to another channel", done.fell_back
             )
-            overdue = sa.select(announcements.c.id).where(
-                announcements.c.expires_at.is_not(None), announcements.c.expires_at <= now
-            )
-            await conn.execute(
-                sa.update(deliveries)
-                .where(
-                    deliveries.c.announcement_id.in_(overdue),
-                    deliveries.c.channel.in_(CHANNELS),  # as `pending` below
-                    deliveries.c.state == DeliveryState.QUEUED.value,
-                )
-                .values(state=DeliveryState.EXPIRED.value, finished_at=now, error_reason="expired")
-            )
-            for source in sweep:
-                fell_back += await conn.run_sync(
-                    fallback.queue_fallbacks, source, now=now, rules=rules
-                )
-            # To the morning before any worker can claim them, not at the scheduler's next
-            # pass (every 30 s): what was queued again at night (a dead worker's batch, a
-            # fallback), and, in the first minute of quiet hours, what a broadcast still
-            # running or a retry falling due at their start left queued.
-            await quiet.defer_queued(
-                conn,
-                now=now,
-                default=self._quiet_hours,
-                began_after=None if reclaimed or fell_back else now - QUIET_START_GRACE,
-            )
-            pending = sa.exists().where(
-                deliveries.c.announcement_id == announcements.c.id,
-                # Every channel named, so the (announcement, channel, state) index seeks the
-                # pending rows of each; without it, a pass read every delivery already
-                # finished before a pending one (a whole broadcast at its end).
-                deliveries.c.channel.in_(CHANNELS),
-                deliveries.c.state.in_([DeliveryState.QUEUED.value, DeliveryState.SENDING.value]),
-            )
-            await conn.execute(
-                sa.update(announcements)
-                .where(announcements.c.status == AnnouncementStatus.SENDING.value, ~pending)
-                .values(status=AnnouncementStatus.DONE.value, finished_at=now, updated_at=now)
-            )
-        self._fallback_swept_at = now
-        if fell_back:
-            log.info("%d failed or unconfirmed deliveries fall back to another channel", fell_back)
-        if reclaimed:
-            log.warning("reclaimed %d deliveries whose lease expired", reclaimed)
-        if reclaimed or fell_back:
+        if done.reclaimed:
+            log.warning("reclaimed %d deliveries whose lease expired", done.reclaimed)
+        if done.reclaimed or done.fell_back:
             self._wake_workers()
 
-
-# For this long after quiet hours begin, every housekeeping pass (about each second) defers
-# what became due in them; the scheduler's pass (every 30 s) covers the rest of the night.
-QUIET_START_GRACE = timedelta(seconds=60)
 
 # Bookings in the shared rate budget tried before a request that keeps waking late goes anyway.
 _REBOOKS = 3
