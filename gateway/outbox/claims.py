@@ -376,6 +376,7 @@ def write_outcomes(conn: Connection, prepared: PreparedOutcomes, *, now: datetim
 
 # A batch's ids travel as one bound value (gateway.db.dialect.id_in).
 _AMONG = id_in(deliveries.c.id, "among_ids")
+_KEEP = id_in(deliveries.c.id, "keep_ids")
 
 
 def _among(conn: Connection | AsyncConnection) -> sa.ColumnElement[bool]:
@@ -542,10 +543,14 @@ async def reclaim_expired_leases(
     conn: AsyncConnection, *, now: datetime, max_attempts: int, keep: Sequence[int] = ()
 ) -> int:
     """Deliveries whose worker died mid-send go back to the queue (or fail past the limit),
-    except those in ``keep`` (``late_stops.cancel_stale``: a stop may be deciding them)."""
+    except those in ``keep`` (``late_stops.cancel_stale``: still in a live worker's hands, or
+    a stop may be deciding them)."""
     stale = [deliveries.c.state == DeliveryState.SENDING.value, deliveries.c.lease_until < now]
+    params: dict[str, Any] = {}
     if keep:
-        stale.append(deliveries.c.id.not_in(keep))
+        dialect = dialect_name(conn)
+        stale.append(sa.not_(_KEEP[dialect]))
+        params = bound_ids(dialect, "keep_ids", keep)
     await conn.execute(
         sa.update(deliveries)
         .where(*stale, deliveries.c.attempts >= max_attempts)
@@ -555,12 +560,14 @@ async def reclaim_expired_leases(
             error_reason="no result after the last attempt",
             lease_until=None,
             finished_at=now,
-        )
+        ),
+        params,
     )
     result = await conn.execute(
         sa.update(deliveries)
         .where(*stale)
-        .values(state=DeliveryState.QUEUED.value, lease_until=None)
+        .values(state=DeliveryState.QUEUED.value, lease_until=None),
+        params,
     )
     return int(result.rowcount or 0)
 

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from channels.base import Channel, OutgoingMessage, SendResult
 from gateway.clock import Clock
 from gateway.config import WartaConfig
+from gateway.db.errors import unavailable_reason
 from gateway.db.schema import announcements
 from gateway.db.writer import Writer
 from gateway.domain import PERSONAL_CHANNELS, AnnouncementStatus, DeliveryState, Urgency
@@ -53,6 +54,9 @@ log = logging.getLogger("warta.dispatch")
 
 # How long an agency's quiet hours are kept before the send gate reads them again.
 QUIET_HOURS_KEPT_S = 30.0
+# A record the storage could not take is tried again after this, doubling up to the most.
+RECORD_RETRY_FIRST_S = 0.05
+RECORD_RETRY_MAX_S = 2.0
 
 
 class Dispatcher:
@@ -104,12 +108,15 @@ class Dispatcher:
             public_url=config.http.public_url,
             sms=self.channels.get("sms"),
         )
+        # The deliveries this process's workers have claimed and not yet recorded.
+        self._held: set[int] = set()
         self._housekeeping = Housekeeping(
             engine=engine,
             clock=clock,
             settings=config.dispatch,
             quiet_hours=self._quiet_hours,
             rules_for=self._fallback_rules,
+            held=self._held,
         )
         self._stopping = False
 
@@ -312,16 +319,19 @@ class Dispatcher:
         # The lease is kept until the outcomes are recorded, not only while sending: a record
         # that waits (for the write lock, for the report lock) past the lease would otherwise
         # find the batch reclaimed, record nothing, and leave it to be sent again.
+        ids = [item.id for item in batch]
         keeper = LeaseKeeper(
             writer=self.writer,
             clock=self.clock,
             lease_seconds=self.config.dispatch.lease_seconds,
-            ids=[item.id for item in batch],
+            ids=ids,
         )
+        self._held.update(ids)
         try:
             outcomes = await self._send_batch(channel, batch)
             fell_back = await self._record(channel_name, batch, outcomes)
         finally:
+            self._held.difference_update(ids)
             await keeper.stop()
         if fell_back:
             log.info(
@@ -363,7 +373,40 @@ class Dispatcher:
                 return 0
             return fallback.queue_fallbacks_among(conn, failed, now=now, rules=rules)
 
-        return await self.writer.run(write)
+        return await self._until_recorded(write, len(outcomes))
+
+    async def _until_recorded(self, write: Callable[[Connection], int], count: int) -> int:
+        """Run the record's transaction until it commits, while the storage is unavailable.
+
+        What the provider answered is known only here: a record given up on leaves the batch
+        ``sending``, its lease runs out, and every message of it goes out a second time. So a
+        busy lock, a dropped connection, a read-only or full database is waited out (with
+        backoff; the batch keeps its lease meanwhile), not turned into a resend. Any other
+        error is raised as before.
+        """
+        delay = RECORD_RETRY_FIRST_S
+        tries = 0
+        while True:
+            try:
+                written = await self.writer.run(write)
+            except Exception as exc:
+                reason = unavailable_reason(exc)
+                if reason is None or self._stopping:
+                    raise
+                tries += 1
+                if tries == 1:
+                    log.warning(
+                        "could not record %d outcomes (%s: %s); trying again until it can",
+                        count,
+                        type(exc).__name__,
+                        reason,
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECORD_RETRY_MAX_S)
+                continue
+            if tries:
+                log.warning("recorded %d outcomes after %d failed tries", count, tries)
+            return written
 
     async def _send_batch(
         self, channel: Channel, batch: Sequence[claims.Claimed]

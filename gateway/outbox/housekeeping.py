@@ -11,6 +11,7 @@ quiet hours; mark ``done`` every sending announcement with nothing pending.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -48,12 +49,15 @@ class Housekeeping:
         settings: DispatchConfig,
         quiet_hours: quiet.QuietHours,
         rules_for: RulesFor,
+        held: AbstractSet[int] = frozenset(),
     ) -> None:
         self._engine = engine
         self._clock = clock
         self._settings = settings
         self._quiet_hours = quiet_hours  # what an agency without its own follows
         self._rules_for = rules_for
+        # Deliveries this process's workers have in hand: never reclaimed from under them.
+        self._held = held
         self._swept_at: datetime | None = None
 
     async def run(self) -> Pass:
@@ -70,9 +74,9 @@ class Housekeeping:
             rules = await self._rules_for(concerned)
         fell_back = 0
         async with self._engine.begin() as conn:
-            undecided = await late_stops.cancel_stale(conn, now=now)
+            keep = await late_stops.cancel_stale(conn, now=now, held=self._held)
             reclaimed = await claims.reclaim_expired_leases(
-                conn, now=now, max_attempts=self._settings.max_attempts, keep=undecided
+                conn, now=now, max_attempts=self._settings.max_attempts, keep=keep
             )
             overdue = sa.select(announcements.c.id).where(
                 announcements.c.expires_at.is_not(None), announcements.c.expires_at <= now

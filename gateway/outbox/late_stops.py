@@ -39,6 +39,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -46,10 +47,10 @@ from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.db.dialect import dialect_name
+from gateway.db.dialect import bound_ids, dialect_name
 from gateway.db.schema import announcements, deliveries, subscriber_channels
 from gateway.domain import AnnouncementStatus, DeliveryState
-from gateway.outbox.claims import _AMONG, Claimed, Outcome, _ids
+from gateway.outbox.claims import _AMONG, _KEEP, Claimed, Outcome, _ids
 
 log = logging.getLogger("warta.dispatch")
 
@@ -116,12 +117,12 @@ _CANCEL_STALE = (
 )
 
 
-# PostgreSQL only (``_undecided``): SQLite's writers take turns, so no stop is ever half done.
-_PG_IDS = postgresql.ARRAY(sa.BigInteger)
 _STALE = sa.select(_d.c.id).where(
     _d.c.state == DeliveryState.SENDING.value,
     _d.c.lease_until < sa.bindparam("now", type_=_d.c.lease_until.type),
 )
+# PostgreSQL only (``_undecided``): SQLite's writers take turns, so no stop is ever half done.
+_PG_IDS = postgresql.ARRAY(sa.BigInteger)
 _CONCERNED = sa.select(_d.c.id, _d.c.announcement_id, _d.c.subscriber_id, _d.c.channel, _d.c.kind)
 _CONCERNED_AMONG = _CONCERNED.where(_AMONG["postgresql"])
 _ANNOUNCEMENTS = (
@@ -183,23 +184,35 @@ def _undecided(conn: Connection, delivery_ids: Sequence[int]) -> list[int]:
     ]
 
 
-async def cancel_stale(conn: AsyncConnection, *, now: datetime) -> list[int]:
+async def cancel_stale(
+    conn: AsyncConnection, *, now: datetime, held: AbstractSet[int] = frozenset()
+) -> list[int]:
     """Before leases that ran out are reclaimed (``claims.reclaim_expired_leases``): cancel
     their deliveries stopped since the claim, as ``cancel_requeued`` does for a live worker.
 
-    Returns the ones to leave out of this reclaim: on PostgreSQL, those a stop may be deciding
-    right now (``_undecided``); the next pass decides them.
+    Returns the ones to leave out of this cancel and of the reclaim: those in ``held`` (a
+    worker of this process still has them and will record them, its lease run out while the
+    database could not renew it) and, on PostgreSQL, those a stop may be deciding right now
+    (``_undecided``). A later pass decides them.
     """
+    stale = list(await conn.scalars(_STALE, {"now": now}))
+    if not stale:
+        return []
+    kept = [delivery_id for delivery_id in stale if delivery_id in held]
     undecided: list[int] = []
     if dialect_name(conn) == "postgresql":
-        stale = list(await conn.scalars(_STALE, {"now": now}))
-        if stale:
-            undecided = await conn.run_sync(_undecided, stale)
-    await conn.execute(_CANCEL_STALE, {"now": now})
+        undecided = await conn.run_sync(_undecided, [i for i in stale if i not in held])
+    keep = kept + undecided
+    dialect = dialect_name(conn)
+    if keep:
+        cancel = _CANCEL_STALE.where(sa.not_(_KEEP[dialect]))
+        await conn.execute(cancel, {"now": now, **bound_ids(dialect, "keep_ids", keep)})
+    else:
+        await conn.execute(_CANCEL_STALE, {"now": now})
     if undecided:
         log.info("%d deliveries wait for a stop in progress before they are reclaimed",
                  len(undecided))  # fmt: skip
-    return undecided
+    return keep
 
 
 def cancel_requeued(conn: Connection, delivery_ids: Sequence[int], *, now: datetime) -> int:

@@ -1,0 +1,154 @@
+"""A batch's outcomes reach the database even when it cannot take them for a while.
+
+What the provider answered is known only to the worker that sent the batch. If recording it
+failed and was given up, the batch would stay ``sending``, its lease would run out, and every
+message of it would go out a second time. So the record is tried again while the storage is
+unavailable: here, on SQLite, another connection holding the write lock past the busy
+timeout; on PostgreSQL, the database turning read-only (as a standby does before it is
+promoted) with every connection dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from channels.africastalking.simconfig import SimulatorConfig
+from gateway.clock import Clock, ManualClock
+from gateway.config import WartaConfig
+from gateway.db.schema import deliveries
+from gateway.outbox.dispatcher import Dispatcher
+from tests.scheduler.support import dispatcher_of
+from tests.support.config import make_config
+from tests.support.sms import broadcast, import_numbers, numbers, sms_world
+
+RECIPIENTS = 4
+T0 = datetime(2026, 3, 2, 3, 0, tzinfo=UTC)  # 10:00 in Jakarta
+
+
+def impatient(database_url: str, keys: dict[str, str], **overrides: Any) -> WartaConfig:
+    """The test configuration with a busy timeout of 0.1 s instead of 30 s."""
+    return make_config(
+        database_url, keys, database={"url": database_url, "busy_timeout_ms": 100}, **overrides
+    )
+
+
+@dataclass
+class InFlight:
+    dispatcher: Dispatcher
+    running: asyncio.Task[int]  # the worker's run_once
+
+
+@asynccontextmanager
+async def batch_in_flight(
+    aiohttp_client: Any, database_url: str, keys: dict[str, str], *, clock: Clock | None = None
+) -> AsyncIterator[InFlight]:
+    """A broadcast to ``RECIPIENTS``, one batch of it claimed and its request with the
+    provider (which answers after a second). When the block ends the batch must be recorded
+    as sent, and nothing of it may go out again."""
+    simulator = SimulatorConfig(latency=1.0)
+    async with sms_world(
+        aiohttp_client, impatient, database_url, keys,
+        simulator=simulator, dispatch={"enabled": False},
+        africastalking={"batch_size": RECIPIENTS}, clock=clock,
+    ) as (world, sim):  # fmt: skip
+        await import_numbers(world, numbers(RECIPIENTS))
+        await broadcast(world)
+        dispatcher = dispatcher_of(world)
+        assert await dispatcher.start_due() == 1
+        running = asyncio.create_task(dispatcher.run_once("sms"))
+        for _ in range(500):
+            if sim.requests_total:
+                break
+            await asyncio.sleep(0.01)
+        assert sim.requests_total == 1 and not running.done()
+        yield InFlight(dispatcher, running)
+        assert await asyncio.wait_for(running, 30) == RECIPIENTS
+        # Recorded: nothing is left to send, and nobody got the message twice.
+        async with world.engine.connect() as conn:
+            states = (await conn.scalars(sa.select(deliveries.c.state))).all()
+        assert len(states) == RECIPIENTS and set(states) <= {"sent", "delivered"}
+        while await dispatcher.run_once("sms"):
+            pass
+        assert [sim.sent_count[phone] for phone in numbers(RECIPIENTS)] == [1] * RECIPIENTS
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_record_that_meets_a_held_write_lock_waits_for_it(
+    aiohttp_client, database_url, keys, caplog
+):
+    async with batch_in_flight(aiohttp_client, database_url, keys) as batch:
+        # Another program (a backup, the sqlite3 shell) holds the write lock from before the
+        # provider answers until well after: the record meets "database is locked".
+        holder = sqlite3.connect(make_url(database_url).database or "", isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            await asyncio.sleep(1.6)
+            assert not batch.running.done()
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+    assert "could not record 4 outcomes (OperationalError: storage is busy" in caplog.text
+    assert "recorded 4 outcomes after" in caplog.text
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_record_during_a_read_only_spell_waits_for_it(
+    aiohttp_client, database_url, keys, caplog
+):
+    name = make_url(database_url).database
+    admin = create_async_engine(database_url, poolclass=NullPool)
+
+    async def turn(read_only: bool) -> None:
+        """Sessions opened from now on are read-only (or not); every other one is dropped."""
+        setting = "SET" if read_only else "RESET"
+        value = " = on" if read_only else ""
+        async with admin.connect() as conn:
+            await conn.execute(sa.text("SET TRANSACTION READ WRITE"))
+            await conn.execute(
+                sa.text(f'ALTER DATABASE "{name}" {setting} default_transaction_read_only{value}')
+            )
+            await conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            await conn.commit()
+
+    try:
+        async with batch_in_flight(aiohttp_client, database_url, keys) as batch:
+            await turn(read_only=True)
+            await asyncio.sleep(1.6)
+            assert not batch.running.done()
+            await turn(read_only=False)
+    finally:
+        await admin.dispose()
+    assert "could not record 4 outcomes" in caplog.text
+    assert "recorded 4 outcomes after" in caplog.text
+
+
+async def test_a_batch_whose_lease_ran_out_in_its_workers_hands_is_not_reclaimed(
+    aiohttp_client, database_url, keys
+):
+    """The lease is for a worker that died; this one still has its batch (its renewals could
+    not reach the database, say). Its own process's housekeeping leaves the batch alone, and
+    the worker records it: reclaimed, it would have been sent a second time."""
+    clock = ManualClock(T0)
+    async with batch_in_flight(aiohttp_client, database_url, keys, clock=clock) as batch:
+        clock.set(T0 + timedelta(minutes=5))  # well past the 60 s lease
+        await batch.dispatcher.housekeeping()
+        async with batch.dispatcher.engine.connect() as conn:
+            states = (await conn.scalars(sa.select(deliveries.c.state))).all()
+        assert states == ["sending"] * RECIPIENTS
