@@ -148,6 +148,10 @@ class DispatchConfig(_Section):
     backoff_base_s: float = Field(default=2.0, gt=0)
     backoff_max_s: float = Field(default=600.0, gt=0)
     idle_poll_s: float = Field(default=0.5, gt=0)
+    # On SIGTERM, how long a worker may take to finish the batch in its hands: what still
+    # waits for the rate is queued again unsent, what is with the provider is awaited, and
+    # the batch is recorded. Keep it under the service manager's stop timeout.
+    stop_grace_s: float = Field(default=10.0, ge=0)
     enabled: bool = True
     # An emergency on Telegram or WhatsApp not confirmed delivered this long after it was
     # sent falls back to the subscriber's next channel (gateway.outbox.fallback).

@@ -57,8 +57,9 @@ class Throttled(ConnectionFailed):
 
 class HandedBack(Throttled):
     """A claimed request given back unsent: its channel is paused by a 429 another request
-    met, or the rate window booked for it passed before it could leave (see
-    ``gateway.ratelimit.SEND_BY``). Queued again, no attempt spent."""
+    met, the rate window booked for it passed before it could leave (see
+    ``gateway.ratelimit.SEND_BY``), or the gateway is stopping. Queued again, no attempt
+    spent."""
 
 
 class RecipientStopped(ChannelError):

@@ -95,8 +95,12 @@ class Dispatcher:
         self._arrivals = {
             name: _arrival_pacer(ch) for name, ch in self.channels.items() if ch.paced_by_arrival
         }
+        self._stopping = False
+        # Set by stop(): ends every wait for the rate, so a stopping worker hands back at once.
+        self._stop_requested = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
         # PostgreSQL (unless [dispatch] shared_rate_limit = false): rates hold across processes.
-        self._shared_rate = shared_rate_limit(engine, config.dispatch)
+        self._shared_rate = shared_rate_limit(engine, config.dispatch, sleep=self._nap)
         # The default an agency without its own quiet hours follows.
         self._quiet_hours = config.scheduler.default_quiet_hours()
         # agency id -> (loop time until which it holds, its quiet hours): for the send gate.
@@ -118,7 +122,6 @@ class Dispatcher:
             rules_for=self._fallback_rules,
             held=self._held,
         )
-        self._stopping = False
 
     @classmethod
     def from_app(cls, app: web.Application) -> Dispatcher:
@@ -144,21 +147,39 @@ class Dispatcher:
         self._tasks.append(asyncio.create_task(self._maintenance_loop(), name="warta-maintenance"))
         for name in self.channels:
             for n in range(self.config.dispatch.workers_per_channel):
-                self._tasks.append(
-                    asyncio.create_task(self._worker_loop(name), name=f"warta-{name}-{n}")
-                )
+                worker = asyncio.create_task(self._worker_loop(name), name=f"warta-{name}-{n}")
+                self._workers.append(worker)
+                self._tasks.append(worker)
 
     async def stop(self) -> None:
+        """Stop dispatching, leaving nothing to be sent twice where time allows.
+
+        No worker claims again. One with a batch in hand gets ``[dispatch] stop_grace_s`` to
+        finish it: requests still waiting for the rate are queued again unsent (no attempt
+        spent, due at once, for the next process or this one restarted), those with the
+        provider are awaited, and the batch is recorded. What is still running after the
+        grace is cancelled, as a kill would end it (the README's bound).
+        """
+        self._stopping = True
+        self._stop_requested.set()
+        self._wake_workers()
+        busy = [task for task in self._workers if not task.done()]
+        if busy:
+            _, late = await asyncio.wait(busy, timeout=self.config.dispatch.stop_grace_s)
+            if late:
+                log.warning(
+                    "%d workers did not finish their batch in time; stopping them", len(late)
+                )
         # A cancellation that lands inside a database call can come back
         # as a driver error (asyncpg: "another operation is in progress"), which the loops
         # would log and retry forever; so the loops also end on any error once stopping.
-        self._stopping = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        self._workers.clear()
         for channel in self.channels.values():
             await channel.close()
         if self._owns_writer:
@@ -299,7 +320,9 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         paused = self._paused_until.get(channel_name, 0.0) - loop.time()
         if paused > 0:
-            await asyncio.sleep(paused)
+            await self._nap(paused)
+        if self._stopping:
+            return 0
         channel = self.channels[channel_name]
         limit = self.claim_size(channel)
         lease = timedelta(seconds=self.config.dispatch.lease_seconds)
@@ -473,6 +496,7 @@ class Dispatcher:
             for i in range(0, len(messages), channel.batch_size)
         ]
         kept_back: dict[int, claims.Outcome] = {}
+        handed_back = 0
         results = await asyncio.gather(
             *(
                 self._send_request(channel, r, gate=gate, stops=stops, kept_back=kept_back)
@@ -481,6 +505,8 @@ class Dispatcher:
         )
         for request, result in zip(requests, results, strict=True):
             if isinstance(result, ChannelError):
+                if result.reason == STOPPING:
+                    handed_back += len(request)
                 outcomes.extend(
                     self._failure(m.delivery_id, result, attempts[m.delivery_id])
                     for m in request
@@ -495,6 +521,10 @@ class Dispatcher:
                     continue
                 missing = ChannelError("the provider did not report on this message")
                 outcomes.append(self._failure(m.delivery_id, missing, attempts[m.delivery_id]))
+        if handed_back:
+            log.info(
+                "%s: %d deliveries queued again unsent: %s", channel.name, handed_back, STOPPING
+            )
         if kept_back:
             # Never sent, the claim's attempt given back: queued for the morning, or stopped
             # (or expired) after the claim.
@@ -552,12 +582,13 @@ class Dispatcher:
         elif pacer is None:
             wait = bucket.take(len(request))
             if wait > 0:
-                await asyncio.sleep(wait)
+                await self._nap(wait)
         paused = await self._wait_out_pause(channel.name)
         if paused is not None:
             return paused
         if pacer is not None:
-            await pacer.acquire(len(request))
+            if not await self._arrival_turn(pacer, size):
+                return HandedBack(STOPPING, retry_after=0.0)
             # Paced by arrival (Telegram): the pacer's wait for answers in flight is part of
             # its pacing, not lateness, so the request carries no deadline after it.
             send_by = None
@@ -576,6 +607,8 @@ class Dispatcher:
         # A channel that hands the request to a thread checks the deadline again there.
         token = SEND_BY.set(send_by)
         try:
+            if self._stopping:
+                return HandedBack(STOPPING, retry_after=0.0)
             if not request:
                 return []
             leave_by_deadline(send_by)
@@ -595,6 +628,32 @@ class Dispatcher:
             SEND_BY.reset(token)
             if pacer is not None:
                 pacer.release(size)
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep, ending early when the dispatcher stops."""
+        if self._stopping:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_requested.wait(), seconds)
+
+    async def _arrival_turn(self, pacer: ArrivalPacer, n: int) -> bool:
+        """``pacer.acquire(n)``; False, with nothing acquired, if the dispatcher stops first."""
+        if self._stopping:
+            return False
+        acquiring = asyncio.ensure_future(pacer.acquire(n))
+        stopping = asyncio.ensure_future(self._stop_requested.wait())
+        try:
+            await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not acquiring.done():
+            acquiring.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await acquiring
+        if acquiring.cancelled():
+            return False
+        acquiring.result()  # its error, if any
+        return True
 
     async def _book(self, channel: Channel, n: int, bucket: TokenBucket) -> float | None:
         """Book ``n`` messages in the shared budget and wait for their window; returns the
@@ -634,7 +693,9 @@ class Dispatcher:
         while left > 0:
             if left > budget:
                 return HandedBack("channel paused after HTTP 429", retry_after=left)
-            await asyncio.sleep(left)
+            await self._nap(left)
+            if self._stopping:
+                return None  # the request is handed back as it would leave
             # Another 429 while waiting moves the end of the pause.
             left = self._paused_until.get(channel_name, 0.0) - loop.time()
         return None
@@ -744,6 +805,8 @@ class Dispatcher:
 
 # Bookings in the shared rate budget tried before a request that keeps waking late goes anyway.
 _REBOOKS = 3
+# Why a request waiting for the rate when the gateway stopped went back to the queue unsent.
+STOPPING = "the gateway stopped before it could leave"
 
 
 def _arrival_pacer(channel: Channel) -> ArrivalPacer:

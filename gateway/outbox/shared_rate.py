@@ -177,8 +177,14 @@ class SharedRateLimit:
         return used is not None
 
 
-def shared_rate_limit(engine: AsyncEngine, dispatch: DispatchConfig) -> SharedRateLimit | None:
-    """The shared budget on PostgreSQL unless turned off; None keeps per-process buckets."""
+def shared_rate_limit(
+    engine: AsyncEngine,
+    dispatch: DispatchConfig,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> SharedRateLimit | None:
+    """The shared budget on PostgreSQL unless turned off; None keeps per-process buckets.
+    ``sleep`` waits for a booked window (the dispatcher's ends early when it stops)."""
     if dispatch.shared_rate_limit is False:
         return None
     if engine.dialect.name != "postgresql":
@@ -187,4 +193,4 @@ def shared_rate_limit(engine: AsyncEngine, dispatch: DispatchConfig) -> SharedRa
                 "[dispatch] shared_rate_limit needs PostgreSQL; this process paces itself alone"
             )
         return None
-    return SharedRateLimit(engine, lease_seconds=dispatch.lease_seconds)
+    return SharedRateLimit(engine, lease_seconds=dispatch.lease_seconds, sleep=sleep)
