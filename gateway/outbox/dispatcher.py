@@ -644,6 +644,9 @@ class Dispatcher:
         stopping = asyncio.ensure_future(self._stop_requested.wait())
         try:
             await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            acquiring.cancel()  # not left to take a turn for a request that is gone
+            raise
         finally:
             stopping.cancel()
         if not acquiring.done():

@@ -28,7 +28,7 @@ subscriber's channel row (opt-out, erasure) or the announcement row (cancel), th
 claimed rows by, and has not committed. Nothing would see it again. So before they look, they
 take a share lock on those rows, skipping any that a transaction holds (``_undecided``); never
 waiting, they cannot deadlock with a stop that waits for their own row locks (an erasure
-unlinks every delivery). What they skip is left ``sending`` under a lease run out, for the
+unlinks every delivery). What they skip is left ``sending`` under a lease long run out, for the
 next pass of housekeeping to decide once the stop has committed or rolled back. A stop that
 comes after their lock waits for their commit, and its own UPDATE then finds the rows queued.
 """
@@ -40,7 +40,7 @@ import logging
 import time
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
@@ -135,13 +135,14 @@ _CHOICES = sa.select(_sc.c.subscriber_id, _sc.c.channel).where(
     _sc.c.channel == sa.any_(sa.bindparam("channels", type_=postgresql.ARRAY(sa.String))),
 )
 _LOCKED_CHOICES = _CHOICES.with_for_update(read=True, skip_locked=True)
-# A delivery whose stop may be in flight: housekeeping decides it once the stop is over.
+# A delivery whose stop may be in flight: housekeeping decides it once the stop is over. Its
+# lease ran out a day ago, so no renewal of the batch's lease under way can keep it.
 _LEAVE_TO_HOUSEKEEPING = (
     sa.update(_d)
     .where(_AMONG["postgresql"], _d.c.state == DeliveryState.QUEUED.value)
     .values(
         state=DeliveryState.SENDING.value,
-        lease_until=sa.bindparam("now", type_=_d.c.lease_until.type),
+        lease_until=sa.bindparam("long_ago", type_=_d.c.lease_until.type),
     )
 )
 
@@ -198,12 +199,12 @@ async def cancel_stale(
     stale = list(await conn.scalars(_STALE, {"now": now}))
     if not stale:
         return []
+    dialect = dialect_name(conn)
     kept = [delivery_id for delivery_id in stale if delivery_id in held]
     undecided: list[int] = []
-    if dialect_name(conn) == "postgresql":
+    if dialect == "postgresql":
         undecided = await conn.run_sync(_undecided, [i for i in stale if i not in held])
     keep = kept + undecided
-    dialect = dialect_name(conn)
     if keep:
         cancel = _CANCEL_STALE.where(sa.not_(_KEEP[dialect]))
         await conn.execute(cancel, {"now": now, **bound_ids(dialect, "keep_ids", keep)})
@@ -231,7 +232,9 @@ def cancel_requeued(conn: Connection, delivery_ids: Sequence[int], *, now: datet
         _CANCEL_REQUEUED[dialect_name(conn)], {**_ids(conn, delivery_ids), "now": now}
     )
     if undecided:
-        conn.execute(_LEAVE_TO_HOUSEKEEPING, {"among_ids": undecided, "now": now})
+        conn.execute(
+            _LEAVE_TO_HOUSEKEEPING, {"among_ids": undecided, "long_ago": now - timedelta(days=1)}
+        )
         log.info("%d deliveries wait for a stop in progress before they are queued again",
                  len(undecided))  # fmt: skip
     return int(result.rowcount or 0)
