@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from aiohttp import web
 
 from gateway.db.schema import deliveries
 from gateway.outbox.dispatcher import STOPPING, Dispatcher
@@ -74,12 +75,7 @@ async def stop_while_paced(
         assert due == RECIPIENTS - 1  # at once, not after a lease
 
         # The next process (or this one, restarted) sends the rest, once each.
-        second = Dispatcher.from_app(run.world.app)
-        try:
-            while await second.run_once("sms"):
-                pass
-        finally:
-            await second.stop()
+        await drain(run.world.app, "sms")
         assert run.sent() == [1] * RECIPIENTS
 
 
@@ -116,10 +112,15 @@ async def test_a_stop_hands_back_what_waits_for_its_telegram_arrival_turn(
             )
             assert set(reasons) == {STOPPING}
 
-        second = Dispatcher.from_app(gw.world.app)
-        try:
-            while await second.run_once("telegram"):
-                pass
-        finally:
-            await second.stop()
+        await drain(gw.world.app, "telegram")
         assert sorted(map(str, chats())) == ["5000", "5001", "5002"]
+
+
+async def drain(app: web.Application, channel: str) -> None:
+    """What a process started after the stop does: send everything due on ``channel``."""
+    dispatcher = Dispatcher.from_app(app)
+    try:
+        while await dispatcher.run_once(channel):
+            pass
+    finally:
+        await dispatcher.stop()

@@ -66,6 +66,17 @@ class Started:
             i: by_subscriber[s] for i, s in enumerate(self.subscriber_ids) if s in by_subscriber
         }
 
+    async def request_out(self) -> asyncio.Task[int]:
+        """Starts the worker's ``run_once`` on SMS; returns it once its first request is with
+        the provider (and the provider has not answered yet)."""
+        running = asyncio.create_task(self.dispatcher.run_once("sms"))
+        for _ in range(500):
+            if self.sim.requests_total:
+                break
+            await asyncio.sleep(0.01)
+        assert self.sim.requests_total == 1 and not running.done()
+        return running
+
     def sent(self) -> list[int]:
         return [self.sim.sent_count[phone] for phone in self.phones]
 
@@ -245,12 +256,7 @@ async def test_a_retry_of_someone_who_opted_out_meanwhile_is_cancelled(
         aiohttp_client, database_url, keys, 2,
         simulator=simulator, dispatch={"enabled": False}, africastalking={"batch_size": 2},
     ) as run:  # fmt: skip
-        running = asyncio.create_task(run.dispatcher.run_once("sms"))
-        for _ in range(500):
-            if run.sim.requests_total:
-                break
-            await asyncio.sleep(0.01)
-        assert run.sim.requests_total == 1 and not running.done()
+        running = await run.request_out()
         await run.opt_out(keys, 1)
         assert await running == 2
 
@@ -328,12 +334,7 @@ async def test_a_retry_queued_while_an_opt_out_commits_waits_for_it(
         clock=clock, simulator=simulator, dispatch={"enabled": False},
         africastalking={"batch_size": 2},
     ) as run:  # fmt: skip
-        running = asyncio.create_task(run.dispatcher.run_once("sms"))
-        for _ in range(500):
-            if run.sim.requests_total:
-                break
-            await asyncio.sleep(0.01)
-        assert run.sim.requests_total == 1 and not running.done()
+        running = await run.request_out()
         async with a_stop_still_committing(run, "opt_out", clock.now()):
             # The record does not wait for the opt-out: it skips the row the opt-out holds.
             assert await asyncio.wait_for(running, 30) == 2
