@@ -84,6 +84,15 @@ async def batch_in_flight(
         assert [sim.sent_count[phone] for phone in numbers(RECIPIENTS)] == [1] * RECIPIENTS
 
 
+async def failed_to_record(caplog: pytest.LogCaptureFixture) -> None:
+    """Waits until the worker has met the fault: the provider answered and the record failed."""
+    for _ in range(3000):
+        if "could not record" in caplog.text:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the record never met the fault")
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_a_record_that_meets_a_held_write_lock_waits_for_it(
     aiohttp_client, database_url, keys, caplog
@@ -94,7 +103,8 @@ async def test_a_record_that_meets_a_held_write_lock_waits_for_it(
         holder = sqlite3.connect(make_url(database_url).database or "", isolation_level=None)
         try:
             holder.execute("BEGIN IMMEDIATE")
-            await asyncio.sleep(1.6)
+            await failed_to_record(caplog)
+            await asyncio.sleep(0.5)  # a few more tries
             assert not batch.running.done()
         finally:
             holder.execute("ROLLBACK")
@@ -130,7 +140,8 @@ async def test_a_record_during_a_read_only_spell_waits_for_it(
     try:
         async with batch_in_flight(aiohttp_client, database_url, keys) as batch:
             await turn(read_only=True)
-            await asyncio.sleep(1.6)
+            await failed_to_record(caplog)
+            await asyncio.sleep(0.5)  # a few more tries
             assert not batch.running.done()
             await turn(read_only=False)
     finally:
