@@ -123,8 +123,9 @@ _STALE = sa.select(_d.c.id).where(
 )
 # PostgreSQL only (``_undecided``): SQLite's writers take turns, so no stop is ever half done.
 _PG_IDS = postgresql.ARRAY(sa.BigInteger)
-_CONCERNED = sa.select(_d.c.id, _d.c.announcement_id, _d.c.subscriber_id, _d.c.channel, _d.c.kind)
-_CONCERNED_AMONG = _CONCERNED.where(_AMONG["postgresql"])
+_CONCERNED = sa.select(
+    _d.c.id, _d.c.announcement_id, _d.c.subscriber_id, _d.c.channel, _d.c.kind
+).where(_AMONG["postgresql"])
 _ANNOUNCEMENTS = (
     sa.select(_a.c.id)
     .where(_a.c.id == sa.any_(sa.bindparam("announcement_ids", type_=_PG_IDS)))
@@ -157,7 +158,7 @@ def _undecided(conn: Connection, delivery_ids: Sequence[int]) -> list[int]:
     """
     if dialect_name(conn) != "postgresql" or not delivery_ids:
         return []
-    rows = conn.execute(_CONCERNED_AMONG, {"among_ids": list(delivery_ids)}).all()
+    rows = conn.execute(_CONCERNED, {"among_ids": list(delivery_ids)}).all()
     busy_announcements: set[int] = set()
     announcement_ids = sorted({r.announcement_id for r in rows if r.announcement_id is not None})
     if announcement_ids:
