@@ -376,7 +376,6 @@ def write_outcomes(conn: Connection, prepared: PreparedOutcomes, *, now: datetim
 
 # A batch's ids travel as one bound value (gateway.db.dialect.id_in).
 _AMONG = id_in(deliveries.c.id, "among_ids")
-_KEEP = id_in(deliveries.c.id, "keep_ids")
 
 
 def _among(conn: Connection | AsyncConnection) -> sa.ColumnElement[bool]:
@@ -548,9 +547,8 @@ async def reclaim_expired_leases(
     stale = [deliveries.c.state == DeliveryState.SENDING.value, deliveries.c.lease_until < now]
     params: dict[str, Any] = {}
     if keep:
-        dialect = dialect_name(conn)
-        stale.append(sa.not_(_KEEP[dialect]))
-        params = bound_ids(dialect, "keep_ids", keep)
+        stale.append(sa.not_(_among(conn)))
+        params = _ids(conn, keep)
     await conn.execute(
         sa.update(deliveries)
         .where(*stale, deliveries.c.attempts >= max_attempts)

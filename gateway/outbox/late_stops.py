@@ -41,16 +41,17 @@ import time
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.db.dialect import bound_ids, dialect_name
+from gateway.db.dialect import dialect_name, id_in
 from gateway.db.schema import announcements, deliveries, subscriber_channels
 from gateway.domain import AnnouncementStatus, DeliveryState
-from gateway.outbox.claims import _AMONG, _KEEP, Claimed, Outcome, _ids
+from gateway.outbox.claims import _AMONG, Claimed, Outcome, _ids
 
 log = logging.getLogger("warta.dispatch")
 
@@ -117,22 +118,21 @@ _CANCEL_STALE = (
 )
 
 
-_STALE = sa.select(_d.c.id).where(
+# What ``_undecided`` needs to know of a delivery.
+_CONCERNING = (_d.c.id, _d.c.announcement_id, _d.c.subscriber_id, _d.c.channel, _d.c.kind)
+_STALE = sa.select(*_CONCERNING).where(
     _d.c.state == DeliveryState.SENDING.value,
     _d.c.lease_until < sa.bindparam("now", type_=_d.c.lease_until.type),
 )
 # PostgreSQL only (``_undecided``): SQLite's writers take turns, so no stop is ever half done.
-_PG_IDS = postgresql.ARRAY(sa.BigInteger)
-_CONCERNED = sa.select(
-    _d.c.id, _d.c.announcement_id, _d.c.subscriber_id, _d.c.channel, _d.c.kind
-).where(_AMONG["postgresql"])
+_CONCERNED = sa.select(*_CONCERNING).where(_AMONG["postgresql"])
 _ANNOUNCEMENTS = (
     sa.select(_a.c.id)
-    .where(_a.c.id == sa.any_(sa.bindparam("announcement_ids", type_=_PG_IDS)))
+    .where(id_in(_a.c.id, "announcement_ids")["postgresql"])
     .with_for_update(read=True, skip_locked=True)  # FOR SHARE SKIP LOCKED
 )
 _CHOICES = sa.select(_sc.c.subscriber_id, _sc.c.channel).where(
-    _sc.c.subscriber_id == sa.any_(sa.bindparam("subscriber_ids", type_=_PG_IDS)),
+    id_in(_sc.c.subscriber_id, "subscriber_ids")["postgresql"],
     _sc.c.channel == sa.any_(sa.bindparam("channels", type_=postgresql.ARRAY(sa.String))),
 )
 _LOCKED_CHOICES = _CHOICES.with_for_update(read=True, skip_locked=True)
@@ -148,17 +148,14 @@ _LEAVE_TO_HOUSEKEEPING = (
 )
 
 
-def _undecided(conn: Connection, delivery_ids: Sequence[int]) -> list[int]:
-    """Of ``delivery_ids``, about to go back to the queue, those a stop may be deciding now.
+def _undecided(conn: Connection, rows: Sequence[sa.Row[*tuple[Any, ...]]]) -> list[int]:
+    """Of the deliveries in ``rows`` (``_CONCERNING``), about to go back to the queue, the
+    ids of those a stop may be deciding now.
 
     Share-locks, on PostgreSQL, the announcement row and the subscriber's channel row of
     each; the ones a transaction holds are skipped, and their deliveries returned. Run before
-    the look for stops, which then sees every stop that committed before the lock. SQLite:
-    none.
+    the look for stops, which then sees every stop that committed before the lock.
     """
-    if dialect_name(conn) != "postgresql" or not delivery_ids:
-        return []
-    rows = conn.execute(_CONCERNED, {"among_ids": list(delivery_ids)}).all()
     busy_announcements: set[int] = set()
     announcement_ids = sorted({r.announcement_id for r in rows if r.announcement_id is not None})
     if announcement_ids:
@@ -197,18 +194,19 @@ async def cancel_stale(
     database could not renew it) and, on PostgreSQL, those a stop may be deciding right now
     (``_undecided``). A later pass decides them.
     """
-    stale = list(await conn.scalars(_STALE, {"now": now}))
+    stale = (await conn.execute(_STALE, {"now": now})).all()
     if not stale:
         return []
-    dialect = dialect_name(conn)
-    kept = [delivery_id for delivery_id in stale if delivery_id in held]
+    kept = [int(row.id) for row in stale if row.id in held]
     undecided: list[int] = []
-    if dialect == "postgresql":
-        undecided = await conn.run_sync(_undecided, [i for i in stale if i not in held])
+    if dialect_name(conn) == "postgresql":
+        loose = [row for row in stale if row.id not in held]
+        if loose:
+            undecided = await conn.run_sync(_undecided, loose)
     keep = kept + undecided
     if keep:
-        cancel = _CANCEL_STALE.where(sa.not_(_KEEP[dialect]))
-        await conn.execute(cancel, {"now": now, **bound_ids(dialect, "keep_ids", keep)})
+        cancel = _CANCEL_STALE.where(sa.not_(_AMONG[dialect_name(conn)]))
+        await conn.execute(cancel, {"now": now, **_ids(conn, keep)})
     else:
         await conn.execute(_CANCEL_STALE, {"now": now})
     if undecided:
@@ -228,7 +226,10 @@ def cancel_requeued(conn: Connection, delivery_ids: Sequence[int], *, now: datet
     """
     if not delivery_ids:
         return 0
-    undecided = _undecided(conn, delivery_ids)  # its locks first: the look must come after
+    undecided: list[int] = []
+    if dialect_name(conn) == "postgresql":  # its locks first: the look must come after
+        concerned = conn.execute(_CONCERNED, {"among_ids": list(delivery_ids)}).all()
+        undecided = _undecided(conn, concerned)
     result = conn.execute(
         _CANCEL_REQUEUED[dialect_name(conn)], {**_ids(conn, delivery_ids), "now": now}
     )
