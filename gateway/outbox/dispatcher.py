@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
@@ -96,6 +97,8 @@ class Dispatcher:
             name: _arrival_pacer(ch) for name, ch in self.channels.items() if ch.paced_by_arrival
         }
         self._stopping = False
+        # Loop time at which stop()'s grace ends: until then a stopping worker still records.
+        self._grace_ends: float | None = None
         # Set by stop(): ends every wait for the rate, so a stopping worker hands back at once.
         self._stop_requested = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
@@ -160,12 +163,14 @@ class Dispatcher:
         provider are awaited, and the batch is recorded. What is still running after the
         grace is cancelled, as a kill would end it (the README's bound).
         """
+        grace = self.config.dispatch.stop_grace_s
+        self._grace_ends = asyncio.get_running_loop().time() + grace
         self._stopping = True
         self._stop_requested.set()
         self._wake_workers()
         busy = [task for task in self._workers if not task.done()]
         if busy:
-            _, late = await asyncio.wait(busy, timeout=self.config.dispatch.stop_grace_s)
+            _, late = await asyncio.wait(busy, timeout=grace)
             if late:
                 log.warning(
                     "%d workers did not finish their batch in time; stopping them", len(late)
@@ -404,8 +409,8 @@ class Dispatcher:
         What the provider answered is known only here: a record given up on leaves the batch
         ``sending``, its lease runs out, and every message of it goes out a second time. So a
         busy lock, a dropped connection, a read-only or full database is waited out (with
-        backoff; the batch keeps its lease meanwhile), not turned into a resend. Any other
-        error is raised as before.
+        backoff; the batch keeps its lease meanwhile), not turned into a resend, and a stop
+        waits for it within its grace. Any other error is raised as before.
         """
         delay = RECORD_RETRY_FIRST_S
         tries = 0
@@ -414,7 +419,8 @@ class Dispatcher:
                 written = await self.writer.run(write)
             except Exception as exc:
                 reason = unavailable_reason(exc)
-                if reason is None or self._stopping:
+                left = self._grace_left()
+                if reason is None or left <= 0:
                     raise
                 tries += 1
                 if tries == 1:
@@ -424,12 +430,18 @@ class Dispatcher:
                         type(exc).__name__,
                         reason,
                     )
-                await asyncio.sleep(delay)
+                await asyncio.sleep(min(delay, left))
                 delay = min(delay * 2, RECORD_RETRY_MAX_S)
                 continue
             if tries:
                 log.warning("recorded %d outcomes after %d failed tries", count, tries)
             return written
+
+    def _grace_left(self) -> float:
+        """Seconds a worker may still spend on its batch: unbounded until stop() is called."""
+        if self._grace_ends is None:
+            return math.inf
+        return self._grace_ends - asyncio.get_running_loop().time()
 
     async def _send_batch(
         self, channel: Channel, batch: Sequence[claims.Claimed]

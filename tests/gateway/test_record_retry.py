@@ -163,3 +163,42 @@ async def test_a_batch_whose_lease_ran_out_in_its_workers_hands_is_not_reclaimed
         async with batch.dispatcher.engine.connect() as conn:
             states = (await conn.scalars(sa.select(deliveries.c.state))).all()
         assert states == ["sending"] * RECIPIENTS
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_stop_waits_within_its_grace_for_a_record_that_meets_a_held_lock(
+    aiohttp_client, database_url, keys, caplog
+):
+    """SIGTERM arrives while the record of an answered batch waits for the write lock: the
+    stop gives it its grace instead of cutting it off (which would leave the batch to be
+    sent again after its lease)."""
+    async with sms_world(
+        aiohttp_client, impatient, database_url, keys,
+        simulator=SimulatorConfig(latency=1.0),
+        dispatch={"enabled": False, "stop_grace_s": 30.0},
+        africastalking={"batch_size": RECIPIENTS},
+    ) as (world, sim):  # fmt: skip
+        await import_numbers(world, numbers(RECIPIENTS))
+        await broadcast(world)
+        dispatcher = Dispatcher.from_app(world.app)
+        await dispatcher.start()
+        holder = sqlite3.connect(make_url(database_url).database or "", isolation_level=None)
+        try:
+            for _ in range(500):
+                if sim.requests_total:
+                    break
+                await asyncio.sleep(0.01)
+            holder.execute("BEGIN IMMEDIATE")  # before the provider answers, a second on
+            await failed_to_record(caplog)
+            stopping = asyncio.create_task(dispatcher.stop())
+            await asyncio.sleep(0.5)  # the record keeps trying while the stop waits
+            assert not stopping.done()
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        await asyncio.wait_for(stopping, 30)
+        async with world.engine.connect() as conn:
+            states = (await conn.scalars(sa.select(deliveries.c.state))).all()
+        assert len(states) == RECIPIENTS and set(states) <= {"sent", "delivered"}
+        assert "recorded 4 outcomes after" in caplog.text
+        assert [sim.sent_count[phone] for phone in numbers(RECIPIENTS)] == [1] * RECIPIENTS
