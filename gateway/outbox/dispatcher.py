@@ -43,7 +43,7 @@ from gateway.errors import ChannelError, HandedBack, RecipientStopped, Throttled
 from gateway.outbox import claims, fallback, fanout, late_stops, quiet
 from gateway.outbox.fanout import fan_out
 from gateway.outbox.housekeeping import Housekeeping
-from gateway.outbox.leases import LeaseKeeper
+from gateway.outbox.leases import LeaseKeeper, Outages
 from gateway.outbox.shared_rate import shared_rate_limit
 from gateway.outbox.texts import AnnouncementTexts, SentAnnouncement
 from gateway.personal import PhoneVault
@@ -117,12 +117,15 @@ class Dispatcher:
         )
         # The deliveries this process's workers have claimed and not yet recorded.
         self._held: set[int] = set()
+        # When the database last failed us: leases that ran out then are not reclaimed yet.
+        self._outages = Outages(clock)
         self._housekeeping = Housekeeping(
             engine=engine,
             clock=clock,
             settings=config.dispatch,
             quiet_hours=self._quiet_hours,
             rules_for=self._fallback_rules,
+            outages=self._outages,
             held=self._held,
         )
 
@@ -216,7 +219,8 @@ class Dispatcher:
                 started = await self.start_due()
                 if started:
                     self._wake_workers()
-            except Exception:
+            except Exception as exc:
+                self._outages.saw(exc)
                 if self._stopping:
                     return  # cancelled inside a database call: see stop()
                 log.exception("starting due announcements failed; retrying")
@@ -297,7 +301,8 @@ class Dispatcher:
         while not self._stopping:
             try:
                 handled = await self.run_once(channel_name)
-            except Exception:
+            except Exception as exc:
+                self._outages.saw(exc)
                 if self._stopping:
                     return  # cancelled inside a database call: see stop()
                 log.exception("dispatch on %s failed; retrying", channel_name)
@@ -353,6 +358,7 @@ class Dispatcher:
             clock=self.clock,
             lease_seconds=self.config.dispatch.lease_seconds,
             ids=ids,
+            outages=self._outages,
         )
         self._held.update(ids)
         try:
@@ -418,6 +424,7 @@ class Dispatcher:
             try:
                 written = await self.writer.run(write)
             except Exception as exc:
+                self._outages.saw(exc)
                 reason = unavailable_reason(exc)
                 left = self._grace_left()
                 if reason is None or left <= 0:

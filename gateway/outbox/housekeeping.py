@@ -10,6 +10,7 @@ quiet hours; mark ``done`` every sending announcement with nothing pending.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ from gateway.config import DispatchConfig
 from gateway.db.schema import announcements, deliveries
 from gateway.domain import CHANNELS, AnnouncementStatus, DeliveryState
 from gateway.outbox import claims, fallback, late_stops, quiet
+from gateway.outbox.leases import Outages
+
+log = logging.getLogger("warta.dispatch")
 
 # A fresh process looks this far back for failures that still need a stand-in.
 FALLBACK_CATCH_UP = timedelta(hours=6)
@@ -49,6 +53,7 @@ class Housekeeping:
         settings: DispatchConfig,
         quiet_hours: quiet.QuietHours,
         rules_for: RulesFor,
+        outages: Outages,
         held: AbstractSet[int] = frozenset(),
     ) -> None:
         self._engine = engine
@@ -58,9 +63,18 @@ class Housekeeping:
         self._rules_for = rules_for
         # Deliveries this process's workers have in hand: never reclaimed from under them.
         self._held = held
+        self._outages = outages
+        self._told_doubt: datetime | None = None
         self._swept_at: datetime | None = None
 
     async def run(self) -> Pass:
+        try:
+            return await self._run()
+        except Exception as exc:
+            self._outages.saw(exc)
+            raise
+
+    async def _run(self) -> Pass:
         now = self._clock.now()
         sweep = self._fallback_sweep(now)
         rules = await self._rules_for(set())
@@ -73,11 +87,23 @@ class Housekeeping:
         if concerned:
             rules = await self._rules_for(concerned)
         fell_back = 0
+        lease = timedelta(seconds=self._settings.lease_seconds)
+        doubted = self._outages.doubt_leases(now, lease)
         async with self._engine.begin() as conn:
-            keep = await late_stops.cancel_stale(conn, now=now, held=self._held)
-            reclaimed = await claims.reclaim_expired_leases(
-                conn, now=now, max_attempts=self._settings.max_attempts, keep=keep
-            )
+            if doubted is None:
+                keep = await late_stops.cancel_stale(conn, now=now, held=self._held)
+                reclaimed = await claims.reclaim_expired_leases(
+                    conn, now=now, max_attempts=self._settings.max_attempts, keep=keep
+                )
+            else:
+                reclaimed = 0
+                if doubted != self._told_doubt:
+                    log.warning(
+                        "the database was unavailable: leases that ran out are not reclaimed"
+                        " before %s (their workers may still record them)",
+                        doubted.isoformat(timespec="seconds"),
+                    )
+                    self._told_doubt = doubted
             overdue = sa.select(announcements.c.id).where(
                 announcements.c.expires_at.is_not(None), announcements.c.expires_at <= now
             )

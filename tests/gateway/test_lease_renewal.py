@@ -8,12 +8,15 @@ worker would send it a second time while the first send was still waiting for it
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from channels.africastalking.simconfig import SimulatorConfig
+from gateway.clock import ManualClock
+from gateway.outbox.leases import Outages
 from tests.support.config import make_config
 from tests.support.sms import (
     broadcast,
@@ -174,3 +177,20 @@ async def test_a_claim_that_waited_for_the_write_lock_gets_its_whole_lease(
         assert await run == 4
         assert sim.sent_count.total() == 4
     assert leases == [timedelta(seconds=30)]
+
+
+def test_leases_that_ran_out_while_the_database_was_away_wait_a_lease_before_reclaim() -> None:
+    """``Outages``: no worker could renew or record while the database was away, so a lease
+    that ran out then is given a lease's time after the last failure this process saw."""
+    start = datetime(2026, 3, 2, 3, 0, tzinfo=UTC)
+    clock = ManualClock(start)
+    outages = Outages(clock)
+    lease = timedelta(seconds=60)
+    assert outages.doubt_leases(start, lease) is None
+    outages.saw(ValueError("a bug, not an outage"))
+    assert outages.doubt_leases(start, lease) is None
+    clock.set(start + timedelta(minutes=5))
+    outages.saw(sa.exc.OperationalError("UPDATE deliveries", {}, Exception("database is locked")))
+    back = start + timedelta(minutes=5, seconds=1)
+    assert outages.doubt_leases(back, lease) == start + timedelta(minutes=6)
+    assert outages.doubt_leases(start + timedelta(minutes=6), lease) is None

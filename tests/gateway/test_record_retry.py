@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from aiohttp import web
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
@@ -46,22 +47,29 @@ def impatient(database_url: str, keys: dict[str, str], **overrides: Any) -> Wart
 
 @dataclass
 class InFlight:
+    app: web.Application
     dispatcher: Dispatcher
     running: asyncio.Task[int]  # the worker's run_once
 
 
 @asynccontextmanager
 async def batch_in_flight(
-    aiohttp_client: Any, database_url: str, keys: dict[str, str], *, clock: Clock | None = None
+    aiohttp_client: Any,
+    database_url: str,
+    keys: dict[str, str],
+    *,
+    clock: Clock | None = None,
+    latency: float = 1.0,
 ) -> AsyncIterator[InFlight]:
     """A broadcast to ``RECIPIENTS``, one batch of it claimed and its request with the
-    provider (which answers after a second). When the block ends the batch must be recorded
-    as sent, and nothing of it may go out again."""
-    simulator = SimulatorConfig(latency=1.0)
+    provider (which answers after ``latency`` seconds). When the block ends the batch must be
+    recorded as sent, and nothing of it may go out again."""
+    simulator = SimulatorConfig(latency=latency)
     async with sms_world(
         aiohttp_client, impatient, database_url, keys,
         simulator=simulator, dispatch={"enabled": False},
-        africastalking={"batch_size": RECIPIENTS}, clock=clock,
+        africastalking={"batch_size": RECIPIENTS, "request_timeout_s": latency + 10},
+        clock=clock,
     ) as (world, sim):  # fmt: skip
         await import_numbers(world, numbers(RECIPIENTS))
         await broadcast(world)
@@ -73,7 +81,7 @@ async def batch_in_flight(
                 break
             await asyncio.sleep(0.01)
         assert sim.requests_total == 1 and not running.done()
-        yield InFlight(dispatcher, running)
+        yield InFlight(world.app, dispatcher, running)
         assert await asyncio.wait_for(running, 30) == RECIPIENTS
         # Recorded: nothing is left to send, and nobody got the message twice.
         async with world.engine.connect() as conn:
@@ -113,15 +121,14 @@ async def test_a_record_that_meets_a_held_write_lock_waits_for_it(
     assert "recorded 4 outcomes after" in caplog.text
 
 
-@pytest.mark.parametrize("backend", ["postgres"])
-async def test_a_record_during_a_read_only_spell_waits_for_it(
-    aiohttp_client, database_url, keys, caplog
-):
+@asynccontextmanager
+async def read_only_switch(database_url: str) -> AsyncIterator[Callable[[bool], Awaitable[None]]]:
+    """Turns the PostgreSQL database read-only (as a standby is before it is promoted) or
+    back: sessions opened from then on follow, and every other one is dropped."""
     name = make_url(database_url).database
     admin = create_async_engine(database_url, poolclass=NullPool)
 
     async def turn(read_only: bool) -> None:
-        """Sessions opened from now on are read-only (or not); every other one is dropped."""
         setting = "SET" if read_only else "RESET"
         value = " = on" if read_only else ""
         async with admin.connect() as conn:
@@ -138,16 +145,56 @@ async def test_a_record_during_a_read_only_spell_waits_for_it(
             await conn.commit()
 
     try:
-        async with batch_in_flight(aiohttp_client, database_url, keys) as batch:
-            await turn(read_only=True)
-            await failed_to_record(caplog)
-            await asyncio.sleep(0.5)  # a few more tries
-            assert not batch.running.done()
-            await turn(read_only=False)
+        yield turn
     finally:
+        await turn(read_only=False)
         await admin.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_record_during_a_read_only_spell_waits_for_it(
+    aiohttp_client, database_url, keys, caplog
+):
+    async with (
+        read_only_switch(database_url) as turn,
+        batch_in_flight(aiohttp_client, database_url, keys) as batch,
+    ):
+        await turn(True)
+        await failed_to_record(caplog)
+        await asyncio.sleep(0.5)  # a few more tries
+        assert not batch.running.done()
+        await turn(False)
     assert "could not record 4 outcomes" in caplog.text
     assert "recorded 4 outcomes after" in caplog.text
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_another_process_does_not_reclaim_a_batch_held_through_an_outage(
+    aiohttp_client, database_url, keys, caplog
+):
+    """Two processes on one PostgreSQL, and the database away for five minutes, far longer
+    than the 60 s lease, while one process has a batch with the provider: its lease ran out,
+    but its worker is alive and records the batch once the provider answers. The other
+    process saw the outage too, and so does not reclaim the batch (to send it again) on the
+    database's return, but gives that worker a lease's time to record it."""
+    clock = ManualClock(T0)
+    async with (
+        read_only_switch(database_url) as turn,
+        batch_in_flight(aiohttp_client, database_url, keys, clock=clock, latency=4.0) as batch,
+    ):
+        other = Dispatcher.from_app(batch.app)
+        await turn(True)
+        clock.set(T0 + timedelta(minutes=5))
+        with pytest.raises(sa.exc.DBAPIError):
+            await other.housekeeping()  # the other process's pass meets the outage
+        await turn(False)
+        await other.housekeeping()  # and its first pass after it
+        async with other.engine.connect() as conn:
+            states = (await conn.scalars(sa.select(deliveries.c.state))).all()
+        assert not batch.running.done()  # the provider has not answered yet
+        assert states == ["sending"] * RECIPIENTS
+        assert "leases that ran out are not reclaimed before 2026-03-02T03:06:00" in caplog.text
+        await other.stop()
 
 
 async def test_a_batch_whose_lease_ran_out_in_its_workers_hands_is_not_reclaimed(
@@ -182,19 +229,29 @@ async def test_a_stop_waits_within_its_grace_for_a_record_that_meets_a_held_lock
         await broadcast(world)
         dispatcher = Dispatcher.from_app(world.app)
         await dispatcher.start()
-        holder = sqlite3.connect(make_url(database_url).database or "", isolation_level=None)
+        # Another program takes the write lock before the provider answers (a second on).
+        # It waits for the dispatcher's own loops to commit, in a thread: they need the loop.
+        holder = sqlite3.connect(
+            make_url(database_url).database or "",
+            isolation_level=None,
+            timeout=10,
+            check_same_thread=False,
+        )
         try:
             for _ in range(500):
                 if sim.requests_total:
                     break
                 await asyncio.sleep(0.01)
-            holder.execute("BEGIN IMMEDIATE")  # before the provider answers, a second on
+            await asyncio.to_thread(holder.execute, "BEGIN IMMEDIATE")
             await failed_to_record(caplog)
             stopping = asyncio.create_task(dispatcher.stop())
-            await asyncio.sleep(0.5)  # the record keeps trying while the stop waits
+            # The record tries again (several times, each meeting the lock) while the stop
+            # waits for it.
+            await asyncio.sleep(1.5)
             assert not stopping.done()
         finally:
-            holder.execute("ROLLBACK")
+            if holder.in_transaction:
+                holder.execute("ROLLBACK")
             holder.close()
         await asyncio.wait_for(stopping, 30)
         async with world.engine.connect() as conn:
