@@ -30,7 +30,6 @@ Nothing here logs a phone number or a key.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 import logging
@@ -56,6 +55,7 @@ from channels.africastalking.simconfig import (
     split_report_outcome,
 )
 from channels.simfaults import FaultSchedule
+from channels.simserver import SimulatorServer
 
 __all__ = [
     "AfricasTalkingSimulator",
@@ -147,10 +147,11 @@ def _draw(shares: Mapping[OutcomeT, float], rng: random.Random) -> OutcomeT | No
     return None
 
 
-class AfricasTalkingSimulator:
+class AfricasTalkingSimulator(SimulatorServer):
     """The simulator: ``app`` to mount anywhere, or ``start()``/``stop()`` on its own port."""
 
     def __init__(self, config: SimulatorConfig | None = None) -> None:
+        super().__init__()
         self.config = config or SimulatorConfig()
         self.delivery_report_url = self.config.delivery_report_url
         self.received: deque[ReceivedRequest] = deque(maxlen=self.config.max_records)
@@ -166,8 +167,6 @@ class AfricasTalkingSimulator:
         self._message_seq = 0
         self._suffixes = sorted(self.config.suffix_outcomes, key=len, reverse=True)
         self._reports: asyncio.Queue[tuple[float, dict[str, str]]] | None = None
-        self._closing = asyncio.Event()
-        self._runner: web.AppRunner | None = None
         self.faults = FaultSchedule(
             is_send=lambda request: request.path == MESSAGING_PATH,
             recipients=_recipients_of,
@@ -180,7 +179,7 @@ class AfricasTalkingSimulator:
         self.faults.add_routes(self.app)
         self.app.router.add_get(PHONE_PATH, self._handle_phone)
         self.app.cleanup_ctx.append(self._report_workers)
-        self.app.on_shutdown.append(self._release_hanging)
+        self.app.on_shutdown.append(self.release_hanging)
 
     def __repr__(self) -> str:
         return f"<AfricasTalkingSimulator requests={self.requests_total}>"
@@ -189,32 +188,10 @@ class AfricasTalkingSimulator:
         """Numbers with a canned outcome that no request has used yet."""
         return set(self.config.outcomes) - self.used_outcomes
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve on ``host:port`` (0 picks a free port); returns the base URL for the SDK."""
-        self._closing.clear()
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        self.faults.bind(self._runner)
-        bound_host, bound_port = self._runner.addresses[0][:2]
-        return f"http://{bound_host}:{bound_port}"
-
-    async def stop(self) -> None:
-        """Release hanging requests, stop reporting and close the port."""
-        self._closing.set()
-        await self.faults.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
     async def wait_for_reports(self) -> None:
         """Return once every delivery report queued so far was posted or given up on."""
         if self._reports is not None:
             await self._reports.join()
-
-    async def _release_hanging(self, _app: web.Application) -> None:
-        self._closing.set()
 
     async def _report_workers(self, _app: web.Application) -> AsyncIterator[None]:
         self._reports = asyncio.Queue()
@@ -345,8 +322,7 @@ class AfricasTalkingSimulator:
             return web.Response(status=500, text="Internal Server Error")
         if request_outcome == "timeout":
             self._record(fields, recipients, 504, arrived)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), timeout=config.timeout_hang)
+            await self.hang(config.timeout_hang)
             return web.Response(status=504, text="Gateway Timeout")
 
         self._record(fields, recipients, 201, arrived)

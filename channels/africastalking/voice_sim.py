@@ -25,7 +25,6 @@ with its ``arrivals``, every call request's time, fault and numbers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 import logging
@@ -48,6 +47,7 @@ from channels.africastalking.simulator import (
     _throttled,
 )
 from channels.simfaults import FaultSchedule
+from channels.simserver import SimulatorServer
 from channels.voice.simconfig import (
     ENTRY_STATUS,
     KNOWN_ACTIONS,
@@ -96,10 +96,11 @@ class _CallEnded(Exception):
     """The gateway's answer cannot be played on; the call hangs up."""
 
 
-class VoiceSimulator:
+class VoiceSimulator(SimulatorServer):
     """The voice simulator: ``app`` to mount anywhere, or ``start()``/``stop()`` on its own port."""
 
     def __init__(self, config: VoiceSimulatorConfig | None = None) -> None:
+        super().__init__()
         self.config = config or VoiceSimulatorConfig()
         self.received: deque[ReceivedCallRequest] = deque(maxlen=self.config.max_records)
         self.calls: dict[str, SimulatedCall] = {}
@@ -111,8 +112,6 @@ class VoiceSimulator:
         self._session_seq = 0
         self._suffixes = sorted(self.config.suffix_outcomes, key=len, reverse=True)
         self._queue: asyncio.Queue[tuple[float, SimulatedCall]] | None = None
-        self._closing = asyncio.Event()
-        self._runner: web.AppRunner | None = None
         self.faults = FaultSchedule(
             is_send=lambda request: request.method == "POST" and request.path == CALL_PATH,
             recipients=_recipients_of,  # the ``to`` form field, as for SMS
@@ -122,7 +121,7 @@ class VoiceSimulator:
         self.app.router.add_post(CALL_PATH, self._handle_call)
         self.faults.add_routes(self.app)
         self.app.cleanup_ctx.append(self._call_workers)
-        self.app.on_shutdown.append(self._release_hanging)
+        self.app.on_shutdown.append(self.release_hanging)
 
     def __repr__(self) -> str:
         return f"<VoiceSimulator requests={self.requests_total} calls={len(self.calls)}>"
@@ -132,31 +131,10 @@ class VoiceSimulator:
         canned = {*self.config.outcomes, *self.config.call_outcomes, *self.config.key_presses}
         return canned - self.used_outcomes
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve on ``host:port`` (0 picks a free port); returns the base URL for the SDK."""
-        self._closing.clear()
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        self.faults.bind(self._runner)
-        bound_host, bound_port = self._runner.addresses[0][:2]
-        return f"http://{bound_host}:{bound_port}"
-
-    async def stop(self) -> None:
-        """Release hanging requests, stop playing calls and close the port."""
-        self._closing.set()
-        await self.faults.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
     async def wait_for_calls(self) -> None:
         """Return once every call queued so far has been played to its final callback."""
         if self._queue is not None:
             await self._queue.join()
-
-    async def _release_hanging(self, _app: web.Application) -> None:
-        self._closing.set()
 
     # Call requests ---------------------------------------------------------------------
 
@@ -203,8 +181,7 @@ class VoiceSimulator:
             return web.Response(status=500, text="Internal Server Error")
         if request_outcome == "timeout":
             self._record(fields, numbers, 504)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), timeout=config.timeout_hang)
+            await self.hang(config.timeout_hang)
             return web.Response(status=504, text="Gateway Timeout")
         self._record(fields, numbers, 200)
         if config.caller_numbers and fields["from"] not in config.caller_numbers:

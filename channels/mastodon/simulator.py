@@ -32,7 +32,6 @@ request draws from ``request_failure_shares``. ``faults`` is the fault schedule
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
 import logging
 import math
@@ -48,6 +47,7 @@ from aiohttp import web
 
 from channels.mastodon.textcount import status_length
 from channels.simfaults import FaultSchedule, bearer_account, bearer_recipients
+from channels.simserver import SimulatorServer
 
 __all__ = [
     "MastodonSimulator",
@@ -132,10 +132,11 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-class MastodonSimulator:
+class MastodonSimulator(SimulatorServer):
     """The simulator: ``app`` to mount anywhere, or ``start()``/``stop()`` on its own port."""
 
     def __init__(self, config: MastodonSimulatorConfig | None = None) -> None:
+        super().__init__()
         self.config = config or MastodonSimulatorConfig()
         self.received: deque[ReceivedStatus] = deque(maxlen=self.config.max_records)
         self.records_dropped = 0
@@ -147,8 +148,6 @@ class MastodonSimulator:
         self._windows: dict[str, deque[float]] = {}
         self._rng = random.Random(self.config.seed)
         self._next_id = 113_000_000_000_000_000
-        self._closing = asyncio.Event()
-        self._runner: web.AppRunner | None = None
         self.faults = FaultSchedule(
             is_send=self._is_send,
             recipients=bearer_recipients(self.config.accounts),
@@ -158,7 +157,7 @@ class MastodonSimulator:
         self._create_route = self.app.router.add_post("/api/v1/statuses", self._handle_create)
         self.faults.add_routes(self.app)
         self.app.router.add_get("/api/v2/instance", self._handle_instance)
-        self.app.on_shutdown.append(self._release_hanging)
+        self.app.on_shutdown.append(self.release_hanging)
 
     def __repr__(self) -> str:
         return f"<MastodonSimulator requests={self.requests_total} statuses={len(self.statuses)}>"
@@ -167,29 +166,8 @@ class MastodonSimulator:
         """Texts with a canned outcome that no request used."""
         return set(self.config.outcomes) - self.used_outcomes
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve on ``host:port`` (0 picks a free port); returns the base URL."""
-        self._closing.clear()
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        self.faults.bind(self._runner)
-        bound_host, bound_port = self._runner.addresses[0][:2]
-        return f"http://{bound_host}:{bound_port}"
-
-    async def stop(self) -> None:
-        self._closing.set()
-        await self.faults.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def _release_hanging(self, _app: web.Application) -> None:
-        self._closing.set()
-
     async def _hang(self) -> web.Response:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closing.wait(), timeout=self.config.timeout_hang)
+        await self.hang(self.config.timeout_hang)
         return web.Response(status=504)
 
     def _record(

@@ -35,7 +35,6 @@ Nothing here logs a phone number, a token or the app secret.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 import random
@@ -51,6 +50,7 @@ from aiohttp import web
 from channels.meta.simconfig import GRAPH_OUTCOMES, SimulatorConfig
 from channels.meta.simwebhooks import StatusWebhooks, draw, seconds
 from channels.simfaults import FaultSchedule
+from channels.simserver import SimulatorServer
 
 __all__ = ["MetaSimulator", "ReceivedRequest", "SimulatorConfig", "serve_forever"]
 
@@ -74,10 +74,11 @@ class ReceivedRequest:
     received_at: float
 
 
-class MetaSimulator:
+class MetaSimulator(SimulatorServer):
     """The simulator: ``app`` to mount anywhere, or ``start()``/``stop()`` on its own port."""
 
     def __init__(self, config: SimulatorConfig | None = None) -> None:
+        super().__init__()
         self.config = config or SimulatorConfig()
         self.received: deque[ReceivedRequest] = deque(maxlen=self.config.max_records)
         self.records_dropped = 0
@@ -88,8 +89,6 @@ class MetaSimulator:
         self._rng = random.Random(self.config.seed)
         self.webhooks = StatusWebhooks(self.config, self._rng)
         self._seq = 0
-        self._closing = asyncio.Event()
-        self._runner: web.AppRunner | None = None
         # WhatsApp id -> when the citizen last wrote to us (opens the 24-hour window).
         self.last_inbound: dict[str, float] = {}
         self.faults = FaultSchedule(
@@ -107,7 +106,7 @@ class MetaSimulator:
         self.app.router.add_post("/simulator/phones/{number}/say", self._handle_say)
         self.app.router.add_get("/simulator/phones/{number}/messages", self._handle_phone)
         self.app.cleanup_ctx.append(self.webhooks.run)
-        self.app.on_shutdown.append(self._release_hanging)
+        self.app.on_shutdown.append(self.release_hanging)
 
     def __repr__(self) -> str:
         return f"<MetaSimulator requests={self.requests_total}>"
@@ -115,27 +114,6 @@ class MetaSimulator:
     def unused_outcomes(self) -> set[str]:
         """Recipients or Pages with a canned outcome that no request has used yet."""
         return set(self.config.outcomes) - self.used_outcomes
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve on ``host:port`` (0 picks a free port); returns the base URL for the clients."""
-        self._closing.clear()
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        self.faults.bind(self._runner)
-        bound_host, bound_port = self._runner.addresses[0][:2]
-        return f"http://{bound_host}:{bound_port}"
-
-    async def stop(self) -> None:
-        """Release hanging requests, stop the webhook workers and close the port."""
-        self._closing.set()
-        await self.faults.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def _release_hanging(self, _app: web.Application) -> None:
-        self._closing.set()
 
     async def wait_for_webhooks(self) -> None:
         """Return once every status webhook queued so far was posted or given up on."""
@@ -301,11 +279,6 @@ class MetaSimulator:
         drawn = draw(self.config.request_failure_shares, self._rng)
         return drawn or draw(self.config.failure_shares, self._rng) or "success"
 
-    async def _hang(self) -> None:
-        """Answer nothing until ``timeout_hang`` passes or the simulator stops."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closing.wait(), timeout=self.config.timeout_hang)
-
     def _answer(self, outcome: str | None) -> web.Response | None:
         """The error answer for ``outcome``; None for success (``timeout`` answers 504 late)."""
         if outcome is None or outcome == "success":
@@ -339,7 +312,7 @@ class MetaSimulator:
             answer = self._accept_whatsapp(to, body)
         self._record(request, body, to, answer.status, source, "whatsapp")
         if outcome == "timeout":
-            await self._hang()
+            await self.hang(self.config.timeout_hang)
         return answer
 
     def _check_whatsapp(
@@ -421,7 +394,7 @@ class MetaSimulator:
             answer = web.json_response({"id": f"{page_id}_{100000 + self._seq}"})
         self._record(request, body, page_id, answer.status, source, "facebook")
         if outcome == "timeout":
-            await self._hang()
+            await self.hang(self.config.timeout_hang)
         return answer
 
     def _check_feed(

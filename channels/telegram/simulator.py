@@ -24,7 +24,6 @@ the enforced flood limits caused). ``faults`` is the fault schedule (``channels.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 import math
@@ -38,6 +37,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from channels.simfaults import FaultSchedule
+from channels.simserver import SimulatorServer
 from channels.telegram.simconfig import (
     ERRORS,
     REQUEST_OUTCOMES,
@@ -80,10 +80,11 @@ class ReceivedRequest:
         return self.params.get("chat_id")
 
 
-class TelegramSimulator:
+class TelegramSimulator(SimulatorServer):
     """The simulator: ``app`` to mount anywhere, or ``start()``/``stop()`` on its own port."""
 
     def __init__(self, config: SimulatorConfig | None = None) -> None:
+        super().__init__()
         self.config = config or SimulatorConfig()
         self.received: deque[ReceivedRequest] = deque(maxlen=self.config.max_records)
         self.records_dropped = 0
@@ -104,8 +105,6 @@ class TelegramSimulator:
         self._updates: deque[JsonObject] = deque(maxlen=self.config.max_pending_updates)
         self._update_seq = 0
         self._new_update = asyncio.Event()
-        self._closing = asyncio.Event()
-        self._runner: web.AppRunner | None = None
         self.bot_user: JsonObject = {
             "id": self.config.bot_id,
             "is_bot": True,
@@ -123,7 +122,7 @@ class TelegramSimulator:
         # Not Telegram's: the simulator's own handset, for ``warta phone telegram``.
         self.app.router.add_post("/simulator/chats/{chat_id}/say", self._handle_say)
         self.app.router.add_get("/simulator/chats/{chat_id}/messages", self._handle_messages)
-        self.app.on_shutdown.append(self._release_hanging)
+        self.app.on_shutdown.append(self.release_hanging)
 
     def __repr__(self) -> str:
         return f"<TelegramSimulator requests={self.requests_total}>"
@@ -164,27 +163,6 @@ class TelegramSimulator:
             and r.http_status == 200
             and (chat_id is None or r.chat_id == chat_id)
         ]
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve on ``host:port`` (0 picks a free port); returns the base URL for the bot."""
-        self._closing.clear()
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        self.faults.bind(self._runner)
-        bound_host, bound_port = self._runner.addresses[0][:2]
-        return f"http://{bound_host}:{bound_port}"
-
-    async def stop(self) -> None:
-        """Release hanging requests and close the port."""
-        self._closing.set()
-        await self.faults.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def _release_hanging(self, _app: web.Application) -> None:
-        self._closing.set()
 
     # -- citizens --------------------------------------------------------------------------
 
@@ -388,8 +366,7 @@ class TelegramSimulator:
         response = self._message_answer(chat_id, text, arrived)
         if response is None:  # the ``timeout`` outcome: hold the line, then drop it
             self._record("sendmessage", params, arrived, 0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), timeout=self.config.timeout_hang)
+            await self.hang(self.config.timeout_hang)
             return error(504, "Gateway Timeout")
         self._record("sendmessage", params, arrived, response.status)
         return response

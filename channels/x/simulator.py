@@ -33,7 +33,6 @@ text whose weighted length exceeds 280. ``faults`` is the fault schedule
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import random
@@ -46,6 +45,7 @@ from typing import Any, Literal, get_args
 from aiohttp import web
 
 from channels.simfaults import FaultSchedule, bearer_account, bearer_recipients
+from channels.simserver import SimulatorServer
 from channels.x.textcount import MAX_WEIGHTED_LENGTH, weighted_length
 
 __all__ = ["Outcome", "ReceivedPost", "XSimulator", "XSimulatorConfig", "serve_forever"]
@@ -138,10 +138,11 @@ def _invalid_request(message: str) -> web.Response:
     return web.json_response(body, status=400)
 
 
-class XSimulator:
+class XSimulator(SimulatorServer):
     """The simulator: ``app`` to mount anywhere, or ``start()``/``stop()`` on its own port."""
 
     def __init__(self, config: XSimulatorConfig | None = None) -> None:
+        super().__init__()
         self.config = config or XSimulatorConfig()
         self.received: deque[ReceivedPost] = deque(maxlen=self.config.max_records)
         self.records_dropped = 0
@@ -153,8 +154,6 @@ class XSimulator:
         self._windows: dict[str, deque[float]] = {}
         self._rng = random.Random(self.config.seed)
         self._next_id = 1_790_000_000_000_000_000
-        self._closing = asyncio.Event()
-        self._runner: web.AppRunner | None = None
         self.faults = FaultSchedule(
             is_send=self._is_send,
             recipients=bearer_recipients(self.config.accounts),
@@ -163,7 +162,7 @@ class XSimulator:
         self.app = web.Application(middlewares=[self.faults.middleware])
         self._create_route = self.app.router.add_post("/2/tweets", self._handle_create)
         self.faults.add_routes(self.app)
-        self.app.on_shutdown.append(self._release_hanging)
+        self.app.on_shutdown.append(self.release_hanging)
 
     def __repr__(self) -> str:
         return f"<XSimulator requests={self.requests_total} posts={len(self.posts)}>"
@@ -172,29 +171,8 @@ class XSimulator:
         """Texts with a canned outcome that no request used."""
         return set(self.config.outcomes) - self.used_outcomes
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve on ``host:port`` (0 picks a free port); returns the base URL."""
-        self._closing.clear()
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=2.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        self.faults.bind(self._runner)
-        bound_host, bound_port = self._runner.addresses[0][:2]
-        return f"http://{bound_host}:{bound_port}"
-
-    async def stop(self) -> None:
-        self._closing.set()
-        await self.faults.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def _release_hanging(self, _app: web.Application) -> None:
-        self._closing.set()
-
     async def _hang(self) -> web.Response:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closing.wait(), timeout=self.config.timeout_hang)
+        await self.hang(self.config.timeout_hang)
         return web.Response(status=504)
 
     def _record(self, body: Mapping[str, Any], username: str | None, status: int) -> None:
