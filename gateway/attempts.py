@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import OrderedDict
 from datetime import datetime
 
 import sqlalchemy as sa
+from cachetools import LRUCache
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -53,7 +53,7 @@ class AttemptLimit:
         self.window_s = window_s
         self._swept_window: int | None = None
         # (key digest, window start) -> attempts, for SQLite and when the database refuses.
-        self._local: OrderedDict[tuple[str, int], int] = OrderedDict()
+        self._local: LRUCache[tuple[str, int], int] = LRUCache(_LOCAL_KEYS)
 
     def __repr__(self) -> str:
         return f"AttemptLimit({self.scope!r}, limit={self.limit}, window_s={self.window_s})"
@@ -85,9 +85,6 @@ class AttemptLimit:
         local = self._local
         key = (digest, window)
         local[key] = local.get(key, 0) + 1
-        local.move_to_end(key)
-        while len(local) > _LOCAL_KEYS:
-            local.popitem(last=False)
         return local.get((digest, window - self.window_s), 0), local[key]
 
     async def _count_in_database(

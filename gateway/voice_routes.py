@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from aiohttp import web
+from cachetools import LRUCache
 from sqlalchemy.exc import SQLAlchemyError
 
 from channels.voice import (
@@ -78,19 +78,13 @@ class VoiceTexts:
     """Voice renditions by (announcement, language), kept for the calls of one broadcast."""
 
     def __init__(self, size: int = 256) -> None:
-        self._size = size
-        self._texts: OrderedDict[tuple[int, str], _Speech] = OrderedDict()
+        self._texts: LRUCache[tuple[int, str], _Speech] = LRUCache(size)
 
     def get(self, announcement_id: int, language: str) -> _Speech | None:
-        speech = self._texts.get((announcement_id, language))
-        if speech is not None:
-            self._texts.move_to_end((announcement_id, language))
-        return speech
+        return self._texts.get((announcement_id, language))
 
     def put(self, announcement_id: int, language: str, speech: _Speech) -> None:
         self._texts[(announcement_id, language)] = speech
-        if len(self._texts) > self._size:
-            self._texts.popitem(last=False)
 
 
 VOICE_TEXTS = web.AppKey("voice_texts", VoiceTexts)

@@ -30,13 +30,13 @@ channel impossible, whatever races between processes.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
+from cachetools import LRUCache
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -312,22 +312,19 @@ def queue_fallbacks_among(
 # announcements in flight (their SMS segments), so a few entries serve a whole broadcast.
 # Building a statement and its cache key took ~6 ms of Python: once a batch, under SQLite's
 # write lock, and twice a housekeeping pass, before.
-_KEPT: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
-_KEPT_AT_MOST = 64
+_KEPT: LRUCache[tuple[Any, ...], Any] = LRUCache(64)
 # Writers' threads and the event loop may both get here.
 _KEPT_LOCK = threading.Lock()
 
 
 def _kept(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
     with _KEPT_LOCK:
-        if key in _KEPT:
-            _KEPT.move_to_end(key)
-            return _KEPT[key]
+        kept = _KEPT.get(key)
+    if kept is not None:
+        return kept
     statement = build()
     with _KEPT_LOCK:
         _KEPT[key] = statement
-        if len(_KEPT) > _KEPT_AT_MOST:
-            _KEPT.popitem(last=False)
     return statement
 
 

@@ -8,13 +8,13 @@ instead of once per delivery; the caches are bounded so a long-running process d
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
+from cachetools import LRUCache
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from channels.base import Channel
@@ -51,9 +51,9 @@ class AnnouncementTexts:
         self._renderer = renderer
         self._public_url = public_url.rstrip("/")
         self._sms = sms
-        self._announcements: OrderedDict[int, SentAnnouncement] = OrderedDict()
-        self._texts: OrderedDict[tuple[int, str, str], str] = OrderedDict()
-        self._sms_segments: OrderedDict[int, dict[str, int]] = OrderedDict()
+        self._announcements: LRUCache[int, SentAnnouncement] = LRUCache(_ANNOUNCEMENTS_KEPT)
+        self._texts: LRUCache[tuple[int, str, str], str] = LRUCache(_TEXTS_KEPT)
+        self._sms_segments: LRUCache[int, dict[str, int]] = LRUCache(_ANNOUNCEMENTS_KEPT)
 
     def public_url(self, row: Mapping[str, Any]) -> str:
         return f"{self._public_url}/a/{row['verification_code']}"
@@ -84,7 +84,7 @@ class AnnouncementTexts:
             expires_at=row["expires_at"],
             agency_zone=row["agency_zone"],
         )
-        _keep(self._announcements, announcement_id, entry, _ANNOUNCEMENTS_KEPT)
+        self._announcements[announcement_id] = entry
         return entry
 
     def text(self, channel: Channel, announcement: SentAnnouncement, language: str) -> str:
@@ -100,7 +100,7 @@ class AnnouncementTexts:
             text = self._renderer.render(
                 type(channel), content, keep_gsm7=announcement.row["keep_gsm7"]
             ).text
-            _keep(self._texts, key, text, _TEXTS_KEPT)
+            self._texts[key] = text
         return text
 
     async def segments_at_start(
@@ -130,7 +130,7 @@ class AnnouncementTexts:
             # housekeeping; the stand-in counts one segment and the send itself will tell.
             log.exception("could not render the SMS of announcement %s", announcement_id)
             return {}
-        _keep(self._sms_segments, announcement_id, segments, _ANNOUNCEMENTS_KEPT)
+        self._sms_segments[announcement_id] = segments
         return segments
 
     def _segments(self, sms: Channel, row: Mapping[str, Any], agency_name: str) -> dict[str, int]:
@@ -147,13 +147,3 @@ class AnnouncementTexts:
             ).segments
             for language in [row["language"], *row["translations"]]
         }
-
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-def _keep(cache: OrderedDict[K, V], key: K, value: V, size: int) -> None:
-    cache[key] = value
-    if len(cache) > size:
-        cache.popitem(last=False)
