@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from channels.base import Channel, Encoding, OutgoingMessage, Reach, SendResult
+from channels.batch import failed, send_each
 from channels.facebook.config import FacebookConfig
-from channels.meta.batch import failed, send_each
 from channels.meta.errors import GRAPH_RULES, ErrorRule, GraphFailure, classify
 from channels.meta.graph import GraphClient
 from gateway.domain import DeliveryState

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -12,6 +11,7 @@ from typing import Any, ClassVar
 import aiohttp
 
 from channels.base import Channel, Encoding, OutgoingMessage, Reach, SendResult
+from channels.batch import failed, send_each
 from channels.mastodon.config import (
     DEFAULT_MAX_CHARACTERS,
     DEFAULT_URL_RESERVATION,
@@ -19,8 +19,7 @@ from channels.mastodon.config import (
 )
 from channels.mastodon.status import STATUS_MAP, error_kind, validation_reason
 from channels.mastodon.textcount import status_length
-from gateway.domain import DeliveryState
-from gateway.errors import ChannelError, ConfigError, ConnectionFailed, Rejected, Throttled
+from gateway.errors import ConfigError, ConnectionFailed, Rejected, Throttled
 
 log = logging.getLogger(__name__)
 
@@ -146,33 +145,18 @@ class MastodonChannel(Channel):
             ConfigError, Throttled, ConnectionFailed: when every post of the batch failed
                 that way (with ``batch_size`` 1: when the one post did).
         """
-        outcomes = await asyncio.gather(
-            *(self._post(message) for message in batch), return_exceptions=True
-        )
-        results: list[SendResult] = []
-        errors: list[ChannelError] = []
-        for message, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, SendResult):
-                results.append(outcome)
-            elif isinstance(outcome, ChannelError):
-                errors.append(outcome)
-                results.append(_failed(message, outcome))
-            else:
-                raise outcome
-        if errors and len(errors) == len(batch) and not isinstance(errors[0], Rejected):
-            raise errors[0]
-        return results
+        return await send_each(batch, self._post)
 
     async def _post(self, message: OutgoingMessage) -> SendResult:
         token = self._config.accounts.get(message.recipient)
         if token is None:
             raise ConfigError("no token configured for this Mastodon account")
         if not message.text.strip():
-            return _failed(message, Rejected("empty"))
+            return failed(message, Rejected("empty"))
         length = self.length_of(message.text)
         if length > self.max_characters:
             log.info("status refused locally: length %d > %d", length, self.max_characters)
-            return _failed(message, Rejected("too long"))
+            return failed(message, Rejected("too long"))
         form = {"status": message.text, "visibility": self._config.visibility}
         if message.language:
             form["language"] = message.language
@@ -199,11 +183,11 @@ class MastodonChannel(Channel):
             raise Throttled("HTTP 429", retry_after=retry_after_from_reset(reset, self._clock()))
         if kind is Rejected and status == 422:
             error = body.get("error") if isinstance(body, Mapping) else None
-            return _failed(message, Rejected(validation_reason(error)))
+            return failed(message, Rejected(validation_reason(error)))
         if status in (401, 403):
             raise ConfigError(f"authentication refused (HTTP {status})")
         if kind is Rejected:
-            return _failed(message, Rejected(f"HTTP {status}"))
+            return failed(message, Rejected(f"HTTP {status}"))
         raise kind(f"HTTP {status}")
 
 
@@ -226,7 +210,3 @@ async def _json_or_none(answer: aiohttp.ClientResponse) -> Any:
         return await answer.json(content_type=None)
     except (ValueError, aiohttp.ContentTypeError):
         return None
-
-
-def _failed(message: OutgoingMessage, error: ChannelError) -> SendResult:
-    return SendResult(delivery_id=message.delivery_id, state=DeliveryState.FAILED, error=error)

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from channels.base import Channel, Encoding, OutgoingMessage, Reach, SendResult
-from channels.meta.batch import failed, send_each
+from channels.batch import failed, send_each
 from channels.meta.errors import ErrorRule, GraphFailure, classify
 from channels.meta.graph import GraphClient
 from channels.whatsapp.config import WhatsAppConfig

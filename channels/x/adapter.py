@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -11,10 +10,10 @@ from typing import Any, ClassVar
 import aiohttp
 
 from channels.base import Channel, Encoding, OutgoingMessage, Reach, SendResult
+from channels.batch import failed, send_each
 from channels.x.config import XConfig
 from channels.x.status import FORBIDDEN_REASONS, STATUS_MAP, error_kind
 from channels.x.textcount import MAX_WEIGHTED_LENGTH, weighted_length
-from gateway.domain import DeliveryState
 from gateway.errors import ChannelError, ConfigError, ConnectionFailed, Rejected, Throttled
 
 log = logging.getLogger(__name__)
@@ -133,22 +132,7 @@ class XChannel(Channel):
             ConfigError, Throttled, ConnectionFailed: when every post of the batch failed
                 that way (with ``batch_size`` 1: when the one post did).
         """
-        outcomes = await asyncio.gather(
-            *(self._post(message) for message in batch), return_exceptions=True
-        )
-        results: list[SendResult] = []
-        errors: list[ChannelError] = []
-        for message, outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, SendResult):
-                results.append(outcome)
-            elif isinstance(outcome, ChannelError):
-                errors.append(outcome)
-                results.append(_failed(message, outcome))
-            else:
-                raise outcome
-        if errors and len(errors) == len(batch) and not isinstance(errors[0], Rejected):
-            raise errors[0]
-        return results
+        return await send_each(batch, self._post)
 
     async def _post(self, message: OutgoingMessage) -> SendResult:
         username = message.recipient
@@ -156,11 +140,11 @@ class XChannel(Channel):
         if token is None:
             raise ConfigError("no token configured for this X account")
         if not message.text.strip():
-            return _failed(message, Rejected("empty"))
+            return failed(message, Rejected("empty"))
         length = weighted_length(message.text)
         if length > self.max_length:
             log.info("X post refused locally: weighted length %d > %d", length, self.max_length)
-            return _failed(message, Rejected("too long"))
+            return failed(message, Rejected("too long"))
         session = self._ensure_session()
         url = f"{self._config.base_url.rstrip('/')}{CREATE_POST_PATH}"
         headers = {"Authorization": f"Bearer {token}"}
@@ -218,11 +202,3 @@ async def _json_or_none(answer: aiohttp.ClientResponse) -> Any:
         return await answer.json(content_type=None)
     except (ValueError, aiohttp.ContentTypeError):
         return None
-
-
-def _failed(message: OutgoingMessage, error: ChannelError) -> SendResult:
-    return SendResult(
-        delivery_id=message.delivery_id,
-        state=DeliveryState.FAILED,
-        error=error,
-    )

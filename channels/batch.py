@@ -1,4 +1,5 @@
-"""Running one Graph request per message concurrently, and deciding what the batch reports."""
+"""One request per message, run concurrently, and what the batch reports (Graph API, X,
+Mastodon: their APIs take one message per request)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from channels.base import OutgoingMessage, SendResult
 from gateway.domain import DeliveryState
-from gateway.errors import ChannelError, ConfigError, Throttled
+from gateway.errors import ChannelError, ConfigError, Rejected, Throttled
 
 
 def failed(message: OutgoingMessage, error: ChannelError) -> SendResult:
@@ -30,8 +31,9 @@ async def send_each(
     """Run ``send_one`` for every message concurrently.
 
     ``send_one`` returns the message's result (per-message errors inside) or raises a
-    ``ChannelError`` that concerns the account. When every request raised, the most telling
-    error is raised for the batch, so the dispatcher can pause or stop the channel; otherwise
+    ``ChannelError``. When every request raised an error that concerns the account or the
+    connection, the most telling one is raised for the batch, so the dispatcher can pause or
+    stop the channel; otherwise (some went, or the provider refused each message for itself)
     the raised errors are carried in those messages' results.
     """
     if not messages:
@@ -44,7 +46,9 @@ async def send_each(
                 raise outcome
             errors.append(outcome)
     if len(errors) == len(messages):
-        raise batch_error(errors)
+        worst = batch_error(errors)
+        if not isinstance(worst, Rejected):
+            raise worst
     results: list[SendResult] = []
     for message, outcome in zip(messages, outcomes, strict=True):
         if isinstance(outcome, ChannelError):
