@@ -22,9 +22,9 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import requests
@@ -33,6 +33,8 @@ from africastalking.SMS import SMSService
 from channels.africastalking.config import AfricasTalkingConfig
 from gateway.errors import ChannelError, ConfigError, ConnectionFailed, Rejected, Throttled
 from gateway.ratelimit import SEND_BY, leave_by_deadline
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -165,32 +167,32 @@ def request_json(
         raise ConnectionFailed("unreadable response") from None
 
 
-class AfricasTalkingClient:
-    """Async access to the SDK for one account: a bounded thread pool and pooled sessions."""
+class SdkThreads:
+    """The SDK's blocking calls off the event loop: a bounded pool of worker threads, each
+    with a ``requests`` session of its own (one connection: all a thread can use at a time),
+    closed together. Shared by the SMS and voice clients."""
 
-    def __init__(self, config: AfricasTalkingConfig) -> None:
-        self._config = config
+    def __init__(self, *, base_url: str, workers: int, thread_name: str) -> None:
+        self._base_url = base_url
+        self._workers = workers
+        self._thread_name = thread_name
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
-        self._sms = WartaSMSService(config, self._session_for_thread)
 
-    def __repr__(self) -> str:
-        return f"<AfricasTalkingClient username={self._config.username!r}>"
-
-    def _session_for_thread(self) -> requests.Session:
+    def session(self) -> requests.Session:
+        """This worker thread's session."""
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
             # Proxy and CA settings come from the environment once, here: with trust_env, requests
             # reads the whole environment (and ~/.netrc) again on every request.
             session.trust_env = False
-            session.proxies.update(requests.utils.get_environ_proxies(self._config.base_url))
+            session.proxies.update(requests.utils.get_environ_proxies(self._base_url))
             bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
             if bundle:
                 session.verify = bundle
-            # One connection per worker thread is all a thread can use at a time.
             adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=1)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
@@ -199,12 +201,42 @@ class AfricasTalkingClient:
                 self._sessions.append(session)
         return session
 
-    def _pool(self) -> ThreadPoolExecutor:
+    @property
+    def open_sessions(self) -> int:
+        with self._sessions_lock:
+            return len(self._sessions)
+
+    async def run(self, call: Callable[..., T], *args: Any) -> T:
+        """``call(*args)`` on a worker thread."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(
-                max_workers=self._config.executor_workers, thread_name_prefix="warta-at"
+                max_workers=self._workers, thread_name_prefix=self._thread_name
             )
-        return self._executor
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call, *args)
+
+    def close(self) -> None:
+        """Stop the worker threads and close every session's connections."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+
+
+class AfricasTalkingClient:
+    """Async access to the SDK for one account: a bounded thread pool and pooled sessions."""
+
+    def __init__(self, config: AfricasTalkingConfig) -> None:
+        self._config = config
+        self._threads = SdkThreads(
+            base_url=config.base_url, workers=config.executor_workers, thread_name="warta-at"
+        )
+        self._sms = WartaSMSService(config, self._threads.session)
+
+    def __repr__(self) -> str:
+        return f"<AfricasTalkingClient username={self._config.username!r}>"
 
     async def send_sms(self, message: str, recipients: Sequence[str]) -> Mapping[str, Any]:
         """One bulk request: ``message`` to every number in ``recipients`` (E.164 with '+').
@@ -219,10 +251,7 @@ class AfricasTalkingClient:
             HandedBack: nothing sent, as the request was still waiting for a worker thread
                 when its ``SEND_BY`` deadline passed.
         """
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._pool(), self._send_sync, message, list(recipients), SEND_BY.get()
-        )
+        return await self._threads.run(self._send_sync, message, list(recipients), SEND_BY.get())
 
     def _send_sync(
         self, message: str, recipients: list[str], send_by: float | None = None
@@ -245,10 +274,4 @@ class AfricasTalkingClient:
 
     async def close(self) -> None:
         """Stop the worker threads and close every session's connections."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
-        with self._sessions_lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
+        self._threads.close()

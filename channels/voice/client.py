@@ -15,16 +15,12 @@ Errors raised here carry fixed words and status codes only: never numbers, keys 
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import requests
 from africastalking.Voice import VoiceService
 
-from channels.africastalking.sdk import request_json
+from channels.africastalking.sdk import SdkThreads, request_json
 from channels.voice.config import VoiceConfig
 from gateway.errors import ConnectionFailed, Rejected
 
@@ -64,33 +60,13 @@ class VoiceClient:
 
     def __init__(self, config: VoiceConfig) -> None:
         self._config = config
-        self._local = threading.local()
-        self._sessions: list[requests.Session] = []
-        self._sessions_lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
-        self._voice = WartaVoiceService(config, self._session_for_thread)
+        self._threads = SdkThreads(
+            base_url=config.base_url, workers=config.executor_workers, thread_name="warta-voice"
+        )
+        self._voice = WartaVoiceService(config, self._threads.session)
 
     def __repr__(self) -> str:
         return f"<VoiceClient username={self._config.username!r}>"
-
-    def _session_for_thread(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=1)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            self._local.session = session
-            with self._sessions_lock:
-                self._sessions.append(session)
-        return session
-
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                max_workers=self._config.executor_workers, thread_name_prefix="warta-voice"
-            )
-        return self._executor
 
     async def call(self, numbers: Sequence[str]) -> Mapping[str, Any]:
         """One call request to every number (E.164 with '+'); the decoded JSON answer.
@@ -101,8 +77,7 @@ class VoiceClient:
             ConnectionFailed: network error, timeout, 5xx or an unreadable answer.
             Rejected: another 4xx, or a number the SDK refuses.
         """
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool(), self._call_sync, list(numbers))
+        return await self._threads.run(self._call_sync, list(numbers))
 
     def _call_sync(self, numbers: list[str]) -> Mapping[str, Any]:
         try:
@@ -120,10 +95,4 @@ class VoiceClient:
 
     async def close(self) -> None:
         """Stop the worker threads and close every session's connections."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
-        with self._sessions_lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
+        self._threads.close()

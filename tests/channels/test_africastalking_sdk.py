@@ -153,10 +153,10 @@ async def test_sessions_are_reused_per_worker_thread() -> None:
         try:
             for _ in range(6):
                 await client.send_sms("Hi", ["+254711000001"])
-            assert 1 <= len(client._sessions) <= 2
+            assert 1 <= client._threads.open_sessions <= 2
         finally:
             await client.close()
-        assert client._sessions == []
+        assert client._threads.open_sessions == 0
 
 
 async def test_a_request_still_waiting_for_a_thread_at_its_deadline_is_not_sent() -> None:
