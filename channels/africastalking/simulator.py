@@ -37,7 +37,7 @@ import random
 import re
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -55,7 +55,7 @@ from channels.africastalking.simconfig import (
     split_report_outcome,
 )
 from channels.simfaults import FaultSchedule
-from channels.simserver import SimulatorServer
+from channels.simserver import LaterWork, SimulatorServer, post_until_taken
 
 __all__ = [
     "AfricasTalkingSimulator",
@@ -166,7 +166,12 @@ class AfricasTalkingSimulator(SimulatorServer):
         self._rng = random.Random(self.config.seed)
         self._message_seq = 0
         self._suffixes = sorted(self.config.suffix_outcomes, key=len, reverse=True)
-        self._reports: asyncio.Queue[tuple[float, dict[str, str]]] | None = None
+        self._reports = LaterWork(
+            self._post_report,
+            concurrency=self.config.delivery_report_concurrency,
+            failed=self._report_failed,
+            what="delivery report",
+        )
         self.faults = FaultSchedule(
             is_send=lambda request: request.path == MESSAGING_PATH,
             recipients=_recipients_of,
@@ -178,7 +183,7 @@ class AfricasTalkingSimulator(SimulatorServer):
         self.app.router.add_post(MESSAGING_PATH, self._handle_send)
         self.faults.add_routes(self.app)
         self.app.router.add_get(PHONE_PATH, self._handle_phone)
-        self.app.cleanup_ctx.append(self._report_workers)
+        self.app.cleanup_ctx.append(self._reports.run)
         self.app.on_shutdown.append(self.release_hanging)
 
     def __repr__(self) -> str:
@@ -190,59 +195,26 @@ class AfricasTalkingSimulator(SimulatorServer):
 
     async def wait_for_reports(self) -> None:
         """Return once every delivery report queued so far was posted or given up on."""
-        if self._reports is not None:
-            await self._reports.join()
+        await self._reports.join()
 
-    async def _report_workers(self, _app: web.Application) -> AsyncIterator[None]:
-        self._reports = asyncio.Queue()
-        timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            workers = [
-                asyncio.create_task(self._report_worker(session))
-                for _ in range(self.config.delivery_report_concurrency)
-            ]
-            yield
-            for worker in workers:
-                worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-
-    async def _report_worker(self, session: aiohttp.ClientSession) -> None:
-        assert self._reports is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            due, report = await self._reports.get()
-            try:
-                wait = due - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                await self._post_report(session, report)
-            except Exception:
-                self.reports_failed += 1
-                log.exception("delivery report worker failed")
-            finally:
-                self._reports.task_done()
+    def _report_failed(self, _report: dict[str, str]) -> None:
+        self.reports_failed += 1
 
     async def _post_report(self, session: aiohttp.ClientSession, report: dict[str, str]) -> None:
-        backoff = self.config.delivery_report_backoff
-        for attempt in range(self.config.delivery_report_attempts):
-            url = self.delivery_report_url
-            if url is None:
-                return
-            try:
-                async with session.post(url, data=report) as response:
-                    await response.read()
-                    if response.status < 300:
-                        self.reports_delivered += 1
-                        return
-                    if response.status < 500 and response.status != 429:
-                        self.reports_refused += 1
-                        log.warning("delivery report refused with HTTP %d", response.status)
-                        return
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                log.debug("delivery report attempt failed: %s", type(exc).__name__)
-            if attempt + 1 < self.config.delivery_report_attempts:
-                await asyncio.sleep(backoff * 2**attempt)
-        self.reports_failed += 1
+        posted = await post_until_taken(
+            session,
+            lambda: self.delivery_report_url,
+            data=report,
+            attempts=self.config.delivery_report_attempts,
+            backoff=self.config.delivery_report_backoff,
+            what="delivery report",
+        )
+        if posted == "delivered":
+            self.reports_delivered += 1
+        elif posted == "refused":
+            self.reports_refused += 1
+        elif posted == "failed":
+            self.reports_failed += 1
 
     def _outcome_for(self, number: str) -> str | None:
         outcome = self.config.outcomes.get(number)
@@ -336,7 +308,7 @@ class AfricasTalkingSimulator(SimulatorServer):
         price_text = f"{config.currency} {price:.4f}"
         loop = asyncio.get_running_loop()
         report_due = None
-        if self.delivery_report_url is not None and self._reports is not None:
+        if self.delivery_report_url is not None and self._reports.running:
             report_due = loop.time() + _seconds(config.delivery_report_delay, self._rng)
         entries = []
         accepted = 0
@@ -378,7 +350,6 @@ class AfricasTalkingSimulator(SimulatorServer):
         )
 
     def _queue_report(self, due: float, message_id: str, number: str) -> None:
-        assert self._reports is not None
         canned = self.config.delivery_report_outcomes.get(number)
         key = canned or _draw(self.config.delivery_report_shares, self._rng) or "Success"
         status, reason = split_report_outcome(key)
@@ -390,7 +361,7 @@ class AfricasTalkingSimulator(SimulatorServer):
         }
         if reason is not None:
             report["failureReason"] = reason
-        self._reports.put_nowait((due, report))
+        self._reports.put(report, due=due)
 
 
 async def _recipients_of(request: web.Request) -> tuple[str, ...]:

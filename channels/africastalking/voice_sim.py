@@ -33,7 +33,7 @@ import random
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -47,7 +47,7 @@ from channels.africastalking.simulator import (
     _throttled,
 )
 from channels.simfaults import FaultSchedule
-from channels.simserver import SimulatorServer
+from channels.simserver import LaterWork, SimulatorServer
 from channels.voice.simconfig import (
     ENTRY_STATUS,
     KNOWN_ACTIONS,
@@ -111,7 +111,12 @@ class VoiceSimulator(SimulatorServer):
         self._rng = random.Random(self.config.seed)
         self._session_seq = 0
         self._suffixes = sorted(self.config.suffix_outcomes, key=len, reverse=True)
-        self._queue: asyncio.Queue[tuple[float, SimulatedCall]] | None = None
+        self._calls = LaterWork(
+            self._play_call,
+            concurrency=self.config.call_concurrency,
+            failed=_went_wrong,
+            what="voice call",
+        )
         self.faults = FaultSchedule(
             is_send=lambda request: request.method == "POST" and request.path == CALL_PATH,
             recipients=_recipients_of,  # the ``to`` form field, as for SMS
@@ -120,7 +125,7 @@ class VoiceSimulator(SimulatorServer):
         self.app = web.Application(middlewares=[self.faults.middleware])
         self.app.router.add_post(CALL_PATH, self._handle_call)
         self.faults.add_routes(self.app)
-        self.app.cleanup_ctx.append(self._call_workers)
+        self.app.cleanup_ctx.append(self._calls.run)
         self.app.on_shutdown.append(self.release_hanging)
 
     def __repr__(self) -> str:
@@ -133,8 +138,7 @@ class VoiceSimulator(SimulatorServer):
 
     async def wait_for_calls(self) -> None:
         """Return once every call queued so far has been played to its final callback."""
-        if self._queue is not None:
-            await self._queue.join()
+        await self._calls.join()
 
     # Call requests ---------------------------------------------------------------------
 
@@ -200,41 +204,18 @@ class VoiceSimulator(SimulatorServer):
         call = SimulatedCall(session_id=session_id, number=number)
         self.calls[session_id] = call
         self.calls_placed.add(number)
-        if self.config.callback_url is not None and self._queue is not None:
+        if self.config.callback_url is not None and self._calls.running:
             due = asyncio.get_running_loop().time() + _seconds(self.config.answer_delay, self._rng)
-            self._queue.put_nowait((due, call))
+            self._calls.put(call, due=due)
         return {"phoneNumber": number, "status": "Queued", "sessionId": session_id}
 
     # Playing calls ---------------------------------------------------------------------
 
-    async def _call_workers(self, _app: web.Application) -> AsyncIterator[None]:
-        self._queue = asyncio.Queue()
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-            workers = [
-                asyncio.create_task(self._call_worker(session))
-                for _ in range(self.config.call_concurrency)
-            ]
-            yield
-            for worker in workers:
-                worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-
-    async def _call_worker(self, session: aiohttp.ClientSession) -> None:
-        assert self._queue is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            due, call = await self._queue.get()
-            try:
-                wait = due - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                await self._play(session, call)
-            except Exception:
-                call.problems.append("simulator error")
-                log.exception("voice call worker failed")
-            finally:
-                call.done = True
-                self._queue.task_done()
+    async def _play_call(self, session: aiohttp.ClientSession, call: SimulatedCall) -> None:
+        try:
+            await self._play(session, call)
+        finally:
+            call.done = True
 
     def _form(self, call: SimulatedCall, **extra: str) -> dict[str, str]:
         form = {
@@ -406,3 +387,7 @@ async def serve_forever(host: str, port: int, config: VoiceSimulatorConfig) -> N
         await asyncio.Event().wait()
     finally:
         await simulator.stop()
+
+
+def _went_wrong(call: SimulatedCall) -> None:
+    call.problems.append("simulator error")

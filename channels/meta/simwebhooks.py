@@ -25,6 +25,7 @@ from aiohttp import web
 
 from channels.meta.signature import SIGNATURE_HEADER, sign
 from channels.meta.simconfig import GRAPH_OUTCOMES, Seconds, SimulatorConfig, split_status_outcome
+from channels.simserver import LaterWork, post_until_taken
 
 log = logging.getLogger(__name__)
 
@@ -63,22 +64,26 @@ class StatusWebhooks:
         self.refused = 0
         self.failed = 0
         self._rng = rng
-        self._queue: asyncio.Queue[list[bytes]] | None = None
+        self._work = LaterWork(
+            self._post_in_order,
+            concurrency=config.webhook_concurrency,
+            failed=self._went_wrong,
+            what="status webhook",
+        )
 
     def queue(self, wamid: str, to: str, opaque: object) -> None:
         """Schedule the statuses of one accepted message to ``to``."""
-        if self.url is None or self._queue is None:
+        if self.url is None or not self._work.running:
             return
         config = self.config
         canned = config.status_outcomes.get(to)
         final = canned or draw(config.status_shares, self._rng) or config.default_status
         status, code = split_status_outcome(final)
         payloads = [self.payload(wamid, to, word, code, opaque) for word in _SEQUENCES[status]]
-        self._queue.put_nowait(payloads)
+        self._work.put(payloads)
 
     async def join(self) -> None:
-        if self._queue is not None:
-            await self._queue.join()
+        await self._work.join()
 
     def payload(self, wamid: str, to: str, word: str, code: int | None, opaque: object) -> bytes:
         """The raw body of one status webhook, as Meta sends it."""
@@ -162,54 +167,32 @@ class StatusWebhooks:
             await response.read()
             return response.status
 
-    async def run(self, _app: web.Application) -> AsyncIterator[None]:
+    def run(self, app: web.Application) -> AsyncIterator[None]:
         """A ``cleanup_ctx`` generator: the worker pool lives as long as the app."""
-        self._queue = asyncio.Queue()
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-            workers = [
-                asyncio.create_task(self._worker(session))
-                for _ in range(self.config.webhook_concurrency)
-            ]
-            yield
-            for worker in workers:
-                worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
+        return self._work.run(app)
 
-    async def _worker(self, session: aiohttp.ClientSession) -> None:
-        assert self._queue is not None
-        while True:
-            payloads = await self._queue.get()
-            try:
-                for payload in payloads:
-                    await asyncio.sleep(seconds(self.config.status_webhook_delay, self._rng))
-                    await self._post(session, payload)
-            except Exception:
-                self.failed += 1
-                log.exception("status webhook worker failed")
-            finally:
-                self._queue.task_done()
-
-    async def _post(self, session: aiohttp.ClientSession, payload: bytes) -> None:
-        headers = {
-            "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(payload, self.config.app_secret),
-        }
-        attempts = self.config.webhook_attempts
-        for attempt in range(attempts):
-            if self.url is None:
-                return
-            try:
-                async with session.post(self.url, data=payload, headers=headers) as response:
-                    await response.read()
-                    if response.status < 300:
-                        self.delivered += 1
-                        return
-                    if response.status < 500 and response.status != 429:
-                        self.refused += 1
-                        log.warning("status webhook refused with HTTP %d", response.status)
-                        return
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                log.debug("status webhook attempt failed: %s", type(exc).__name__)
-            if attempt + 1 < attempts:
-                await asyncio.sleep(self.config.webhook_backoff * 2**attempt)
+    def _went_wrong(self, _payloads: list[bytes]) -> None:
         self.failed += 1
+
+    async def _post_in_order(self, session: aiohttp.ClientSession, payloads: list[bytes]) -> None:
+        for payload in payloads:
+            await asyncio.sleep(seconds(self.config.status_webhook_delay, self._rng))
+            headers = {
+                "Content-Type": "application/json",
+                SIGNATURE_HEADER: sign(payload, self.config.app_secret),
+            }
+            posted = await post_until_taken(
+                session,
+                lambda: self.url,
+                data=payload,
+                headers=headers,
+                attempts=self.config.webhook_attempts,
+                backoff=self.config.webhook_backoff,
+                what="status webhook",
+            )
+            if posted == "delivered":
+                self.delivered += 1
+            elif posted == "refused":
+                self.refused += 1
+            elif posted == "failed":
+                self.failed += 1
