@@ -1,4 +1,5 @@
-"""What every provider simulator shares: its own port, and the requests it keeps hanging.
+"""What every provider simulator shares: its own port, the requests it keeps hanging, and
+its callbacks.
 
 Each simulator (Africa's Talking SMS and voice, the Telegram Bot API, the Graph API, X,
 Mastodon) builds an aiohttp ``app`` that can be mounted anywhere, or served on a port of its

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal, TypeVar, get_args
 
+from channels.simdraws import Seconds
+
 RecipientOutcome = Literal[
     "success",
     "processed",
@@ -108,8 +110,6 @@ DLR_FAILURE_REASONS = frozenset(
         "DoNotDisturbRejection",
     }
 )
-
-Seconds = float | tuple[float, float]
 
 
 def _default_suffix_outcomes() -> dict[str, Outcome]:

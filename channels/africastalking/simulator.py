@@ -48,12 +48,11 @@ from channels.africastalking.simconfig import (
     ACCEPTED_CODES,
     RECIPIENT_STATUS,
     REQUEST_OUTCOMES,
-    OutcomeT,
-    Seconds,
     SimulatorConfig,
     count_segments,
     split_report_outcome,
 )
+from channels.simdraws import draw, seconds
 from channels.simfaults import FaultSchedule
 from channels.simserver import LaterWork, SimulatorServer, post_until_taken
 
@@ -127,24 +126,6 @@ class RecipientCounter:
     def duplicates(self) -> dict[str, int]:
         """Numbers that were sent more than once, with their counts."""
         return {number: count for number, count in self.items() if count > 1}
-
-
-def _seconds(value: Seconds, rng: random.Random) -> float:
-    if isinstance(value, tuple):
-        low, high = value
-        return rng.uniform(low, high)
-    return value
-
-
-def _draw(shares: Mapping[OutcomeT, float], rng: random.Random) -> OutcomeT | None:
-    if not shares:
-        return None
-    point = rng.random()
-    for outcome, share in shares.items():
-        point -= share
-        if point < 0:
-            return outcome
-    return None
 
 
 class AfricasTalkingSimulator(SimulatorServer):
@@ -268,7 +249,7 @@ class AfricasTalkingSimulator(SimulatorServer):
         fields = {key: str(value) for key, value in form.items()}
         recipients = tuple(part.strip() for part in fields.get("to", "").split(",") if part.strip())
         self.requests_total += 1
-        latency = _seconds(config.latency, self._rng)
+        latency = seconds(config.latency, self._rng)
         if latency > 0:
             await asyncio.sleep(latency)
 
@@ -285,7 +266,7 @@ class AfricasTalkingSimulator(SimulatorServer):
         outcomes = [self._outcome_for(number) for number in recipients]
         request_outcome = next((o for o in outcomes if o in REQUEST_OUTCOMES), None)
         if request_outcome is None:
-            request_outcome = _draw(config.request_failure_shares, self._rng)
+            request_outcome = draw(config.request_failure_shares, self._rng)
         if request_outcome == "throttled":
             self._record(fields, recipients, 429, arrived)
             return _throttled(config.retry_after_seconds)
@@ -309,12 +290,12 @@ class AfricasTalkingSimulator(SimulatorServer):
         loop = asyncio.get_running_loop()
         report_due = None
         if self.delivery_report_url is not None and self._reports.running:
-            report_due = loop.time() + _seconds(config.delivery_report_delay, self._rng)
+            report_due = loop.time() + seconds(config.delivery_report_delay, self._rng)
         entries = []
         accepted = 0
         for number, outcome in zip(recipients, outcomes, strict=True):
             if outcome is None:
-                outcome = _draw(config.recipient_failure_shares, self._rng) or "success"
+                outcome = draw(config.recipient_failure_shares, self._rng) or "success"
             code, word = RECIPIENT_STATUS[outcome]
             if code in ACCEPTED_CODES:
                 accepted += 1
@@ -351,7 +332,7 @@ class AfricasTalkingSimulator(SimulatorServer):
 
     def _queue_report(self, due: float, message_id: str, number: str) -> None:
         canned = self.config.delivery_report_outcomes.get(number)
-        key = canned or _draw(self.config.delivery_report_shares, self._rng) or "Success"
+        key = canned or draw(self.config.delivery_report_shares, self._rng) or "Success"
         status, reason = split_report_outcome(key)
         report = {
             "id": message_id,

@@ -41,11 +41,10 @@ from aiohttp import web
 
 from channels.africastalking.simulator import (
     RecipientCounter,
-    _draw,
     _recipients_of,
-    _seconds,
     _throttled,
 )
+from channels.simdraws import draw, seconds
 from channels.simfaults import FaultSchedule
 from channels.simserver import LaterWork, SimulatorServer
 from channels.voice.simconfig import (
@@ -161,7 +160,7 @@ class VoiceSimulator(SimulatorServer):
         fields = {key: str(value) for key, value in form.items()}
         numbers = tuple(part.strip() for part in fields.get("to", "").split(",") if part.strip())
         self.requests_total += 1
-        latency = _seconds(config.latency, self._rng)
+        latency = seconds(config.latency, self._rng)
         if latency > 0:
             await asyncio.sleep(latency)
         key_ok = hmac.compare_digest(request.headers.get("apiKey", ""), config.api_key)
@@ -176,7 +175,7 @@ class VoiceSimulator(SimulatorServer):
             )
         outcomes = [self._outcome_for(number) for number in numbers]
         request_outcome = next((o for o in outcomes if o in REQUEST_OUTCOMES), None)
-        request_outcome = request_outcome or _draw(config.request_failure_shares, self._rng)
+        request_outcome = request_outcome or draw(config.request_failure_shares, self._rng)
         if request_outcome == "throttled":
             self._record(fields, numbers, 429)
             return _throttled(config.retry_after_seconds)
@@ -205,7 +204,7 @@ class VoiceSimulator(SimulatorServer):
         self.calls[session_id] = call
         self.calls_placed.add(number)
         if self.config.callback_url is not None and self._calls.running:
-            due = asyncio.get_running_loop().time() + _seconds(self.config.answer_delay, self._rng)
+            due = asyncio.get_running_loop().time() + seconds(self.config.answer_delay, self._rng)
             self._calls.put(call, due=due)
         return {"phoneNumber": number, "status": "Queued", "sessionId": session_id}
 
@@ -234,7 +233,7 @@ class VoiceSimulator(SimulatorServer):
         canned = config.call_outcomes.get(call.number)
         if canned is not None:
             self.used_outcomes.add(call.number)
-        call.outcome = canned or _draw(config.call_outcome_shares, self._rng) or "answered"
+        call.outcome = canned or draw(config.call_outcome_shares, self._rng) or "answered"
         if call.outcome != "answered":
             await self._final(session, call, "NotAnswered", "NotAnswered", call.outcome)
             return

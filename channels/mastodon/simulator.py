@@ -46,6 +46,7 @@ from typing import Any, Literal, get_args
 from aiohttp import web
 
 from channels.mastodon.textcount import status_length
+from channels.simdraws import Seconds, seconds
 from channels.simfaults import FaultSchedule, bearer_account, bearer_recipients
 from channels.simserver import SimulatorServer
 
@@ -63,7 +64,6 @@ Outcome = Literal[
     "success", "forbidden", "throttled", "server_error", "timeout", "created_then_timeout"
 ]
 OUTCOMES: frozenset[str] = frozenset(get_args(Outcome))
-Seconds = float | tuple[float, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,8 +256,7 @@ class MastodonSimulator(SimulatorServer):
         self.requests_total += 1
         fields = await self._read_fields(request)
         key = request.headers.get("Idempotency-Key")
-        latency = config.latency
-        delay = self._rng.uniform(*latency) if isinstance(latency, tuple) else latency
+        delay = seconds(config.latency, self._rng)
         if delay > 0:
             await asyncio.sleep(delay)
 

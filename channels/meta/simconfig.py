@@ -48,7 +48,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-Seconds = float | tuple[float, float]
+from channels.simdraws import Seconds
 
 GRAPH_OUTCOMES: Mapping[str, tuple[int, int, str]] = {
     "undeliverable": (400, 131026, "Message undeliverable"),

@@ -48,7 +48,8 @@ import aiohttp
 from aiohttp import web
 
 from channels.meta.simconfig import GRAPH_OUTCOMES, SimulatorConfig
-from channels.meta.simwebhooks import StatusWebhooks, draw, seconds
+from channels.meta.simwebhooks import StatusWebhooks
+from channels.simdraws import draw, seconds
 from channels.simfaults import FaultSchedule
 from channels.simserver import SimulatorServer
 

@@ -17,14 +17,15 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from channels.meta.signature import SIGNATURE_HEADER, sign
-from channels.meta.simconfig import GRAPH_OUTCOMES, Seconds, SimulatorConfig, split_status_outcome
+from channels.meta.simconfig import GRAPH_OUTCOMES, SimulatorConfig, split_status_outcome
+from channels.simdraws import draw, seconds
 from channels.simserver import LaterWork, post_until_taken
 
 log = logging.getLogger(__name__)
@@ -35,23 +36,6 @@ _SEQUENCES = {
     "read": ("sent", "delivered", "read"),
     "failed": ("sent", "failed"),
 }
-
-
-def seconds(value: Seconds, rng: random.Random) -> float:
-    """A fixed delay, or a uniform draw from a (low, high) range."""
-    if isinstance(value, tuple):
-        return rng.uniform(*value)
-    return value
-
-
-def draw(shares: Mapping[str, float], rng: random.Random) -> str | None:
-    """One outcome drawn by its share, or None for the remainder."""
-    point = rng.random() if shares else 1.0
-    for outcome, share in shares.items():
-        point -= share
-        if point < 0:
-            return str(outcome)
-    return None
 
 
 class StatusWebhooks:

@@ -42,6 +42,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar, get_args
 
+from channels.simdraws import Seconds
+
 RecipientOutcome = Literal[
     "ok",
     "blocked",
@@ -74,8 +76,6 @@ ERRORS: Mapping[str, tuple[int, str]] = {
 }
 
 DEFAULT_TOKEN = "123456789:AAF-wartaSimulatorToken_0123456789ab"  # noqa: S105 - the simulator's own
-
-Seconds = float | tuple[float, float]
 
 
 def _default_channels() -> dict[str, int]:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from channels.simdraws import draw, seconds
 from channels.simfaults import FaultSchedule
 from channels.simserver import SimulatorServer
 from channels.telegram.simconfig import (
@@ -48,10 +49,8 @@ from channels.telegram.simwire import (
     BAD_GATEWAY_PAGE,
     JsonObject,
     chat_object,
-    draw,
     error,
     ok,
-    seconds,
     wire,
 )
 from gateway.ratelimit import TokenBucket

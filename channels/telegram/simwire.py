@@ -8,14 +8,11 @@ Envelopes per https://core.telegram.org/bots/api#making-requests: ``{"ok": true,
 from __future__ import annotations
 
 import json
-import random
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
-
-from channels.telegram.simconfig import OutcomeT, Seconds
 
 JsonObject = dict[str, Any]
 
@@ -26,21 +23,6 @@ BAD_GATEWAY_PAGE = (
     "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
     "</body>\r\n</html>\r\n"
 )
-
-
-def seconds(value: Seconds, rng: random.Random) -> float:
-    if isinstance(value, tuple):
-        return rng.uniform(*value)
-    return value
-
-
-def draw(shares: Mapping[OutcomeT, float], rng: random.Random) -> OutcomeT | None:
-    point = rng.random() if shares else 1.0
-    for outcome, share in shares.items():
-        point -= share
-        if point < 0:
-            return outcome
-    return None
 
 
 def ok(result: object, description: str | None = None) -> web.Response:

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal, TypeVar, get_args
 
+from channels.simdraws import Seconds
+
 EntryOutcome = Literal[
     "queued", "invalid_number", "destination_not_supported", "insufficient_credit"
 ]
@@ -41,7 +43,6 @@ CallOutcome = Literal[
     "SUBSCRIBER_ABSENT",
     "NORMAL_TEMPORARY_FAILURE",
 ]
-Seconds = float | tuple[float, float]
 OutcomeT = TypeVar("OutcomeT", bound=str)
 
 ENTRY_OUTCOMES: frozenset[str] = frozenset(get_args(EntryOutcome))

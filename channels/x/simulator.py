@@ -44,6 +44,7 @@ from typing import Any, Literal, get_args
 
 from aiohttp import web
 
+from channels.simdraws import Seconds, seconds
 from channels.simfaults import FaultSchedule, bearer_account, bearer_recipients
 from channels.simserver import SimulatorServer
 from channels.x.textcount import MAX_WEIGHTED_LENGTH, weighted_length
@@ -62,7 +63,6 @@ Outcome = Literal[
     "created_then_timeout",
 ]
 OUTCOMES: frozenset[str] = frozenset(get_args(Outcome))
-Seconds = float | tuple[float, float]
 DUPLICATE_DETAIL = "You are not allowed to create a Tweet with duplicate content."
 
 
@@ -236,8 +236,7 @@ class XSimulator(SimulatorServer):
         except (ValueError, UnicodeDecodeError):
             body = None
         fields: Mapping[str, Any] = body if isinstance(body, dict) else {}
-        latency = config.latency
-        delay = self._rng.uniform(*latency) if isinstance(latency, tuple) else latency
+        delay = seconds(config.latency, self._rng)
         if delay > 0:
             await asyncio.sleep(delay)
 
