@@ -67,7 +67,7 @@ class LaterWork(Generic[T]):
     """What a simulator owes the gateway after answering (delivery reports, status webhooks,
     calls played): done by ``concurrency`` workers sharing one HTTP session, each item once
     its due time (the loop's clock) has come. ``run`` is the app's ``cleanup_ctx``: the
-    workers live as long as the app; until it runs, ``put`` refuses (returns False)."""
+    workers live as long as the app; ``put`` only while it is ``running``."""
 
     def __init__(
         self,
@@ -87,11 +87,9 @@ class LaterWork(Generic[T]):
     def running(self) -> bool:
         return self._queue is not None
 
-    def put(self, item: T, *, due: float = 0.0) -> bool:
-        if self._queue is None:
-            return False
+    def put(self, item: T, *, due: float = 0.0) -> None:
+        assert self._queue is not None, "put before the app started"
         self._queue.put_nowait((due, item))
-        return True
 
     async def join(self) -> None:
         """Return once everything put so far was done or given up on."""

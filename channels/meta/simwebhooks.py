@@ -140,16 +140,20 @@ class StatusWebhooks:
         """POST one signed webhook now; its HTTP status, or None when there is no URL."""
         if self.url is None:
             return None
-        headers = {
-            "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(payload, self.config.app_secret),
-        }
+        headers = self._headers(payload)
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
             session.post(self.url, data=payload, headers=headers) as response,
         ):
             await response.read()
             return response.status
+
+    def _headers(self, payload: bytes) -> dict[str, str]:
+        """Meta's headers for ``payload``: signed with the app secret."""
+        return {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(payload, self.config.app_secret),
+        }
 
     def run(self, app: web.Application) -> AsyncIterator[None]:
         """A ``cleanup_ctx`` generator: the worker pool lives as long as the app."""
@@ -161,15 +165,11 @@ class StatusWebhooks:
     async def _post_in_order(self, session: aiohttp.ClientSession, payloads: list[bytes]) -> None:
         for payload in payloads:
             await asyncio.sleep(seconds(self.config.status_webhook_delay, self._rng))
-            headers = {
-                "Content-Type": "application/json",
-                SIGNATURE_HEADER: sign(payload, self.config.app_secret),
-            }
             posted = await post_until_taken(
                 session,
                 lambda: self.url,
                 data=payload,
-                headers=headers,
+                headers=self._headers(payload),
                 attempts=self.config.webhook_attempts,
                 backoff=self.config.webhook_backoff,
                 what="status webhook",

@@ -35,7 +35,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from channels.base import Channel, OutgoingMessage, SendResult
 from gateway.clock import Clock
 from gateway.config import WartaConfig
-from gateway.db.errors import unavailable_reason
 from gateway.db.schema import announcements
 from gateway.db.writer import Writer
 from gateway.domain import PERSONAL_CHANNELS, AnnouncementStatus, DeliveryState, Urgency
@@ -424,8 +423,7 @@ class Dispatcher:
             try:
                 written = await self.writer.run(write)
             except Exception as exc:
-                self._outages.saw(exc)
-                reason = unavailable_reason(exc)
+                reason = self._outages.saw(exc)
                 left = self._grace_left()
                 if reason is None or left <= 0:
                     raise

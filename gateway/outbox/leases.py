@@ -36,10 +36,13 @@ class Outages:
         self._clock = clock
         self._last: datetime | None = None
 
-    def saw(self, exc: BaseException) -> None:
-        """Notes ``exc`` if it says the database is unavailable."""
-        if unavailable_reason(exc) is not None:
+    def saw(self, exc: BaseException) -> str | None:
+        """Notes ``exc`` if it says the database is unavailable; returns what it says
+        (``gateway.db.errors.unavailable_reason``), None for any other error."""
+        reason = unavailable_reason(exc)
+        if reason is not None:
             self._last = self._clock.now()
+        return reason
 
     def doubt_leases(self, now: datetime, lease: timedelta) -> datetime | None:
         """Until when leases that ran out prove nothing (None: they can be trusted now)."""
