@@ -101,22 +101,39 @@ async def failed_to_record(caplog: pytest.LogCaptureFixture) -> None:
     raise AssertionError("the record never met the fault")
 
 
+@asynccontextmanager
+async def write_lock_held(database_url: str) -> AsyncIterator[None]:
+    """Another program (a backup, the sqlite3 shell) holding SQLite's write lock for the
+    block. It is taken in a thread: a writer of the gateway's may hold it a moment, and
+    needs the event loop to let go."""
+    holder = sqlite3.connect(
+        make_url(database_url).database or "",
+        isolation_level=None,
+        timeout=10,
+        check_same_thread=False,
+    )
+    try:
+        await asyncio.to_thread(holder.execute, "BEGIN IMMEDIATE")
+        yield
+    finally:
+        if holder.in_transaction:
+            holder.execute("ROLLBACK")
+        holder.close()
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_a_record_that_meets_a_held_write_lock_waits_for_it(
     aiohttp_client, database_url, keys, caplog
 ):
-    async with batch_in_flight(aiohttp_client, database_url, keys) as batch:
-        # Another program (a backup, the sqlite3 shell) holds the write lock from before the
-        # provider answers until well after: the record meets "database is locked".
-        holder = sqlite3.connect(make_url(database_url).database or "", isolation_level=None)
-        try:
-            holder.execute("BEGIN IMMEDIATE")
-            await failed_to_record(caplog)
-            await asyncio.sleep(0.5)  # a few more tries
-            assert not batch.running.done()
-        finally:
-            holder.execute("ROLLBACK")
-            holder.close()
+    # Another program holds the write lock from before the provider answers until well
+    # after: the record meets "database is locked".
+    async with (
+        batch_in_flight(aiohttp_client, database_url, keys) as batch,
+        write_lock_held(database_url),
+    ):
+        await failed_to_record(caplog)
+        await asyncio.sleep(0.5)  # a few more tries
+        assert not batch.running.done()
     assert "could not record 4 outcomes (OperationalError: storage is busy" in caplog.text
     assert "recorded 4 outcomes after" in caplog.text
 
@@ -229,30 +246,18 @@ async def test_a_stop_waits_within_its_grace_for_a_record_that_meets_a_held_lock
         await broadcast(world)
         dispatcher = Dispatcher.from_app(world.app)
         await dispatcher.start()
+        for _ in range(500):
+            if sim.requests_total:
+                break
+            await asyncio.sleep(0.01)
         # Another program takes the write lock before the provider answers (a second on).
-        # It waits for the dispatcher's own loops to commit, in a thread: they need the loop.
-        holder = sqlite3.connect(
-            make_url(database_url).database or "",
-            isolation_level=None,
-            timeout=10,
-            check_same_thread=False,
-        )
-        try:
-            for _ in range(500):
-                if sim.requests_total:
-                    break
-                await asyncio.sleep(0.01)
-            await asyncio.to_thread(holder.execute, "BEGIN IMMEDIATE")
+        async with write_lock_held(database_url):
             await failed_to_record(caplog)
             stopping = asyncio.create_task(dispatcher.stop())
             # The record tries again (several times, each meeting the lock) while the stop
             # waits for it.
             await asyncio.sleep(1.5)
             assert not stopping.done()
-        finally:
-            if holder.in_transaction:
-                holder.execute("ROLLBACK")
-            holder.close()
         await asyncio.wait_for(stopping, 30)
         async with world.engine.connect() as conn:
             states = (await conn.scalars(sa.select(deliveries.c.state))).all()
