@@ -24,6 +24,10 @@ Control over HTTP (not any provider's API: the simulator's own): ``POST /simulat
 with one fault as JSON (``{"kind": "status", "status": 503, "count": 5}``), ``GET`` lists what
 is pending and how many send requests met which fault, ``DELETE`` clears the schedule.
 
+``DELETE`` ends the bad minute: it clears what is pending, and requests that a ``hang`` or
+``slow`` holds go on at once (a hang gets its 504, a slow one is processed), so a demo or a
+test decides when the provider answers. A ``down`` runs its course.
+
 ``arrivals`` records every send request (monotonic arrival time, the fault it met, its
 recipients) so tests can check timing against the provider's view, e.g. that nothing arrived
 before a ``Retry-After`` ran out. Recipients never appear in a repr or a log line.
@@ -145,7 +149,8 @@ class FaultSchedule:
         self._runner: web.AppRunner | None = None
         self._addresses: list[tuple[str, int]] = []
         self._restore: asyncio.Task[None] | None = None
-        self._closing = asyncio.Event()
+        # Set (and replaced) when the faults holding requests end: by ``clear`` or ``close``.
+        self._held_end = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"<FaultSchedule pending={len(self.pending)} met={dict(self.met)}>"
@@ -158,11 +163,10 @@ class FaultSchedule:
     def bind(self, runner: web.AppRunner) -> None:
         """The runner serving the simulator, whose sites ``down`` closes and reopens."""
         self._runner = runner
-        self._closing.clear()
 
     async def close(self) -> None:
-        """Release hanging requests and forget a pending restart (the simulator stops)."""
-        self._closing.set()
+        """Release held requests and forget a pending restart (the simulator stops)."""
+        self.release_held()
         if self._restore is not None:
             self._restore.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -177,7 +181,19 @@ class FaultSchedule:
             self.pending.append(fault)
 
     def clear(self) -> None:
+        """Forget pending faults and let the requests a ``hang`` or ``slow`` holds go on now."""
         self.pending.clear()
+        self.release_held()
+
+    def release_held(self) -> None:
+        # Those waiting hold the old event; a fault met from now on waits on a new one.
+        self._held_end.set()
+        self._held_end = asyncio.Event()
+
+    async def _hold(self, seconds: float) -> None:
+        held_end = self._held_end
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(held_end.wait(), timeout=seconds)
 
     def _take(self) -> str | Fault | None:
         if time.monotonic() < self.down_until:
@@ -210,11 +226,10 @@ class FaultSchedule:
         if taken.kind == "throttle":
             return self._throttled(max(1, round(taken.seconds)))
         if taken.kind == "hang":
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), timeout=taken.seconds)
+            await self._hold(taken.seconds)
             return web.Response(status=504, text="Gateway Timeout")
         if taken.kind == "slow":
-            await asyncio.sleep(taken.seconds)
+            await self._hold(taken.seconds)
             return await self._answered(request, handler, recipients)
         return await _cut(request, await handler(request))
 

@@ -56,6 +56,7 @@ class SimulatorServer:
     async def release_hanging(self, _app: web.Application) -> None:
         """For ``app.on_shutdown``: a mounted app lets its hanging requests go too."""
         self._closing.set()
+        self.faults.release_held()
 
     async def hang(self, seconds: float) -> None:
         """Answer nothing for ``seconds``, or until the simulator stops."""

@@ -165,3 +165,32 @@ async def test_a_slow_answer_past_the_client_timeout_is_sent_and_noted_unanswere
         await client.close()
         await sim.stop()
     assert sim.faults.unanswered == {"+6281200000001": 1}
+
+
+async def test_clearing_the_schedule_lets_held_requests_go_on_at_once() -> None:
+    """``DELETE`` ends the bad minute: a slow request is processed now and a hanging one gets
+    its 504 now, not after their minute (a test or a demo decides when the provider answers)."""
+    sim = AfricasTalkingSimulator(SmsSimConfig(api_key=API_KEY))
+    url = await sim.start()
+    client = AfricasTalkingClient(
+        AfricasTalkingConfig(username="sandbox", api_key=API_KEY, base_url=url, request_timeout=30)
+    )
+    try:
+        await _call("POST", url + CONTROL_PATH, json={"kind": "slow", "seconds": 60})
+        await _call("POST", url + CONTROL_PATH, json={"kind": "hang", "seconds": 60})
+        slow = asyncio.create_task(client.send_sms("Banjir", ["+6281200000001"]))
+        hanging = asyncio.create_task(client.send_sms("Banjir", ["+6281200000002"]))
+        while len(sim.faults.arrivals) < 2:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        assert not slow.done() and not hanging.done() and sim.sent_count.total() == 0
+        assert await _call("DELETE", url + CONTROL_PATH) == (200, {"pending": 0})
+        answer = await asyncio.wait_for(slow, 10)
+        with pytest.raises(ConnectionFailed):
+            await asyncio.wait_for(hanging, 10)
+    finally:
+        await client.close()
+        await sim.stop()
+    assert answer["SMSMessageData"]["Recipients"][0]["status"] == "Success"
+    assert [sim.sent_count["+6281200000001"], sim.sent_count["+6281200000002"]] == [1, 0]
+    assert sim.faults.met == {"slow": 1, "hang": 1}

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from channels.africastalking.simconfig import SimulatorConfig
+from channels.simfaults import Fault
 from gateway.clock import ManualClock
 from gateway.db.schema import announcements, deliveries, subscribers
 from gateway.domain import Role
@@ -68,14 +69,19 @@ class Started:
 
     async def request_out(self) -> asyncio.Task[int]:
         """Starts the worker's ``run_once`` on SMS; returns it once its first request is with
-        the provider (and the provider has not answered yet)."""
+        the provider, which holds it (a ``slow`` fault) until ``answer()``."""
+        await self.sim.faults.add(Fault(kind="slow", seconds=60))
         running = asyncio.create_task(self.dispatcher.run_once("sms"))
-        for _ in range(500):
-            if self.sim.requests_total:
+        for _ in range(1000):
+            if self.sim.faults.arrivals:
                 break
             await asyncio.sleep(0.01)
-        assert self.sim.requests_total == 1 and not running.done()
+        assert len(self.sim.faults.arrivals) == 1 and not running.done()
         return running
+
+    def answer(self) -> None:
+        """The provider answers the request ``request_out`` left with it."""
+        self.sim.faults.release_held()
 
     def sent(self) -> list[int]:
         return [self.sim.sent_count[phone] for phone in self.phones]
@@ -251,13 +257,15 @@ async def test_a_retry_of_someone_who_opted_out_meanwhile_is_cancelled(
     """The request is out (the provider takes a second to answer, then fails with a 500)
     when the citizen opts out. The worker queues the batch again for a retry, and in that same
     transaction cancels what was stopped meanwhile: the retry sends only to the other one."""
-    simulator = SimulatorConfig(latency=1.0, outcomes={numbers(1)[0]: "server_error"})
+    simulator = SimulatorConfig(outcomes={numbers(1)[0]: "server_error"})
     async with started(
         aiohttp_client, database_url, keys, 2,
-        simulator=simulator, dispatch={"enabled": False}, africastalking={"batch_size": 2},
+        simulator=simulator, dispatch={"enabled": False},
+        africastalking={"batch_size": 2, "request_timeout_s": 70},
     ) as run:  # fmt: skip
         running = await run.request_out()
         await run.opt_out(keys, 1)
+        run.answer()
         assert await running == 2
 
         states = await run.states()
@@ -328,14 +336,15 @@ async def test_a_retry_queued_while_an_opt_out_commits_waits_for_it(
     its UPDATE and its commit, so the worker's look cannot see it yet. The delivery is left to
     housekeeping, which cancels it once the opt-out is in; the other one is retried."""
     clock = ManualClock(T0)
-    simulator = SimulatorConfig(latency=1.0, outcomes={numbers(1)[0]: "server_error"})
+    simulator = SimulatorConfig(outcomes={numbers(1)[0]: "server_error"})
     async with started(
         aiohttp_client, database_url, keys, 2,
         clock=clock, simulator=simulator, dispatch={"enabled": False},
-        africastalking={"batch_size": 2},
+        africastalking={"batch_size": 2, "request_timeout_s": 70},
     ) as run:  # fmt: skip
         running = await run.request_out()
         async with a_stop_still_committing(run, "opt_out", clock.now()):
+            run.answer()
             # The record does not wait for the opt-out: it skips the row the opt-out holds.
             assert await asyncio.wait_for(running, 30) == 2
         states = await run.states()

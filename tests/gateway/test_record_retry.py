@@ -25,7 +25,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from channels.africastalking.simconfig import SimulatorConfig
+from channels.africastalking.simulator import AfricasTalkingSimulator
+from channels.simfaults import Fault
 from gateway.clock import Clock, ManualClock
 from gateway.config import WartaConfig
 from gateway.db.schema import deliveries
@@ -35,6 +36,7 @@ from tests.support.config import make_config
 from tests.support.sms import broadcast, import_numbers, numbers, sms_world
 
 RECIPIENTS = 4
+HELD_S = 60.0  # how long the provider holds a request unless the test lets it answer
 T0 = datetime(2026, 3, 2, 3, 0, tzinfo=UTC)  # 10:00 in Jakarta
 
 
@@ -50,6 +52,21 @@ class InFlight:
     app: web.Application
     dispatcher: Dispatcher
     running: asyncio.Task[int]  # the worker's run_once
+    sim: AfricasTalkingSimulator
+
+    def answer(self) -> None:
+        """The provider answers the batch's request now."""
+        self.sim.faults.release_held()
+
+
+async def held_request(sim: AfricasTalkingSimulator) -> None:
+    """Waits until a send request has reached the simulator, where a ``slow`` fault holds it
+    (a minute, or until ``release_held``): its batch is with the provider."""
+    for _ in range(1000):
+        if sim.faults.arrivals:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no send request reached the provider")
 
 
 @asynccontextmanager
@@ -59,29 +76,27 @@ async def batch_in_flight(
     keys: dict[str, str],
     *,
     clock: Clock | None = None,
-    latency: float = 1.0,
 ) -> AsyncIterator[InFlight]:
     """A broadcast to ``RECIPIENTS``, one batch of it claimed and its request with the
-    provider (which answers after ``latency`` seconds). When the block ends the batch must be
-    recorded as sent, and nothing of it may go out again."""
-    simulator = SimulatorConfig(latency=latency)
+    provider, which answers when the test calls ``answer()`` (at the latest when the block
+    ends). Then the batch must be recorded as sent, and nothing of it may go out again."""
     async with sms_world(
         aiohttp_client, impatient, database_url, keys,
-        simulator=simulator, dispatch={"enabled": False},
-        africastalking={"batch_size": RECIPIENTS, "request_timeout_s": latency + 10},
+        dispatch={"enabled": False},
+        africastalking={"batch_size": RECIPIENTS, "request_timeout_s": HELD_S + 10},
         clock=clock,
     ) as (world, sim):  # fmt: skip
         await import_numbers(world, numbers(RECIPIENTS))
         await broadcast(world)
         dispatcher = dispatcher_of(world)
         assert await dispatcher.start_due() == 1
+        await sim.faults.add(Fault(kind="slow", seconds=HELD_S))
         running = asyncio.create_task(dispatcher.run_once("sms"))
-        for _ in range(500):
-            if sim.requests_total:
-                break
-            await asyncio.sleep(0.01)
-        assert sim.requests_total == 1 and not running.done()
-        yield InFlight(world.app, dispatcher, running)
+        await held_request(sim)
+        assert not running.done()
+        batch = InFlight(world.app, dispatcher, running, sim)
+        yield batch
+        batch.answer()
         assert await asyncio.wait_for(running, 30) == RECIPIENTS
         # Recorded: nothing is left to send, and nobody got the message twice.
         async with world.engine.connect() as conn:
@@ -131,6 +146,7 @@ async def test_a_record_that_meets_a_held_write_lock_waits_for_it(
         batch_in_flight(aiohttp_client, database_url, keys) as batch,
         write_lock_held(database_url),
     ):
+        batch.answer()
         await failed_to_record(caplog)
         await asyncio.sleep(0.5)  # a few more tries
         assert not batch.running.done()
@@ -177,6 +193,7 @@ async def test_a_record_during_a_read_only_spell_waits_for_it(
         batch_in_flight(aiohttp_client, database_url, keys) as batch,
     ):
         await turn(True)
+        batch.answer()
         await failed_to_record(caplog)
         await asyncio.sleep(0.5)  # a few more tries
         assert not batch.running.done()
@@ -197,7 +214,7 @@ async def test_another_process_does_not_reclaim_a_batch_held_through_an_outage(
     clock = ManualClock(T0)
     async with (
         read_only_switch(database_url) as turn,
-        batch_in_flight(aiohttp_client, database_url, keys, clock=clock, latency=4.0) as batch,
+        batch_in_flight(aiohttp_client, database_url, keys, clock=clock) as batch,
     ):
         other = Dispatcher.from_app(batch.app)
         await turn(True)
@@ -208,7 +225,6 @@ async def test_another_process_does_not_reclaim_a_batch_held_through_an_outage(
         await other.housekeeping()  # and its first pass after it
         async with other.engine.connect() as conn:
             states = (await conn.scalars(sa.select(deliveries.c.state))).all()
-        assert not batch.running.done()  # the provider has not answered yet
         assert states == ["sending"] * RECIPIENTS
         assert "leases that ran out are not reclaimed before 2026-03-02T03:06:00" in caplog.text
         await other.stop()
@@ -238,20 +254,18 @@ async def test_a_stop_waits_within_its_grace_for_a_record_that_meets_a_held_lock
     sent again after its lease)."""
     async with sms_world(
         aiohttp_client, impatient, database_url, keys,
-        simulator=SimulatorConfig(latency=1.0),
         dispatch={"enabled": False, "stop_grace_s": 30.0},
-        africastalking={"batch_size": RECIPIENTS},
+        africastalking={"batch_size": RECIPIENTS, "request_timeout_s": HELD_S + 10},
     ) as (world, sim):  # fmt: skip
         await import_numbers(world, numbers(RECIPIENTS))
         await broadcast(world)
+        await sim.faults.add(Fault(kind="slow", seconds=HELD_S))
         dispatcher = Dispatcher.from_app(world.app)
         await dispatcher.start()
-        for _ in range(500):
-            if sim.requests_total:
-                break
-            await asyncio.sleep(0.01)
-        # Another program takes the write lock before the provider answers (a second on).
+        await held_request(sim)
+        # Another program takes the write lock before the provider answers.
         async with write_lock_held(database_url):
+            sim.faults.release_held()
             await failed_to_record(caplog)
             stopping = asyncio.create_task(dispatcher.stop())
             # The record tries again (several times, each meeting the lock) while the stop
