@@ -176,12 +176,14 @@ async def test_clearing_the_schedule_lets_held_requests_go_on_at_once() -> None:
         AfricasTalkingConfig(username="sandbox", api_key=API_KEY, base_url=url, request_timeout=30)
     )
     try:
-        await _call("POST", url + CONTROL_PATH, json={"kind": "slow", "seconds": 60})
-        await _call("POST", url + CONTROL_PATH, json={"kind": "hang", "seconds": 60})
-        slow = asyncio.create_task(client.send_sms("Banjir", ["+6281200000001"]))
-        hanging = asyncio.create_task(client.send_sms("Banjir", ["+6281200000002"]))
-        while len(sim.faults.arrivals) < 2:
-            await asyncio.sleep(0.01)
+        tasks = []
+        for kind, number in (("slow", "+6281200000001"), ("hang", "+6281200000002")):
+            # One at a time, so that each request meets its own fault.
+            await _call("POST", url + CONTROL_PATH, json={"kind": kind, "seconds": 60})
+            tasks.append(asyncio.create_task(client.send_sms("Banjir", [number])))
+            while len(sim.faults.arrivals) < len(tasks):
+                await asyncio.sleep(0.01)
+        slow, hanging = tasks
         await asyncio.sleep(0.2)
         assert not slow.done() and not hanging.done() and sim.sent_count.total() == 0
         assert await _call("DELETE", url + CONTROL_PATH) == (200, {"pending": 0})
