@@ -400,7 +400,11 @@ def lock_reports(conn: Connection, channels: Sequence[str]) -> None:
         return
     for channel in sorted(set(channels)):
         key = 7_100_000_000 + zlib.crc32(channel.encode())
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+        conn.execute(_LOCK_REPORTS, {"key": key})
+
+
+# Text, not a select() of the function: built once, not once a batch.
+_LOCK_REPORTS = sa.text("SELECT pg_advisory_xact_lock(:key)")
 
 
 def _early_reports(dialect: Dialect) -> sa.Update:

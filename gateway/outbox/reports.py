@@ -26,28 +26,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from channels.base import DeliveryReport
 from gateway.clock import Clock
 from gateway.db.writer import Writer
-from gateway.domain import DeliveryState
 from gateway.outbox.claims import _stamp, lock_reports
 
 log = logging.getLogger("warta.reports")
 
-_FINISHING = (DeliveryState.DELIVERED.value, DeliveryState.FAILED.value)
-
-_APPLY_SQLITE = sa.text(
-    """
-    UPDATE deliveries SET
-        state = json_extract(v.value, '$.state'),
-        error_reason = COALESCE(json_extract(v.value, '$.reason'), error_reason),
-        error_kind = CASE WHEN json_extract(v.value, '$.state') = 'failed'
-                          THEN 'rejected' ELSE error_kind END,
-        cost = COALESCE(CAST(json_extract(v.value, '$.cost') AS NUMERIC), cost),
-        finished_at = :now
-    FROM json_each(:payload) AS v
-    WHERE deliveries.channel = json_extract(v.value, '$.channel')
-      AND deliveries.provider_message_id = json_extract(v.value, '$.pmid')
-      AND deliveries.state = 'sent'
-    """
-)
+# Both dialects get the batch once, as rows of (channel, provider message id, status word,
+# state, reason, cost): one INSERT stores every report (a replayed one hits the unique
+# constraint and changes nothing) and one UPDATE finishes the deliveries the final ones are
+# about. Deriving the UPDATE's rows from the same input, instead of a second payload of the
+# final reports, saves the process a second encoding of the batch (on PostgreSQL a statement
+# too: the two are one, joined by a CTE).
 
 # "WHERE true" tells SQLite's parser the ON CONFLICT belongs to the INSERT, not a join.
 _INSERT_SQLITE = sa.text(
@@ -62,33 +50,49 @@ _INSERT_SQLITE = sa.text(
     """
 )
 
-_INSERT_PG = sa.text(
+_APPLY_SQLITE = sa.text(
     """
-    INSERT INTO delivery_reports
-        (channel, provider_message_id, status_word, state, reason, cost, received_at)
-    SELECT v.channel, v.pmid, v.word, v.state, v.reason, v.cost, CAST(:now AS timestamptz)
-    FROM unnest(
-        CAST(:channels AS text[]), CAST(:pmids AS text[]), CAST(:words AS text[]),
-        CAST(:states AS text[]), CAST(:reasons AS text[]), CAST(:costs AS numeric[])
-    ) AS v(channel, pmid, word, state, reason, cost)
-    ON CONFLICT (channel, provider_message_id, status_word) DO NOTHING
+    UPDATE deliveries SET
+        state = json_extract(v.value, '$[3]'),
+        error_reason = COALESCE(json_extract(v.value, '$[4]'), error_reason),
+        error_kind = CASE WHEN json_extract(v.value, '$[3]') = 'failed'
+                          THEN 'rejected' ELSE error_kind END,
+        cost = COALESCE(CAST(json_extract(v.value, '$[5]') AS NUMERIC), cost),
+        finished_at = :now
+    FROM json_each(:payload) AS v
+    WHERE json_extract(v.value, '$[3]') IN ('delivered', 'failed')
+      AND deliveries.channel = json_extract(v.value, '$[0]')
+      AND deliveries.provider_message_id = json_extract(v.value, '$[1]')
+      AND deliveries.state = 'sent'
     """
 )
-_INSERT_PG_COLUMNS = ("channels", "pmids", "words", "states", "reasons", "costs")
 
-_APPLY_PG = sa.text(
+_WRITE_PG = sa.text(
     """
+    WITH v AS (
+        SELECT * FROM unnest(
+            CAST(:channels AS text[]), CAST(:pmids AS text[]), CAST(:words AS text[]),
+            CAST(:states AS text[]), CAST(:reasons AS text[]), CAST(:costs AS numeric[])
+        ) AS v(channel, pmid, word, state, reason, cost)
+    ), stored AS (
+        INSERT INTO delivery_reports
+            (channel, provider_message_id, status_word, state, reason, cost, received_at)
+        SELECT v.channel, v.pmid, v.word, v.state, v.reason, v.cost, CAST(:now AS timestamptz)
+        FROM v
+        ON CONFLICT (channel, provider_message_id, status_word) DO NOTHING
+    )
     UPDATE deliveries AS d SET
         state = v.state,
         error_reason = COALESCE(v.reason, d.error_reason),
         error_kind = CASE WHEN v.state = 'failed' THEN 'rejected' ELSE d.error_kind END,
         cost = COALESCE(v.cost, d.cost),
         finished_at = CAST(:now AS timestamptz)
-    FROM jsonb_to_recordset(CAST(:payload AS jsonb))
-        AS v(channel text, pmid text, state text, reason text, cost numeric)
-    WHERE d.channel = v.channel AND d.provider_message_id = v.pmid AND d.state = 'sent'
+    FROM v
+    WHERE v.state IN ('delivered', 'failed')
+      AND d.channel = v.channel AND d.provider_message_id = v.pmid AND d.state = 'sent'
     """
 )
+_WRITE_PG_COLUMNS = ("channels", "pmids", "words", "states", "reasons", "costs")
 
 
 @dataclass(slots=True)
@@ -101,7 +105,8 @@ class _Pending:
 def write_reports(
     conn: Connection, items: list[tuple[str, DeliveryReport]], *, now: object
 ) -> None:
-    """Store reports and finish the deliveries they are about (two statements)."""
+    """Store reports and finish the deliveries the final ones are about (two statements on
+    SQLite, one on PostgreSQL)."""
     if not items:
         return
     # As stored, for both statements: the reason cut to its column's 200 characters (on
@@ -120,38 +125,13 @@ def write_reports(
     # One statement for the whole batch, as a send's outcomes are recorded (an executemany
     # runs the INSERT once per row): one JSON document on SQLite, arrays on PostgreSQL.
     if conn.dialect.name == "sqlite":
-        payload = [(*row[:5], None if row[5] is None else str(row[5])) for row in rows]
-        conn.execute(
-            _INSERT_SQLITE,
-            {"payload": json.dumps(payload), "now": _stamp(now)},  # type: ignore[arg-type]
-        )
+        payload = json.dumps([(*row[:5], None if row[5] is None else str(row[5])) for row in rows])
+        stamp = _stamp(now)  # type: ignore[arg-type]
+        conn.execute(_INSERT_SQLITE, {"payload": payload, "now": stamp})
+        conn.execute(_APPLY_SQLITE, {"payload": payload, "now": stamp})
     else:
         columns = map(list, zip(*rows, strict=True))
-        conn.execute(
-            _INSERT_PG, {**dict(zip(_INSERT_PG_COLUMNS, columns, strict=True)), "now": now}
-        )
-    _finish_deliveries(conn, rows, now=now)
-
-
-def _finish_deliveries(conn: Connection, rows: list[tuple[Any, ...]], *, now: object) -> None:
-    """Finish the deliveries the final reports among ``rows`` (as stored) are about."""
-    finishing = [
-        {
-            "channel": channel,
-            "pmid": pmid,
-            "state": state,
-            "reason": reason,
-            "cost": None if cost is None else str(cost),
-        }
-        for channel, pmid, _word, state, reason, cost in rows
-        if state in _FINISHING
-    ]
-    if finishing:
-        sqlite = conn.dialect.name == "sqlite"
-        conn.execute(
-            _APPLY_SQLITE if sqlite else _APPLY_PG,
-            {"payload": json.dumps(finishing), "now": _stamp(now) if sqlite else now},  # type: ignore[arg-type]
-        )
+        conn.execute(_WRITE_PG, {**dict(zip(_WRITE_PG_COLUMNS, columns, strict=True)), "now": now})
 
 
 class ReportWriter:

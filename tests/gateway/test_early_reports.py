@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -255,5 +256,31 @@ async def test_reports_arriving_together_are_committed_together(engine: AsyncEng
     finally:
         await writer.stop()
     assert stored == 300
-    inserts = [s for s, _ in statements if s.lstrip().startswith("INSERT INTO delivery_reports")]
+    # On PostgreSQL the INSERT is inside the statement that also finishes the deliveries.
+    inserts = [s for s, _ in statements if "INSERT INTO delivery_reports" in s]
     assert 1 <= len(inserts) <= 2
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_batch_of_reports_finds_its_deliveries_by_index(engine: AsyncEngine) -> None:
+    """SQLite (whose plans need no data): neither statement of a batch reads every delivery
+    or every stored report; the UPDATE finds each delivery by its provider message id."""
+    from channels.base import DeliveryReport
+    from gateway.domain import DeliveryState
+    from gateway.outbox.reports import write_reports
+    from tests.support.plans import captured, plans
+
+    reports = [
+        ("sms", DeliveryReport("ATX-1", DeliveryState.DELIVERED, "Success")),
+        ("sms", DeliveryReport("ATX-2", DeliveryState.FAILED, "Failed", reason="Rejected")),
+    ]
+    with captured(engine) as statements:
+        async with engine.begin() as conn:
+            await conn.run_sync(write_reports, reports, now=NOW)
+    explained = await plans(engine, statements)
+    assert len(explained) == 2
+    for statement, lines in explained:
+        assert not [line for line in lines if line.startswith("SCAN delivery")], (statement, lines)
+    update = next(lines for statement, lines in explained if "UPDATE deliveries" in statement)
+    by_id = "SEARCH deliveries USING INDEX ix_deliveries_channel_provider_message_id"
+    assert [line for line in update if line.startswith(by_id)], update

@@ -25,7 +25,7 @@ def captured(*engines: AsyncEngine | sa.Engine | None) -> Iterator[list[Statemen
     statements: list[Statement] = []
 
     def keep(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "INSERT", "DELETE")):
+        if statement.lstrip().upper().startswith(("SELECT", "UPDATE", "INSERT", "DELETE", "WITH")):
             statements.append((statement, parameters))
 
     watched = [e.sync_engine if isinstance(e, AsyncEngine) else e for e in engines if e]
