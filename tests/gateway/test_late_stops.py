@@ -30,13 +30,14 @@ from tests.scheduler.support import dispatcher_of
 from tests.support.config import make_config
 from tests.support.sms import broadcast, claim_now, import_numbers, numbers, sms_world
 
-# One message a second, one per request: the first leaves at once, the next a second later,
-# the third two seconds later; a claimed batch of three is still waiting when a stop comes.
+# One message every two seconds, one per request: the first leaves at once, the next two
+# seconds later, the third four; a claimed batch of three is still waiting when a stop comes
+# (which has two seconds to commit: a loaded CI machine has stalled for more than one).
 # Paced by this process's own bucket: the budget shared on PostgreSQL books whole-second
 # windows, and its second window may open a few milliseconds after the first message.
 PACED = {
     "dispatch": {"enabled": False, "shared_rate_limit": False},
-    "africastalking": {"batch_size": 1, "rate_per_second": 1.0},
+    "africastalking": {"batch_size": 1, "rate_per_second": 0.5},
 }
 T0 = datetime(2026, 3, 2, 3, 0, tzinfo=UTC)  # 10:00 in Jakarta
 
@@ -139,7 +140,7 @@ def _other_than(first: int) -> int:
 async def test_an_opt_out_stops_what_a_paced_batch_has_not_sent_yet(
     aiohttp_client, database_url, keys
 ):
-    """Three claimed at once, paced at one a second. One citizen opts out while the batch
+    """Three claimed at once, paced at one every two seconds. One citizen opts out while the batch
     waits: theirs is not sent and is recorded as cancelled, with no attempt spent; the others
     go."""
     async with started(aiohttp_client, database_url, keys, 3, **PACED) as run:
@@ -181,9 +182,9 @@ async def test_a_cancelled_broadcast_stops_at_once_on_a_paced_channel(
 async def test_a_cancel_stops_a_telegram_batch_paced_at_the_bot_rate(
     aiohttp_client: Any, database_url: str, keys: dict[str, str], tmp_path: Path
 ) -> None:
-    """Telegram, paced for arrival (here at one message a second): the case the look is for.
-    The operator cancels after the first message; the other two chats get nothing."""
-    async with gateway(aiohttp_client, database_url, keys, tmp_path, telegram_rate=1.0) as gw:
+    """Telegram, paced for arrival (here at one message every two seconds): the case the look
+    is for. The operator cancels after the first message; the other two chats get nothing."""
+    async with gateway(aiohttp_client, database_url, keys, tmp_path, telegram_rate=0.5) as gw:
         for i, phone in enumerate(numbers(3)):
             await gw.subscriber(phone, channels=["telegram"], telegram_chat_id=5000 + i)
         announcement_id = await start(gw, channels=["telegram"])
@@ -254,7 +255,7 @@ async def test_an_announcement_that_expires_while_its_batch_waits_is_not_sent_la
 async def test_a_retry_of_someone_who_opted_out_meanwhile_is_cancelled(
     aiohttp_client, database_url, keys
 ):
-    """The request is out (the provider takes a second to answer, then fails with a 500)
+    """The request is out (the provider holds it, then fails it with a 500)
     when the citizen opts out. The worker queues the batch again for a retry, and in that same
     transaction cancels what was stopped meanwhile: the retry sends only to the other one."""
     simulator = SimulatorConfig(outcomes={numbers(1)[0]: "server_error"})
