@@ -21,6 +21,7 @@ from channels.simfaults import CONTROL_PATH
 from channels.telegram.simconfig import SimulatorConfig as TelegramSimConfig
 from channels.telegram.simulator import TelegramSimulator
 from gateway.errors import ConnectionFailed
+from tests.support.sms import requests_arrived
 from tests.support.telegram_harness import TOKEN, make_channel, messages
 
 API_KEY = "simfaults-test-key"
@@ -181,8 +182,7 @@ async def test_clearing_the_schedule_lets_held_requests_go_on_at_once() -> None:
             # One at a time, so that each request meets its own fault.
             await _call("POST", url + CONTROL_PATH, json={"kind": kind, "seconds": 60})
             tasks.append(asyncio.create_task(client.send_sms("Banjir", [number])))
-            while len(sim.faults.arrivals) < len(tasks):
-                await asyncio.sleep(0.01)
+            await requests_arrived(sim, len(tasks))
         slow, hanging = tasks
         await asyncio.sleep(0.2)
         assert not slow.done() and not hanging.done() and sim.sent_count.total() == 0

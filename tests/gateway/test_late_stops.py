@@ -16,7 +16,6 @@ import pytest
 import sqlalchemy as sa
 
 from channels.africastalking.simconfig import SimulatorConfig
-from channels.simfaults import Fault
 from gateway.clock import ManualClock
 from gateway.db.schema import announcements, deliveries, subscribers
 from gateway.domain import Role
@@ -28,7 +27,16 @@ from gateway.store import subscribers as subscriber_store
 from tests.gateway.test_fallback import gateway, start
 from tests.scheduler.support import dispatcher_of
 from tests.support.config import make_config
-from tests.support.sms import broadcast, claim_now, import_numbers, numbers, sms_world
+from tests.support.sms import (
+    HELD_S,
+    broadcast,
+    claim_now,
+    hold_next_request,
+    import_numbers,
+    numbers,
+    requests_arrived,
+    sms_world,
+)
 
 # One message every two seconds, one per request: the first leaves at once, the next two
 # seconds later, the third four; a claimed batch of three is still waiting when a stop comes
@@ -71,12 +79,9 @@ class Started:
     async def request_out(self) -> asyncio.Task[int]:
         """Starts the worker's ``run_once`` on SMS; returns it once its first request is with
         the provider, which holds it (a ``slow`` fault) until ``answer()``."""
-        await self.sim.faults.add(Fault(kind="slow", seconds=60))
+        await hold_next_request(self.sim)
         running = asyncio.create_task(self.dispatcher.run_once("sms"))
-        for _ in range(1000):
-            if self.sim.faults.arrivals:
-                break
-            await asyncio.sleep(0.01)
+        await requests_arrived(self.sim)
         assert len(self.sim.faults.arrivals) == 1 and not running.done()
         return running
 
@@ -262,7 +267,7 @@ async def test_a_retry_of_someone_who_opted_out_meanwhile_is_cancelled(
     async with started(
         aiohttp_client, database_url, keys, 2,
         simulator=simulator, dispatch={"enabled": False},
-        africastalking={"batch_size": 2, "request_timeout_s": 70},
+        africastalking={"batch_size": 2, "request_timeout_s": HELD_S + 10},
     ) as run:  # fmt: skip
         running = await run.request_out()
         await run.opt_out(keys, 1)
@@ -341,7 +346,7 @@ async def test_a_retry_queued_while_an_opt_out_commits_waits_for_it(
     async with started(
         aiohttp_client, database_url, keys, 2,
         clock=clock, simulator=simulator, dispatch={"enabled": False},
-        africastalking={"batch_size": 2, "request_timeout_s": 70},
+        africastalking={"batch_size": 2, "request_timeout_s": HELD_S + 10},
     ) as run:  # fmt: skip
         running = await run.request_out()
         async with a_stop_still_committing(run, "opt_out", clock.now()):

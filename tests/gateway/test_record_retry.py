@@ -26,17 +26,23 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from channels.africastalking.simulator import AfricasTalkingSimulator
-from channels.simfaults import Fault
 from gateway.clock import Clock, ManualClock
 from gateway.config import WartaConfig
 from gateway.db.schema import deliveries
 from gateway.outbox.dispatcher import Dispatcher
 from tests.scheduler.support import dispatcher_of
 from tests.support.config import make_config
-from tests.support.sms import broadcast, import_numbers, numbers, sms_world
+from tests.support.sms import (
+    HELD_S,
+    broadcast,
+    hold_next_request,
+    import_numbers,
+    numbers,
+    requests_arrived,
+    sms_world,
+)
 
 RECIPIENTS = 4
-HELD_S = 60.0  # how long the provider holds a request unless the test lets it answer
 T0 = datetime(2026, 3, 2, 3, 0, tzinfo=UTC)  # 10:00 in Jakarta
 
 
@@ -57,16 +63,6 @@ class InFlight:
     def answer(self) -> None:
         """The provider answers the batch's request now."""
         self.sim.faults.release_held()
-
-
-async def held_request(sim: AfricasTalkingSimulator) -> None:
-    """Waits until a send request has reached the simulator, where a ``slow`` fault holds it
-    (a minute, or until ``release_held``): its batch is with the provider."""
-    for _ in range(1000):
-        if sim.faults.arrivals:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("no send request reached the provider")
 
 
 @asynccontextmanager
@@ -90,9 +86,9 @@ async def batch_in_flight(
         await broadcast(world)
         dispatcher = dispatcher_of(world)
         assert await dispatcher.start_due() == 1
-        await sim.faults.add(Fault(kind="slow", seconds=HELD_S))
+        await hold_next_request(sim)
         running = asyncio.create_task(dispatcher.run_once("sms"))
-        await held_request(sim)
+        await requests_arrived(sim)
         assert not running.done()
         batch = InFlight(world.app, dispatcher, running, sim)
         yield batch
@@ -259,10 +255,10 @@ async def test_a_stop_waits_within_its_grace_for_a_record_that_meets_a_held_lock
     ) as (world, sim):  # fmt: skip
         await import_numbers(world, numbers(RECIPIENTS))
         await broadcast(world)
-        await sim.faults.add(Fault(kind="slow", seconds=HELD_S))
+        await hold_next_request(sim)
         dispatcher = Dispatcher.from_app(world.app)
         await dispatcher.start()
-        await held_request(sim)
+        await requests_arrived(sim)
         # Another program takes the write lock before the provider answers.
         async with write_lock_held(database_url):
             sim.faults.release_held()

@@ -14,12 +14,31 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from channels.africastalking.simconfig import SimulatorConfig
 from channels.africastalking.simulator import AfricasTalkingSimulator
+from channels.simfaults import Fault
 from gateway.appkeys import DISPATCHER
 from gateway.clock import Clock
 from gateway.domain import Role
 from gateway.outbox import claims
 from tests.support.config import make_config
 from tests.support.world import World
+
+HELD_S = 60.0  # how long a held request waits unless the test lets the provider answer
+
+
+async def hold_next_request(sim: AfricasTalkingSimulator) -> None:
+    """The next send request waits at the simulator (a ``slow`` fault) until the test calls
+    ``sim.faults.release_held()`` (or ``HELD_S`` pass): its batch stays with the provider."""
+    await sim.faults.add(Fault(kind="slow", seconds=HELD_S))
+
+
+async def requests_arrived(sim: AfricasTalkingSimulator, count: int = 1) -> None:
+    """Waits until ``count`` send requests have reached the simulator."""
+    for _ in range(1000):
+        if len(sim.faults.arrivals) >= count:
+            return
+        await asyncio.sleep(0.01)
+    arrived = len(sim.faults.arrivals)
+    raise AssertionError(f"{arrived} of {count} send requests reached the provider")
 
 
 @asynccontextmanager
