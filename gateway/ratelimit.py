@@ -65,6 +65,17 @@ class TokenBucket:
         self._tokens -= n
         return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
+    def give_back(self, n: float) -> None:
+        """Return ``n`` tokens taken for messages that did not leave (never past ``burst``).
+
+        Sound as long as they never leave: what went out by any moment stays within the
+        burst plus the rate times the time passed. Requests that took their tokens after
+        these keep the later turns they were given; only those that take from now on gain.
+        """
+        if n > 0:
+            self._refill()
+            self._tokens = min(self.burst, self._tokens + n)
+
 
 class ArrivalPacer:
     """Paces requests so a provider that counts them *as they arrive* never sees too many.
@@ -138,6 +149,10 @@ class ArrivalPacer:
                 await asyncio.sleep(wait)
             self._bucket.take(n)
             self._in_flight += n
+
+    def give_back(self, n: float) -> None:
+        """``n`` units acquired did not leave after all: their departure tokens return."""
+        self._bucket.give_back(n)
 
     def release(self, n: float) -> None:
         """``n`` units were answered (or failed without an answer)."""

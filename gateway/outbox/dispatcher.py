@@ -514,12 +514,15 @@ class Dispatcher:
         ]
         kept_back: dict[int, claims.Outcome] = {}
         handed_back = 0
-        results = await asyncio.gather(
-            *(
-                self._send_request(channel, r, gate=gate, stops=stops, kept_back=kept_back)
-                for r in requests
+        try:
+            results = await asyncio.gather(
+                *(
+                    self._send_request(channel, r, gate=gate, stops=stops, kept_back=kept_back)
+                    for r in requests
+                )
             )
-        )
+        finally:
+            stops.close()
         for request, result in zip(requests, results, strict=True):
             if isinstance(result, ChannelError):
                 if result.reason == STOPPING:
@@ -590,7 +593,6 @@ class Dispatcher:
         """Send one request when the rate allows. What ``gate`` holds as it leaves (queued
         again for the end of quiet hours) and what ``stops`` finds stopped since the claim are
         not sent: they go into ``kept_back``, delivery id -> the outcome to record."""
-        size = len(request)
         bucket = self._buckets[channel.name]
         pacer = self._arrivals.get(channel.name)
         send_by: float | None = None
@@ -599,16 +601,23 @@ class Dispatcher:
         elif pacer is None:
             wait = bucket.take(len(request))
             if wait > 0:
-                await self._nap(wait)
+                request = await self._turn_of(request, wait, bucket, stops, kept_back)
+                if not request:
+                    return []
         paused = await self._wait_out_pause(channel.name)
         if paused is not None:
             return paused
         if pacer is not None:
-            if not await self._arrival_turn(pacer, size):
+            turn = await self._arrival_turn(pacer, request, stops, kept_back)
+            if turn is None:
                 return HandedBack(STOPPING, retry_after=0.0)
+            if not turn:
+                return []
+            request = turn
             # Paced by arrival (Telegram): the pacer's wait for answers in flight is part of
             # its pacing, not lateness, so the request carries no deadline after it.
             send_by = None
+        size = len(request)
         now = self.clock.now()
         ids = [m.delivery_id for m in request]
         held = gate.held(ids, now) if gate else {}
@@ -620,6 +629,12 @@ class Dispatcher:
         kept_back.update(stopped)
         if held or stopped:
             request = [m for m in request if m.delivery_id not in kept_back]
+            # What does not leave gives its share of the rate back, unless the budget shared
+            # across processes booked it (its windows are in the database).
+            if pacer is not None:
+                pacer.give_back(size - len(request))
+            elif self._shared_rate is None:
+                bucket.give_back(size - len(request))
         loop = asyncio.get_running_loop()
         # A channel that hands the request to a thread checks the deadline again there.
         token = SEND_BY.set(send_by)
@@ -646,32 +661,108 @@ class Dispatcher:
             if pacer is not None:
                 pacer.release(size)
 
-    async def _nap(self, seconds: float) -> None:
-        """Sleep, ending early when the dispatcher stops."""
+    async def _nap(self, seconds: float, *, news: asyncio.Event | None = None) -> None:
+        """Sleep, ending early when the dispatcher stops (or ``news`` is set)."""
         if self._stopping:
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop_requested.wait(), seconds)
+        if news is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_requested.wait(), seconds)
+            return
+        waits = {asyncio.ensure_future(e.wait()) for e in (self._stop_requested, news)}
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
-    async def _arrival_turn(self, pacer: ArrivalPacer, n: int) -> bool:
-        """``pacer.acquire(n)``; False, with nothing acquired, if the dispatcher stops first."""
+    @staticmethod
+    def _drop_stopped(
+        request: list[OutgoingMessage],
+        stops: late_stops.LateStops,
+        kept_back: dict[int, claims.Outcome],
+    ) -> list[OutgoingMessage]:
+        """``request`` without what a look of its batch found stopped (into ``kept_back``)."""
+        found = stops.found([m.delivery_id for m in request])
+        if not found:
+            return request
+        kept_back.update(found)
+        return [m for m in request if m.delivery_id not in found]
+
+    async def _turn_of(
+        self,
+        request: list[OutgoingMessage],
+        seconds: float,
+        bucket: TokenBucket,
+        stops: late_stops.LateStops,
+        kept_back: dict[int, claims.Outcome],
+    ) -> list[OutgoingMessage]:
+        """Wait ``seconds`` for the request's turn at the rate (its tokens taken); returns
+        what is left of it then.
+
+        A look of its batch that finds stops meanwhile (``LateStops.news``) wakes it: what
+        was stopped leaves the request (into ``kept_back``) and gives its tokens back. A
+        request left empty does not wait on: a cancelled broadcast frees its worker at once.
+        """
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        stops.watch()
+        while request and not self._stopping and (left := until - loop.time()) > 0:
+            news = stops.news
+            await self._nap(left, news=news)
+            if not news.is_set():
+                break
+            left_in = self._drop_stopped(request, stops, kept_back)
+            bucket.give_back(len(request) - len(left_in))
+            request = left_in
+        return request
+
+    async def _arrival_turn(
+        self,
+        pacer: ArrivalPacer,
+        request: list[OutgoingMessage],
+        stops: late_stops.LateStops,
+        kept_back: dict[int, claims.Outcome],
+    ) -> list[OutgoingMessage] | None:
+        """``pacer.acquire`` for the request; returns what is left of it, acquired. None, with
+        nothing acquired, if the dispatcher stops first.
+
+        As in ``_turn_of``, a look that finds stops meanwhile drops them from the request,
+        which waits on for its (smaller) turn; a request left empty gives up its place.
+        """
+        stops.watch()
+        while request:
+            news = stops.news
+            acquired = await self._acquire(pacer, len(request), news)
+            if acquired is None:
+                return None
+            if acquired:
+                return request
+            request = self._drop_stopped(request, stops, kept_back)
+        return request
+
+    async def _acquire(self, pacer: ArrivalPacer, n: int, news: asyncio.Event) -> bool | None:
+        """``pacer.acquire(n)``: True once acquired; False, with nothing acquired, if ``news``
+        came first; None, with nothing acquired, if the dispatcher stops first."""
         if self._stopping:
-            return False
+            return None
         acquiring = asyncio.ensure_future(pacer.acquire(n))
         stopping = asyncio.ensure_future(self._stop_requested.wait())
+        told = asyncio.ensure_future(news.wait())
         try:
-            await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({acquiring, stopping, told}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             acquiring.cancel()  # not left to take a turn for a request that is gone
             raise
         finally:
             stopping.cancel()
+            told.cancel()
         if not acquiring.done():
             acquiring.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await acquiring
         if acquiring.cancelled():
-            return False
+            return None if stopping.done() or self._stopping else False
         acquiring.result()  # its error, if any
         return True
 

@@ -18,6 +18,12 @@ only writer of its batch's rows, so the record stays true to what left.
 A batch that goes out at once (an unpaced channel: 2,000 deliveries in a fraction of a second)
 is never looked at again: the look costs nothing where there is nothing to catch.
 
+While requests of a batch wait for their turn at the rate, a watcher looks for them every
+``LOOK_EVERY_S`` (``watch``), and a look that finds a new stop wakes them (``news``): what was
+stopped leaves its request at once, and its share of the rate goes back to the channel. A
+cancelled broadcast so frees its worker, and the rate it had taken, within a look rather than
+after its batch's last turn; the correction sent next does not wait behind it.
+
 A claimed delivery can also go back to the queue: a retry, a request held for quiet hours or
 handed back in a provider's pause (``cancel_requeued``, in the transaction that records it),
 or a dead worker's batch whose lease ran out (``cancel_stale``, before maintenance reclaims
@@ -246,7 +252,7 @@ class LateStops:
     """One batch's look at stops that came after its claim."""
 
     __slots__ = ("_announcement_of", "_batch", "_engine", "_expires", "_first_expiry", "_gone",
-                 "_looked_at", "_looking", "_stopped")  # fmt: skip
+                 "_looked_at", "_looking", "_news", "_stopped", "_watcher")  # fmt: skip
 
     def __init__(self, engine: AsyncEngine, batch: Sequence[Claimed]) -> None:
         self._engine = engine
@@ -261,6 +267,43 @@ class LateStops:
         self._expires: dict[int, datetime] = {}
         self._first_expiry: datetime | None = None
         self._announcement_of: dict[int, int | None] | None = None
+        self._news = asyncio.Event()
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def news(self) -> asyncio.Event:
+        """Set when a look finds a stop it had not seen before (then replaced by a new one):
+        a request waiting for its turn takes it before it sleeps, and wakes on it."""
+        return self._news
+
+    def watch(self) -> None:
+        """Look every ``LOOK_EVERY_S`` while requests of the batch wait (until ``close``)."""
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch())
+
+    def close(self) -> None:
+        """The batch's requests are done: stop watching."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.0, self._looked_at + LOOK_EVERY_S - time.monotonic()))
+            if time.monotonic() - self._looked_at >= LOOK_EVERY_S:
+                await self._look()
+
+    def found(self, delivery_ids: Sequence[int]) -> dict[int, Outcome]:
+        """Of ``delivery_ids``, waiting for their turn, those a look already found stopped:
+        with what to record. They count as gone."""
+        found = {
+            delivery_id: self._stopped_outcome(delivery_id, reason)
+            for delivery_id in delivery_ids
+            if (reason := self._stopped.get(delivery_id)) is not None
+        }
+        if found:
+            self._gone.append(list(found))
+        return found
 
     def expires(self, announcement_id: int, at: datetime) -> None:
         """The batch's deliveries of ``announcement_id`` are not sent from ``at`` on."""
@@ -283,13 +326,7 @@ class LateStops:
         for delivery_id in delivery_ids:
             reason = self._stopped.get(delivery_id)
             if reason is not None:
-                found[delivery_id] = Outcome(
-                    delivery_id,
-                    DeliveryState.CANCELLED,
-                    error_kind=None if reason == CANCELLED else "stopped",
-                    error_reason=reason,
-                    refund=True,
-                )
+                found[delivery_id] = self._stopped_outcome(delivery_id, reason)
                 continue
             if not expiring:
                 continue
@@ -305,6 +342,16 @@ class LateStops:
                     refund=True,
                 )
         return found
+
+    @staticmethod
+    def _stopped_outcome(delivery_id: int, reason: str) -> Outcome:
+        return Outcome(
+            delivery_id,
+            DeliveryState.CANCELLED,
+            error_kind=None if reason == CANCELLED else "stopped",
+            error_reason=reason,
+            refund=True,
+        )
 
     async def _look(self) -> None:
         # One reading serves every request of the batch that leaves meanwhile.
@@ -325,7 +372,11 @@ class LateStops:
             if ids:
                 async with self._engine.connect() as conn:
                     found = await conn.execute(_STOPPED[dialect_name(conn)], _ids(conn, ids))
-                    self._stopped.update((int(id_), str(reason)) for id_, reason in found)
+                    new = {int(i): str(why) for i, why in found}.items() - self._stopped.items()
+                    if new:
+                        self._stopped.update(new)
+                        self._news.set()
+                        self._news = asyncio.Event()
         except Exception as exc:
             # The requests go as claimed: failing them here would send again, after the
             # lease, those of the batch already gone. The next look tries again.

@@ -85,3 +85,24 @@ async def test_waiters_go_in_order_and_an_oversized_request_goes_alone() -> None
     assert order == ["a", "big", "c"]
     assert (pacer.in_flight, pacer.depart_burst) == (2, 1)
     assert repr(pacer) == "<ArrivalPacer rate=100/s in_flight=2 depart_burst=1>"
+
+
+def test_tokens_given_back_shorten_later_waits_and_never_pass_the_burst() -> None:
+    now = [0.0]
+    bucket = TokenBucket(1.0, 2.0, clock=lambda: now[0])
+    assert bucket.take(2) == 0.0
+    assert bucket.take(3) == 3.0  # three seconds of debt for what waits
+    bucket.give_back(3)  # it did not leave after all
+    assert bucket.wait_time(1) == 1.0
+    now[0] = 10.0
+    bucket.give_back(5)
+    assert bucket.wait_time(2) == 0.0 and bucket.wait_time(2.5) == 0.5  # still at most 2
+
+
+async def test_departures_given_back_let_the_next_request_leave_sooner() -> None:
+    now = [0.0]
+    pacer = ArrivalPacer(1.0, 3.0, clock=lambda: now[0])
+    await pacer.acquire(1)
+    pacer.give_back(1)  # acquired, then nothing left after all
+    pacer.release(1)
+    assert pacer._bucket.wait_time(pacer.depart_burst) == 0.0

@@ -184,6 +184,114 @@ async def test_a_cancelled_broadcast_stops_at_once_on_a_paced_channel(
         assert counts.get("sending", 0) == counts.get("queued", 0) == 0
 
 
+# One message every 1,000 s: a claimed batch of three would hold its worker for over half an
+# hour if its requests slept until their turns (a lease long enough for a claim of three).
+SLOW_RATE = 0.001
+SLOW = {"shared_rate_limit": False, "lease_seconds": 6000.0, "workers_per_channel": 1}
+
+
+async def test_a_cancel_frees_a_paced_batch_and_its_share_of_the_rate_at_once(
+    aiohttp_client, database_url, keys
+):
+    """The operator cancels a broadcast while its claimed batch waits for turns 1,000 and
+    2,000 s away. The batch's look finds the cancel within a second and the waiting requests
+    stop there: the worker is free for the correction, and the rate they had taken is given
+    back, so the next message waits for one turn after the one that went, not three."""
+    paced = {
+        "dispatch": {"enabled": False, **SLOW},
+        "africastalking": {"batch_size": 1, "rate_per_second": SLOW_RATE},
+    }
+    async with started(aiohttp_client, database_url, keys, 3, **paced) as run:
+        running = asyncio.create_task(run.dispatcher.run_once("sms"))
+        first = await run.first_of_batch_sent(running)
+        path = f"/api/v1/announcements/{run.announcement_id}"
+        cancelled = await run.world.call("POST", path + "/cancel", role=Role.APPROVER)
+        assert cancelled.status == 200
+        # Bounded only so that a regression fails instead of hanging for half an hour.
+        assert await asyncio.wait_for(running, HELD_S) == 3
+
+        assert sum(run.sent()) == 1
+        states = await run.states()
+        assert [states[i] for i in range(3) if i != first] == [
+            ("cancelled", None, "cancelled", 0)
+        ] * 2
+        bucket = run.dispatcher._buckets["sms"]
+        assert bucket.wait_time(1) <= 1 / SLOW_RATE
+
+
+async def test_a_cancel_frees_a_telegram_batch_waiting_for_its_turns(
+    aiohttp_client: Any, database_url: str, keys: dict[str, str], tmp_path: Path
+) -> None:
+    """The same on Telegram, paced for arrival: the requests waiting for the pacer give up
+    their places as soon as the batch's look finds the cancel."""
+    async with gateway(
+        aiohttp_client, database_url, keys, tmp_path, telegram_rate=SLOW_RATE, **SLOW
+    ) as gw:
+        for i, phone in enumerate(numbers(3)):
+            await gw.subscriber(phone, channels=["telegram"], telegram_chat_id=5000 + i)
+        announcement_id = await start(gw, channels=["telegram"])
+
+        def sent() -> int:
+            return sum(1 for r in gw.telegram.received if r.method == "sendmessage")
+
+        running = asyncio.create_task(gw.dispatcher.run_once("telegram"))
+        for _ in range(500):
+            if sent():
+                break
+            await asyncio.sleep(0.01)
+        assert sent() == 1 and not running.done()
+        path = f"/api/v1/announcements/{announcement_id}/cancel"
+        cancelled = await gw.world.call("POST", path, role=Role.APPROVER)
+        assert cancelled.status == 200
+        assert await asyncio.wait_for(running, HELD_S) == 3
+
+        assert sent() == 1
+        states = sorted(row["state"] for row in await gw.rows(announcement_id))
+        assert states == ["cancelled", "cancelled", "sent"]
+
+
+async def test_an_opt_out_found_while_a_batch_waits_gives_back_only_its_turn(
+    aiohttp_client, database_url, keys
+):
+    """A look that finds one citizen's opt-out wakes the waiting requests: theirs is dropped
+    and its turn given back; the other waits on for its own turn."""
+    paced = {
+        "dispatch": {"enabled": False, **SLOW},
+        "africastalking": {"batch_size": 1, "rate_per_second": SLOW_RATE},
+    }
+    async with started(aiohttp_client, database_url, keys, 3, **paced) as run:
+        found = asyncio.Event()
+        read = late_stops.LateStops._read
+
+        async def noted(self: late_stops.LateStops) -> None:
+            await read(self)
+            if self._stopped:
+                found.set()
+
+        running = asyncio.create_task(run.dispatcher.run_once("sms"))
+        stopped = _other_than(await run.first_of_batch_sent(running))
+        bucket = run.dispatcher._buckets["sms"]
+        assert bucket.wait_time(1) > 2 / SLOW_RATE  # the two turns taken, and one more
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(late_stops.LateStops, "_read", noted)
+            await run.opt_out(keys, stopped)
+            await asyncio.wait_for(found.wait(), HELD_S)
+        for _ in range(100):  # loop turns, not time: the waiting requests wake
+            if bucket.wait_time(1) <= 2 / SLOW_RATE:
+                break
+            await asyncio.sleep(0)
+        assert not running.done() and sum(run.sent()) == 1
+        assert bucket.wait_time(1) <= 2 / SLOW_RATE
+
+        # A cancel ends the wait of the other.
+        path = f"/api/v1/announcements/{run.announcement_id}/cancel"
+        assert (await run.world.call("POST", path, role=Role.APPROVER)).status == 200
+        assert await asyncio.wait_for(running, HELD_S) == 3
+        states = await run.states()
+        assert states[stopped] == ("cancelled", "stopped", "opted out", 0)
+        assert sum(run.sent()) == 1
+
+
 async def test_a_cancel_stops_a_telegram_batch_paced_at_the_bot_rate(
     aiohttp_client: Any, database_url: str, keys: dict[str, str], tmp_path: Path
 ) -> None:
