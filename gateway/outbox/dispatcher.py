@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -43,7 +44,7 @@ from gateway.outbox import claims, fallback, fanout, late_stops, quiet
 from gateway.outbox.fanout import fan_out
 from gateway.outbox.housekeeping import Housekeeping
 from gateway.outbox.leases import LeaseKeeper, Outages
-from gateway.outbox.shared_rate import shared_rate_limit
+from gateway.outbox.shared_rate import Booking, SharedRateLimit, shared_rate_limit
 from gateway.outbox.texts import AnnouncementTexts, SentAnnouncement
 from gateway.personal import PhoneVault
 from gateway.pricing import Tariff
@@ -596,12 +597,28 @@ class Dispatcher:
         bucket = self._buckets[channel.name]
         pacer = self._arrivals.get(channel.name)
         send_by: float | None = None
+        # Gives back the rate taken for messages that do not leave after all.
+        give_back: Callable[[int], Awaitable[None]] | None = None
         if self._shared_rate is not None:
-            send_by = await self._book(channel, len(request), bucket)
+            request, send_by, give_back = await self._book(
+                channel, request, bucket, stops, kept_back
+            )
+            if not request:
+                return []
         elif pacer is None:
             wait = bucket.take(len(request))
+            give_back = _giving_back_to(bucket)
             if wait > 0:
-                request = await self._turn_of(request, wait, bucket, stops, kept_back)
+                loop = asyncio.get_running_loop()
+                until = loop.time() + wait
+                request = await self._turn_of(
+                    request,
+                    left=lambda: until - loop.time(),
+                    sleep=self._nap,
+                    give_back=give_back,
+                    stops=stops,
+                    kept_back=kept_back,
+                )
                 if not request:
                     return []
         paused = await self._wait_out_pause(channel.name)
@@ -614,6 +631,7 @@ class Dispatcher:
             if not turn:
                 return []
             request = turn
+            give_back = _giving_back_to(pacer)
             # Paced by arrival (Telegram): the pacer's wait for answers in flight is part of
             # its pacing, not lateness, so the request carries no deadline after it.
             send_by = None
@@ -629,12 +647,8 @@ class Dispatcher:
         kept_back.update(stopped)
         if held or stopped:
             request = [m for m in request if m.delivery_id not in kept_back]
-            # What does not leave gives its share of the rate back, unless the budget shared
-            # across processes booked it (its windows are in the database).
-            if pacer is not None:
-                pacer.give_back(size - len(request))
-            elif self._shared_rate is None:
-                bucket.give_back(size - len(request))
+            if give_back is not None:
+                await give_back(size - len(request))
         loop = asyncio.get_running_loop()
         # A channel that hands the request to a thread checks the deadline again there.
         token = SEND_BY.set(send_by)
@@ -661,7 +675,7 @@ class Dispatcher:
             if pacer is not None:
                 pacer.release(size)
 
-    async def _nap(self, seconds: float, *, news: asyncio.Event | None = None) -> None:
+    async def _nap(self, seconds: float, news: asyncio.Event | None = None) -> None:
         """Sleep, ending early when the dispatcher stops (or ``news`` is set)."""
         if self._stopping:
             return
@@ -692,29 +706,31 @@ class Dispatcher:
     async def _turn_of(
         self,
         request: list[OutgoingMessage],
-        seconds: float,
-        bucket: TokenBucket,
+        *,
+        left: Callable[[], float],
+        sleep: Callable[[float, asyncio.Event], Awaitable[None]],
+        give_back: Callable[[int], Awaitable[None]],
         stops: late_stops.LateStops,
         kept_back: dict[int, claims.Outcome],
     ) -> list[OutgoingMessage]:
-        """Wait ``seconds`` for the request's turn at the rate (its tokens taken); returns
-        what is left of it then.
+        """Wait for the request's turn at the rate, taken already: ``left()`` seconds, slept
+        by ``sleep``. Returns what is left of the request then.
 
         A look of its batch that finds stops meanwhile (``LateStops.news``) wakes it: what
-        was stopped leaves the request (into ``kept_back``) and gives its tokens back. A
-        request left empty does not wait on: a cancelled broadcast frees its worker at once.
+        was stopped leaves the request (into ``kept_back``) and its share of the rate is
+        given back. A request left empty does not wait on: a cancelled broadcast frees its
+        worker at once.
         """
-        loop = asyncio.get_running_loop()
-        until = loop.time() + seconds
-        stops.watch()
-        while request and not self._stopping and (left := until - loop.time()) > 0:
+        while request and not self._stopping and (seconds := left()) > 0:
+            stops.watch()
             news = stops.news
-            await self._nap(left, news=news)
+            await sleep(seconds, news)
             if not news.is_set():
                 break
-            left_in = self._drop_stopped(request, stops, kept_back)
-            bucket.give_back(len(request) - len(left_in))
-            request = left_in
+            rest = self._drop_stopped(request, stops, kept_back)
+            if len(rest) < len(request):
+                await give_back(len(request) - len(rest))
+            request = rest
         return request
 
     async def _arrival_turn(
@@ -766,28 +782,58 @@ class Dispatcher:
         acquiring.result()  # its error, if any
         return True
 
-    async def _book(self, channel: Channel, n: int, bucket: TokenBucket) -> float | None:
-        """Book ``n`` messages in the shared budget and wait for their window; returns the
-        time by which they must leave (``gateway.outbox.shared_rate``).
+    async def _book(
+        self,
+        channel: Channel,
+        request: list[OutgoingMessage],
+        bucket: TokenBucket,
+        stops: late_stops.LateStops,
+        kept_back: dict[int, claims.Outcome],
+    ) -> tuple[list[OutgoingMessage], float | None, Callable[[int], Awaitable[None]]]:
+        """Book the request in the shared budget and wait for its window (``_turn_of``);
+        returns what is left of it, the time by which that must leave
+        (``gateway.outbox.shared_rate``), and how to give back what does not.
 
         A wait that overran its window (an event loop held up by load) books again rather
         than crowd the next window. After ``_REBOOKS`` overruns in a row the machine is too
         loaded to keep to windows at all: the request goes (logged) rather than never.
         """
-        assert self._shared_rate is not None
+        shared = self._shared_rate
+        assert shared is not None
         for _ in range(_REBOOKS):
-            send_by = await self._shared_rate.acquire(
-                channel.name, n, rate=channel.rate_per_second, local=bucket
+            booking = await shared.book(
+                channel.name, len(request), rate=channel.rate_per_second, local=bucket
             )
-            if send_by is None or self._shared_rate.now() < send_by:
-                return send_by
+            give_back = functools.partial(shared.give_back, booking)
+
+            def left(booked: Booking = booking, budget: SharedRateLimit = shared) -> float:
+                return booked.start - budget.now()
+
+            async def sleep(
+                _: float,
+                news: asyncio.Event,
+                booked: Booking = booking,
+                budget: SharedRateLimit = shared,
+            ) -> None:
+                await budget.wait(booked, news)
+
+            request = await self._turn_of(
+                request,
+                left=left,
+                sleep=sleep,
+                give_back=give_back,
+                stops=stops,
+                kept_back=kept_back,
+            )
+            if not request or booking.send_by is None or shared.now() < booking.send_by:
+                return request, booking.send_by, give_back
         log.warning(
             "%s: woke after its booked rate window %d times running (process overloaded); "
             "sending without a window",
             channel.name,
             _REBOOKS,
         )
-        return None
+        return request, None, give_back
 
     async def _wait_out_pause(self, channel_name: str) -> HandedBack | None:
         """Hold a request while its channel is paused by a 429 that another request met.
@@ -918,6 +964,13 @@ class Dispatcher:
 _REBOOKS = 3
 # Why a request waiting for the rate when the gateway stopped went back to the queue unsent.
 STOPPING = "the gateway stopped before it could leave"
+
+
+def _giving_back_to(pace: TokenBucket | ArrivalPacer) -> Callable[[int], Awaitable[None]]:
+    async def give_back(n: int) -> None:
+        pace.give_back(n)
+
+    return give_back
 
 
 def _arrival_pacer(channel: Channel) -> ArrivalPacer:

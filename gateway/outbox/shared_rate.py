@@ -30,6 +30,11 @@ Windows are Unix seconds of each host's clock: hosts sharing a database must kee
 clocks in sync (NTP), or each one's seconds overlap the others'. A full window never frees up,
 so each process remembers the last window it reserved in and starts looking there.
 
+A booking whose messages will not leave after all (a cancel or opt-out found while it waited,
+``gateway.outbox.late_stops``) is given back (``give_back``): its window's ``used`` goes down,
+and this process looks there again for its next booking. Bookings are given back only when
+they fit in one window; one spread over several keeps them.
+
 When the database cannot be reached the reservation falls back to this process's own bucket
 (logged): nothing can be claimed meanwhile, so only the batches already in flight are paced
 locally. SQLite has one process by design and keeps the in-memory buckets.
@@ -38,10 +43,12 @@ locally. SQLite has one process by design and keeps the in-memory buckets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -54,9 +61,35 @@ from gateway.ratelimit import TokenBucket
 
 log = logging.getLogger("warta.dispatch")
 
-# Windows older than this are deleted; what matters is only the present and the future.
+# Windows that ended longer ago than this are deleted (a channel's own, as it books: a window
+# of a slow channel may be far longer); what matters is only the present and the future.
 KEEP_SECONDS = 60
 PRUNE_EVERY_S = 30.0
+
+
+# How to wait (seconds, an event that ends the wait early or None).
+Sleep = Callable[[float, asyncio.Event | None], Awaitable[None]]
+
+
+async def _sleep(seconds: float, wake: asyncio.Event | None) -> None:
+    if wake is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(wake.wait(), seconds)
+
+
+@dataclass(slots=True)
+class Booking:
+    """``n`` messages booked on ``channel``: they may leave from ``start`` and must have left
+    by ``send_by`` (Unix seconds; None: no such limit, paced by this process alone)."""
+
+    channel: str
+    n: int
+    start: float
+    send_by: float | None
+    window: int | None = None  # the one window booked (None: several, or the local bucket)
+    local: TokenBucket | None = None  # the bucket taken from while the database was away
 
 
 def window_for(rate_per_second: float) -> tuple[int, int]:
@@ -86,14 +119,14 @@ class SharedRateLimit:
         *,
         lease_seconds: float = 60.0,
         clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sleep: Sleep = _sleep,
     ) -> None:
         self.engine = engine
         self.lease_seconds = lease_seconds
         self._clock = clock
         self._sleep = sleep
         self._next_window: dict[str, int] = {}
-        self._pruned_at = 0.0
+        self._pruned_at: dict[str, float] = {}
 
     def now(self) -> float:
         """The clock the windows are counted in (Unix seconds)."""
@@ -108,8 +141,15 @@ class SharedRateLimit:
         there is no such limit (paced by this process alone). ``local`` is this process's
         bucket for the channel, used only while the database is unreachable.
         """
+        booking = await self.book(channel, n, rate=rate, local=local)
+        await self.wait(booking)
+        return booking.send_by
+
+    async def book(self, channel: str, n: int, *, rate: float, local: TokenBucket) -> Booking:
+        """Book ``n`` messages (``acquire`` without the wait: see ``wait``)."""
+        now = self._clock()
         if n <= 0:
-            return None
+            return Booking(channel, n, now, None)
         try:
             start = await self.reserve(channel, n, rate=rate)
         except (SQLAlchemyError, OSError) as exc:
@@ -118,10 +158,7 @@ class SharedRateLimit:
                 channel,
                 type(exc).__name__,
             )
-            wait = local.take(n)
-            if wait > 0:
-                await self._sleep(wait)
-            return None
+            return Booking(channel, n, now + local.take(n), None, local=local)
         booked_at = self._clock()
         delay = start - booked_at
         if delay > self.lease_seconds / 2:
@@ -131,12 +168,49 @@ class SharedRateLimit:
                 channel,
                 delay,
             )
-        if delay > 0:
-            await self._sleep(delay)
         # Half a window from when it may go (its start, or now when it got the window it is
         # in), never past the window's end.
-        seconds = window_for(rate)[0]
-        return min(max(start, booked_at) + seconds / 2, start + seconds)
+        seconds, limit = window_for(rate)
+        send_by = min(max(start, booked_at) + seconds / 2, start + seconds)
+        return Booking(channel, n, start, send_by, window=int(start) if n <= limit else None)
+
+    async def wait(self, booking: Booking, wake: asyncio.Event | None = None) -> None:
+        """Sleep until ``booking`` may leave, or until ``wake`` is set."""
+        delay = booking.start - self._clock()
+        if delay > 0:
+            await self._sleep(delay, wake)
+
+    async def give_back(self, booking: Booking, n: int) -> None:
+        """``n`` of the booked messages will not leave: their share of the window is freed
+        for the next booking (of this process; the others look further on). Never fails:
+        what cannot be given back stays booked, which only slows the channel."""
+        n = min(n, booking.n)
+        if n <= 0:
+            return
+        if booking.local is not None:
+            booking.local.give_back(n)
+            booking.n -= n
+            return
+        if booking.window is None:
+            return
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    sa.update(rate_budgets)
+                    .where(
+                        rate_budgets.c.channel == booking.channel,
+                        rate_budgets.c.window_start == booking.window,
+                        rate_budgets.c.used >= n,
+                    )
+                    .values(used=rate_budgets.c.used - n)
+                )
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("could not give back a rate booking (%s)", type(exc).__name__)
+            return
+        booking.n -= n
+        last = self._next_window.get(booking.channel)
+        if last is not None and booking.window < last:
+            self._next_window[booking.channel] = booking.window
 
     async def reserve(self, channel: str, n: int, *, rate: float) -> float:
         """Reserve ``n`` messages; returns the Unix time from which they may be sent."""
@@ -152,10 +226,13 @@ class SharedRateLimit:
                 remaining -= part
                 if remaining > 0:
                     window += seconds
-            if now - self._pruned_at > PRUNE_EVERY_S:
-                self._pruned_at = now
+            if now - self._pruned_at.get(channel, 0.0) > PRUNE_EVERY_S:
+                self._pruned_at[channel] = now
                 await conn.execute(
-                    sa.delete(rate_budgets).where(rate_budgets.c.window_start < now - KEEP_SECONDS)
+                    sa.delete(rate_budgets).where(
+                        rate_budgets.c.channel == channel,
+                        rate_budgets.c.window_start < now - seconds - KEEP_SECONDS,
+                    )
                 )
                 await conn.commit()
         self._next_window[channel] = window
@@ -181,7 +258,7 @@ def shared_rate_limit(
     engine: AsyncEngine,
     dispatch: DispatchConfig,
     *,
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    sleep: Sleep = _sleep,
 ) -> SharedRateLimit | None:
     """The shared budget on PostgreSQL unless turned off; None keeps per-process buckets.
     ``sleep`` waits for a booked window (the dispatcher's ends early when it stops)."""

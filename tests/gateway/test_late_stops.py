@@ -22,6 +22,7 @@ from gateway.domain import Role
 from gateway.outbox import late_stops
 from gateway.outbox.claims import Claimed
 from gateway.outbox.fanout import cancel_pending
+from gateway.outbox.shared_rate_tables import rate_budgets
 from gateway.store import announcements as announcement_store
 from gateway.store import subscribers as subscriber_store
 from tests.gateway.test_fallback import gateway, start
@@ -217,6 +218,38 @@ async def test_a_cancel_frees_a_paced_batch_and_its_share_of_the_rate_at_once(
         ] * 2
         bucket = run.dispatcher._buckets["sms"]
         assert bucket.wait_time(1) <= 1 / SLOW_RATE
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_cancel_gives_back_the_windows_booked_in_the_shared_budget(
+    aiohttp_client, database_url, keys
+):
+    """On PostgreSQL the rate is booked across processes, one 1,000 s window per message
+    here. The cancelled requests wake, and their windows are given back: the budget holds
+    only the message that left, and this process books its next message there."""
+    paced = {
+        "dispatch": {"enabled": False, **SLOW, "shared_rate_limit": True},
+        "africastalking": {"batch_size": 1, "rate_per_second": SLOW_RATE},
+    }
+    async with started(aiohttp_client, database_url, keys, 3, **paced) as run:
+        running = asyncio.create_task(run.dispatcher.run_once("sms"))
+        await run.first_of_batch_sent(running)
+        async with run.world.engine.connect() as conn:
+            booked = dict((await conn.execute(sa.select(rate_budgets.c.window_start,
+                                                        rate_budgets.c.used))).all())  # fmt: skip
+        assert sorted(booked.values()) == [1, 1, 1]
+        path = f"/api/v1/announcements/{run.announcement_id}/cancel"
+        assert (await run.world.call("POST", path, role=Role.APPROVER)).status == 200
+        assert await asyncio.wait_for(running, HELD_S) == 3
+
+        assert sum(run.sent()) == 1
+        async with run.world.engine.connect() as conn:
+            used = dict((await conn.execute(sa.select(rate_budgets.c.window_start,
+                                                      rate_budgets.c.used))).all())  # fmt: skip
+        first, second, _ = sorted(booked)
+        assert used == {window: int(window == first) for window in booked}
+        shared = run.dispatcher._shared_rate
+        assert await shared.reserve("sms", 1, rate=SLOW_RATE) == second
 
 
 async def test_a_cancel_frees_a_telegram_batch_waiting_for_its_turns(

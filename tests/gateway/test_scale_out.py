@@ -283,6 +283,39 @@ async def test_shared_budget_never_books_a_window_beyond_its_limit(database_url:
 
 
 @pytest.mark.parametrize("backend", ["postgres"])
+async def test_pruning_keeps_the_window_of_a_slow_channel_under_way(database_url: str) -> None:
+    """One message per 1,000 s: its window began long before the last minute, yet it is not
+    over; pruning must not free it for a second message. Windows over for a minute go."""
+    from gateway.outbox.shared_rate import KEEP_SECONDS, SharedRateLimit
+    from gateway.outbox.shared_rate_tables import rate_budgets
+
+    engine = create_engine(DatabaseConfig(url=database_url))
+    now = 3_000_500.0  # half way through the window that began at 3,000,000
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.insert(rate_budgets),
+                [  # 1 s windows, over 61 s and 30 s ago
+                    {"channel": "sms", "window_start": int(now) - KEEP_SECONDS - 2, "used": 1},
+                    {"channel": "sms", "window_start": int(now) - 31, "used": 1},
+                ],
+            )
+        processes = [SharedRateLimit(engine, clock=lambda: now) for _ in range(2)]
+        assert await processes[0].reserve("slow", 1, rate=0.001) == 3_000_000
+        assert await processes[1].reserve("slow", 1, rate=0.001) == 3_001_000
+        assert await processes[0].reserve("sms", 1, rate=1) == int(now)
+        async with engine.connect() as conn:
+            kept = await conn.execute(
+                sa.select(rate_budgets.c.channel, rate_budgets.c.window_start)
+            )
+            assert sorted(kept) == [
+                ("slow", 3_000_000), ("slow", 3_001_000), ("sms", int(now) - 31), ("sms", int(now))
+            ]  # fmt: skip
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
 @pytest.mark.parametrize("late_times", [1, 3])
 async def test_a_request_that_oversleeps_its_window_books_again(
     aiohttp_client: Any,
@@ -307,7 +340,7 @@ async def test_a_request_that_oversleeps_its_window_books_again(
     # A clock of the test's own (an hour ahead, whole seconds), moved only by the waits.
     now = [float(int(time.time()) + 3600)]
 
-    async def oversleep(seconds: float) -> None:
+    async def oversleep(seconds: float, wake: object = None) -> None:
         # The first ``late_times`` waits overrun their window by a whole second.
         extra = 1.0 if len(waits) < late_times else 0.0
         waits.append(seconds)
@@ -363,7 +396,7 @@ async def test_a_booking_must_leave_within_half_a_window_and_before_it_ends(
     engine = create_engine(DatabaseConfig(url=database_url))
     now = [2_000_000.7]  # far from the present, so nothing is pruned
 
-    async def sleep(seconds: float) -> None:
+    async def sleep(seconds: float, wake: object = None) -> None:
         now[0] += seconds
 
     limit = SharedRateLimit(engine, clock=lambda: now[0], sleep=sleep)
