@@ -82,7 +82,7 @@ class Started:
         the provider, which holds it (a ``slow`` fault) until ``answer()``."""
         await hold_next_request(self.sim)
         running = asyncio.create_task(self.dispatcher.run_once("sms"))
-        await requests_arrived(self.sim)
+        await requests_arrived(self.sim, sender=running)
         assert len(self.sim.faults.arrivals) == 1 and not running.done()
         return running
 

@@ -88,7 +88,7 @@ async def batch_in_flight(
         assert await dispatcher.start_due() == 1
         await hold_next_request(sim)
         running = asyncio.create_task(dispatcher.run_once("sms"))
-        await requests_arrived(sim)
+        await requests_arrived(sim, sender=running)
         assert not running.done()
         batch = InFlight(world.app, dispatcher, running, sim)
         yield batch

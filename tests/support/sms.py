@@ -31,14 +31,21 @@ async def hold_next_request(sim: AfricasTalkingSimulator) -> None:
     await sim.faults.add(Fault(kind="slow", seconds=HELD_S))
 
 
-async def requests_arrived(sim: AfricasTalkingSimulator, count: int = 1) -> None:
-    """Waits until ``count`` send requests have reached the simulator."""
-    for _ in range(1000):
-        if len(sim.faults.arrivals) >= count:
-            return
+async def requests_arrived(
+    sim: AfricasTalkingSimulator, count: int = 1, *, sender: asyncio.Task[Any] | None = None
+) -> None:
+    """Waits until ``count`` send requests have reached the simulator: at most ``HELD_S / 2``
+    (a bound for a regression to fail by, not a timing; a loaded CI machine has stalled
+    for seconds). ``sender``, the task sending them, fails the wait at once if it ends."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + HELD_S / 2
+    while len(sim.faults.arrivals) < count and loop.time() < until:
+        if sender is not None and sender.done():
+            raise AssertionError(f"the sender ended before its requests arrived: {sender!r}")
         await asyncio.sleep(0.01)
     arrived = len(sim.faults.arrivals)
-    raise AssertionError(f"{arrived} of {count} send requests reached the provider")
+    if arrived < count:
+        raise AssertionError(f"{arrived} of {count} send requests reached the provider")
 
 
 @asynccontextmanager
