@@ -690,14 +690,15 @@ class Dispatcher:
             for waiting in waits:
                 waiting.cancel()
 
-    @staticmethod
     def _drop_stopped(
+        self,
         request: list[OutgoingMessage],
         stops: late_stops.LateStops,
         kept_back: dict[int, claims.Outcome],
     ) -> list[OutgoingMessage]:
-        """``request`` without what a look of its batch found stopped (into ``kept_back``)."""
-        found = stops.found([m.delivery_id for m in request])
+        """``request`` without what a look of its batch found stopped, and what expired
+        (into ``kept_back``)."""
+        found = stops.found([m.delivery_id for m in request], self.clock.now())
         if not found:
             return request
         kept_back.update(found)
@@ -722,7 +723,7 @@ class Dispatcher:
         worker at once.
         """
         while request and not self._stopping and (seconds := left()) > 0:
-            stops.watch()
+            stops.watch(self.clock.now)
             news = stops.news
             await sleep(seconds, news)
             if not news.is_set():
@@ -746,7 +747,7 @@ class Dispatcher:
         As in ``_turn_of``, a look that finds stops meanwhile drops them from the request,
         which waits on for its (smaller) turn; a request left empty gives up its place.
         """
-        stops.watch()
+        stops.watch(self.clock.now)
         while request:
             news = stops.news
             acquired = await self._acquire(pacer, len(request), news)

@@ -19,8 +19,9 @@ A batch that goes out at once (an unpaced channel: 2,000 deliveries in a fractio
 is never looked at again: the look costs nothing where there is nothing to catch.
 
 While requests of a batch wait for their turn at the rate, a watcher looks for them every
-``LOOK_EVERY_S`` (``watch``), and a look that finds a new stop wakes them (``news``): what was
-stopped leaves its request at once, and its share of the rate goes back to the channel. A
+``LOOK_EVERY_S`` (``watch``), and a look that finds a new stop wakes them (``news``), as does
+an announcement of the batch expiring: what was stopped or expired leaves its request at once,
+and its share of the rate goes back to the channel. A
 cancelled broadcast so frees its worker, and the rate it had taken, within a look rather than
 after its batch's last turn; the correction sent next does not wait behind it.
 
@@ -44,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta
 from typing import Any
@@ -276,10 +277,11 @@ class LateStops:
         a request waiting for its turn takes it before it sleeps, and wakes on it."""
         return self._news
 
-    def watch(self) -> None:
-        """Look every ``LOOK_EVERY_S`` while requests of the batch wait (until ``close``)."""
+    def watch(self, now: Callable[[], datetime]) -> None:
+        """Look every ``LOOK_EVERY_S`` while requests of the batch wait (until ``close``); an
+        expiry of the batch's that passes (by ``now``) is news too."""
         if self._watcher is None:
-            self._watcher = asyncio.create_task(self._watch())
+            self._watcher = asyncio.create_task(self._watch(now))
 
     def close(self) -> None:
         """The batch's requests are done: stop watching."""
@@ -287,20 +289,24 @@ class LateStops:
             self._watcher.cancel()
             self._watcher = None
 
-    async def _watch(self) -> None:
+    async def _watch(self, now: Callable[[], datetime]) -> None:
+        expiry_told = False
         while True:
             await asyncio.sleep(max(0.0, self._looked_at + LOOK_EVERY_S - time.monotonic()))
             if time.monotonic() - self._looked_at >= LOOK_EVERY_S:
                 await self._look()
+            if not expiry_told and self._first_expiry is not None and self._first_expiry <= now():
+                expiry_told = True
+                self._tell()
 
-    def found(self, delivery_ids: Sequence[int]) -> dict[int, Outcome]:
-        """Of ``delivery_ids``, waiting for their turn, those a look already found stopped:
-        with what to record. They count as gone."""
-        found = {
-            delivery_id: self._stopped_outcome(delivery_id, reason)
-            for delivery_id in delivery_ids
-            if (reason := self._stopped.get(delivery_id)) is not None
-        }
+    def _tell(self) -> None:
+        self._news.set()
+        self._news = asyncio.Event()
+
+    def found(self, delivery_ids: Sequence[int], now: datetime) -> dict[int, Outcome]:
+        """Of ``delivery_ids``, waiting for their turn, those that must not leave, found by
+        a look already (or expired): with what to record. They count as gone."""
+        found = self._found(delivery_ids, now)
         if found:
             self._gone.append(list(found))
         return found
@@ -319,6 +325,10 @@ class LateStops:
         if time.monotonic() - self._looked_at >= LOOK_EVERY_S:
             await self._look()
         self._gone.append(delivery_ids)
+        return self._found(delivery_ids, now)
+
+    def _found(self, delivery_ids: Sequence[int], now: datetime) -> dict[int, Outcome]:
+        """Of ``delivery_ids``, those stopped (by what the looks found) or expired."""
         expiring = self._first_expiry is not None and self._first_expiry <= now
         if not self._stopped and not expiring:
             return {}  # nearly always: a request costs no work per delivery
@@ -375,8 +385,7 @@ class LateStops:
                     new = {int(i): str(why) for i, why in found}.items() - self._stopped.items()
                     if new:
                         self._stopped.update(new)
-                        self._news.set()
-                        self._news = asyncio.Event()
+                        self._tell()
         except Exception as exc:
             # The requests go as claimed: failing them here would send again, after the
             # lease, those of the batch already gone. The next look tries again.

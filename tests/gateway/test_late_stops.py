@@ -398,6 +398,30 @@ async def test_an_announcement_that_expires_while_its_batch_waits_is_not_sent_la
         assert rest == [("expired", None, "expired before it could be sent", 0)] * 2
 
 
+async def test_an_expiry_frees_a_batch_waiting_for_its_turns(aiohttp_client, database_url, keys):
+    """The announcement expires while its claimed batch waits for turns 1,000 and 2,000 s
+    away: the waiting requests end there, recorded as expired."""
+    clock = ManualClock(T0)
+    expiry = {"expires_at": (T0 + timedelta(minutes=5)).isoformat()}
+    paced = {
+        "dispatch": {"enabled": False, **SLOW},
+        "africastalking": {"batch_size": 1, "rate_per_second": SLOW_RATE},
+    }
+    async with started(
+        aiohttp_client, database_url, keys, 3, fields=expiry, clock=clock, **paced
+    ) as run:
+        running = asyncio.create_task(run.dispatcher.run_once("sms"))
+        first = await run.first_of_batch_sent(running)
+        clock.set(T0 + timedelta(minutes=5))
+        assert await asyncio.wait_for(running, HELD_S) == 3
+
+        assert sum(run.sent()) == 1
+        states = await run.states()
+        rest = [states[i] for i in range(3) if i != first]
+        assert rest == [("expired", None, "expired before it could be sent", 0)] * 2
+        assert run.dispatcher._buckets["sms"].wait_time(1) <= 1 / SLOW_RATE
+
+
 async def test_a_retry_of_someone_who_opted_out_meanwhile_is_cancelled(
     aiohttp_client, database_url, keys
 ):
