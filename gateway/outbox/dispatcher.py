@@ -610,10 +610,9 @@ class Dispatcher:
             give_back = _giving_back_to(bucket)
             if wait > 0:
                 loop = asyncio.get_running_loop()
-                until = loop.time() + wait
                 request = await self._turn_of(
                     request,
-                    left=lambda: until - loop.time(),
+                    left=functools.partial(_seconds_to, loop, loop.time() + wait),
                     sleep=self._nap,
                     give_back=give_back,
                     stops=stops,
@@ -621,9 +620,14 @@ class Dispatcher:
                 )
                 if not request:
                     return []
-        paused = await self._wait_out_pause(channel.name)
-        if paused is not None:
+        paused = await self._wait_out_pause(
+            channel.name, request, give_back or _nothing_taken, stops, kept_back
+        )
+        if isinstance(paused, HandedBack):
             return paused
+        request = paused
+        if not request:
+            return []
         if pacer is not None:
             turn = await self._arrival_turn(pacer, request, stops, kept_back)
             if turn is None:
@@ -836,27 +840,42 @@ class Dispatcher:
         )
         return request, None, give_back
 
-    async def _wait_out_pause(self, channel_name: str) -> HandedBack | None:
-        """Hold a request while its channel is paused by a 429 that another request met.
+    async def _wait_out_pause(
+        self,
+        channel_name: str,
+        request: list[OutgoingMessage],
+        give_back: Callable[[int], Awaitable[None]],
+        stops: late_stops.LateStops,
+        kept_back: dict[int, claims.Outcome],
+    ) -> HandedBack | list[OutgoingMessage]:
+        """Hold a request while its channel is paused by a 429 that another request met;
+        returns what is left of it when the pause ends.
 
         Workers claim before they wait for the rate, so a request claimed before the 429 may
-        come up during the provider's ``Retry-After``: it waits until the pause ends. A pause
-        longer than half the lease hands the request back as throttled instead (queued again
-        for after the pause, its attempt given back) rather than hold a worker and its batch
-        that long.
+        come up during the provider's ``Retry-After``: it waits until the pause ends (what
+        a look finds stopped meanwhile leaving it, as in ``_turn_of``). A pause longer than
+        half the lease hands the request back as throttled instead (queued again for after
+        the pause, its attempt given back) rather than hold a worker and its batch that long.
         """
         loop = asyncio.get_running_loop()
         budget = self.config.dispatch.lease_seconds / 2
         left = self._paused_until.get(channel_name, 0.0) - loop.time()
-        while left > 0:
+        while left > 0 and request:
             if left > budget:
                 return HandedBack("channel paused after HTTP 429", retry_after=left)
-            await self._nap(left)
+            request = await self._turn_of(
+                request,
+                left=functools.partial(_seconds_to, loop, loop.time() + left),
+                sleep=self._nap,
+                give_back=give_back,
+                stops=stops,
+                kept_back=kept_back,
+            )
             if self._stopping:
-                return None  # the request is handed back as it would leave
+                return request  # handed back as it would leave
             # Another 429 while waiting moves the end of the pause.
             left = self._paused_until.get(channel_name, 0.0) - loop.time()
-        return None
+        return request
 
     def _outcome(self, result: SendResult, attempts: int) -> claims.Outcome:
         if result.error is not None:
@@ -965,6 +984,14 @@ class Dispatcher:
 _REBOOKS = 3
 # Why a request waiting for the rate when the gateway stopped went back to the queue unsent.
 STOPPING = "the gateway stopped before it could leave"
+
+
+def _seconds_to(loop: asyncio.AbstractEventLoop, until: float) -> float:
+    return until - loop.time()
+
+
+async def _nothing_taken(n: int) -> None:
+    """The ``give_back`` of a request that has taken no share of the rate yet."""
 
 
 def _giving_back_to(pace: TokenBucket | ArrivalPacer) -> Callable[[int], Awaitable[None]]:

@@ -16,11 +16,13 @@ import pytest
 import sqlalchemy as sa
 
 from channels.africastalking.simconfig import SimulatorConfig
+from channels.simfaults import Fault
 from gateway.clock import ManualClock
 from gateway.db.schema import announcements, deliveries, subscribers
 from gateway.domain import Role
 from gateway.outbox import late_stops
 from gateway.outbox.claims import Claimed
+from gateway.outbox.dispatcher import Dispatcher
 from gateway.outbox.fanout import cancel_pending
 from gateway.outbox.shared_rate_tables import rate_budgets
 from gateway.store import announcements as announcement_store
@@ -396,6 +398,41 @@ async def test_an_announcement_that_expires_while_its_batch_waits_is_not_sent_la
         states = await run.states()
         rest = [states[i] for i in range(3) if i != first]
         assert rest == [("expired", None, "expired before it could be sent", 0)] * 2
+
+
+async def test_a_cancel_frees_a_batch_waiting_out_a_providers_pause(
+    aiohttp_client, database_url, keys, monkeypatch
+):
+    """The batch's first request meets a 429 asking for 1,000 s; the other two come up during
+    that pause and wait it out. A cancel ends their wait at the next look: nothing is sent."""
+    config = {
+        "dispatch": {"enabled": False, **SLOW},
+        "africastalking": {"batch_size": 1, "rate_per_second": 1.0},
+    }
+    waiting = 0
+    wait_out_pause = Dispatcher._wait_out_pause
+
+    async def counted(self: Dispatcher, channel_name: str, *args: Any) -> Any:
+        nonlocal waiting
+        loop = asyncio.get_running_loop()
+        waiting += self._paused_until.get(channel_name, 0.0) > loop.time()
+        return await wait_out_pause(self, channel_name, *args)
+
+    monkeypatch.setattr(Dispatcher, "_wait_out_pause", counted)
+    async with started(aiohttp_client, database_url, keys, 3, **config) as run:
+        await run.sim.faults.add(Fault(kind="throttle", seconds=1000))
+        running = asyncio.create_task(run.dispatcher.run_once("sms"))
+        for _ in range(3000):  # loop turns: until both wait out the pause
+            if waiting == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert waiting == 2 and not running.done()
+        path = f"/api/v1/announcements/{run.announcement_id}/cancel"
+        assert (await run.world.call("POST", path, role=Role.APPROVER)).status == 200
+        assert await asyncio.wait_for(running, HELD_S) == 3
+
+        assert sum(run.sent()) == 0 and run.sim.faults.met["throttle"] == 1
+        assert [s for s, *_ in (await run.states()).values()] == ["cancelled"] * 3
 
 
 async def test_an_expiry_frees_a_batch_waiting_for_its_turns(aiohttp_client, database_url, keys):
