@@ -629,13 +629,14 @@ class Dispatcher:
         if not request:
             return []
         if pacer is not None:
-            turn = await self._arrival_turn(pacer, request, stops, kept_back)
+            booked = give_back or _nothing_taken  # in the shared budget, if any
+            turn = await self._arrival_turn(pacer, request, booked, stops, kept_back)
             if turn is None:
                 return HandedBack(STOPPING, retry_after=0.0)
             if not turn:
                 return []
             request = turn
-            give_back = _giving_back_to(pacer)
+            give_back = _giving_back_to(pacer, booked)
             # Paced by arrival (Telegram): the pacer's wait for answers in flight is part of
             # its pacing, not lateness, so the request carries no deadline after it.
             send_by = None
@@ -742,14 +743,16 @@ class Dispatcher:
         self,
         pacer: ArrivalPacer,
         request: list[OutgoingMessage],
+        give_back: Callable[[int], Awaitable[None]],
         stops: late_stops.LateStops,
         kept_back: dict[int, claims.Outcome],
     ) -> list[OutgoingMessage] | None:
         """``pacer.acquire`` for the request; returns what is left of it, acquired. None, with
         nothing acquired, if the dispatcher stops first.
 
-        As in ``_turn_of``, a look that finds stops meanwhile drops them from the request,
-        which waits on for its (smaller) turn; a request left empty gives up its place.
+        As in ``_turn_of``, a look that finds stops meanwhile drops them from the request
+        (their share of the rate taken before, ``give_back``, given back), which waits on for
+        its (smaller) turn; a request left empty gives up its place.
         """
         stops.watch(self.clock.now)
         while request:
@@ -759,7 +762,10 @@ class Dispatcher:
                 return None
             if acquired:
                 return request
-            request = self._drop_stopped(request, stops, kept_back)
+            rest = self._drop_stopped(request, stops, kept_back)
+            if len(rest) < len(request):
+                await give_back(len(request) - len(rest))
+            request = rest
         return request
 
     async def _acquire(self, pacer: ArrivalPacer, n: int, news: asyncio.Event) -> bool | None:
@@ -994,9 +1000,15 @@ async def _nothing_taken(n: int) -> None:
     """The ``give_back`` of a request that has taken no share of the rate yet."""
 
 
-def _giving_back_to(pace: TokenBucket | ArrivalPacer) -> Callable[[int], Awaitable[None]]:
+def _giving_back_to(
+    pace: TokenBucket | ArrivalPacer,
+    then: Callable[[int], Awaitable[None]] = _nothing_taken,
+) -> Callable[[int], Awaitable[None]]:
+    """Gives back to ``pace`` (this process's), and through ``then`` (the shared budget)."""
+
     async def give_back(n: int) -> None:
         pace.give_back(n)
+        await then(n)
 
     return give_back
 
