@@ -609,14 +609,8 @@ class Dispatcher:
             wait = bucket.take(len(request))
             give_back = _giving_back_to(bucket)
             if wait > 0:
-                loop = asyncio.get_running_loop()
                 request = await self._turn_of(
-                    request,
-                    left=functools.partial(_seconds_to, loop, loop.time() + wait),
-                    sleep=self._nap,
-                    give_back=give_back,
-                    stops=stops,
-                    kept_back=kept_back,
+                    request, wait, give_back=give_back, stops=stops, kept_back=kept_back
                 )
                 if not request:
                     return []
@@ -695,48 +689,52 @@ class Dispatcher:
             for waiting in waits:
                 waiting.cancel()
 
-    def _drop_stopped(
+    async def _drop_stopped(
         self,
         request: list[OutgoingMessage],
+        give_back: Callable[[int], Awaitable[None]],
         stops: late_stops.LateStops,
         kept_back: dict[int, claims.Outcome],
     ) -> list[OutgoingMessage]:
         """``request`` without what a look of its batch found stopped, and what expired
-        (into ``kept_back``)."""
+        (into ``kept_back``; their share of the rate given back)."""
         found = stops.found([m.delivery_id for m in request], self.clock.now())
         if not found:
             return request
         kept_back.update(found)
+        await give_back(len(found))
         return [m for m in request if m.delivery_id not in found]
 
     async def _turn_of(
         self,
         request: list[OutgoingMessage],
+        left: float | Callable[[], float],
         *,
-        left: Callable[[], float],
-        sleep: Callable[[float, asyncio.Event], Awaitable[None]],
         give_back: Callable[[int], Awaitable[None]],
         stops: late_stops.LateStops,
         kept_back: dict[int, claims.Outcome],
+        sleep: Callable[[float, asyncio.Event], Awaitable[None]] | None = None,
     ) -> list[OutgoingMessage]:
-        """Wait for the request's turn at the rate, taken already: ``left()`` seconds, slept
-        by ``sleep``. Returns what is left of the request then.
+        """Wait for the request's turn at the rate, taken already: ``left`` seconds from now
+        (or ``left()``, asked again after each wake), slept by ``sleep`` (``_nap``). Returns
+        what is left of the request then.
 
         A look of its batch that finds stops meanwhile (``LateStops.news``) wakes it: what
         was stopped leaves the request (into ``kept_back``) and its share of the rate is
         given back. A request left empty does not wait on: a cancelled broadcast frees its
         worker at once.
         """
+        if not callable(left):
+            loop = asyncio.get_running_loop()
+            left = functools.partial(_seconds_to, loop, loop.time() + left)
+        sleep = sleep or self._nap
         while request and not self._stopping and (seconds := left()) > 0:
             stops.watch(self.clock.now)
             news = stops.news
             await sleep(seconds, news)
             if not news.is_set():
                 break
-            rest = self._drop_stopped(request, stops, kept_back)
-            if len(rest) < len(request):
-                await give_back(len(request) - len(rest))
-            request = rest
+            request = await self._drop_stopped(request, give_back, stops, kept_back)
         return request
 
     async def _arrival_turn(
@@ -762,10 +760,7 @@ class Dispatcher:
                 return None
             if acquired:
                 return request
-            rest = self._drop_stopped(request, stops, kept_back)
-            if len(rest) < len(request):
-                await give_back(len(request) - len(rest))
-            request = rest
+            request = await self._drop_stopped(request, give_back, stops, kept_back)
         return request
 
     async def _acquire(self, pacer: ArrivalPacer, n: int, news: asyncio.Event) -> bool | None:
@@ -829,12 +824,7 @@ class Dispatcher:
                 await budget.wait(booked, news)
 
             request = await self._turn_of(
-                request,
-                left=left,
-                sleep=sleep,
-                give_back=give_back,
-                stops=stops,
-                kept_back=kept_back,
+                request, left, sleep=sleep, give_back=give_back, stops=stops, kept_back=kept_back
             )
             if not request or booking.send_by is None or shared.now() < booking.send_by:
                 return request, booking.send_by, give_back
@@ -870,12 +860,7 @@ class Dispatcher:
             if left > budget:
                 return HandedBack("channel paused after HTTP 429", retry_after=left)
             request = await self._turn_of(
-                request,
-                left=functools.partial(_seconds_to, loop, loop.time() + left),
-                sleep=self._nap,
-                give_back=give_back,
-                stops=stops,
-                kept_back=kept_back,
+                request, left, give_back=give_back, stops=stops, kept_back=kept_back
             )
             if self._stopping:
                 return request  # handed back as it would leave

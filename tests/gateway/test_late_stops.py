@@ -191,6 +191,10 @@ async def test_a_cancelled_broadcast_stops_at_once_on_a_paced_channel(
 # hour if its requests slept until their turns (a lease long enough for a claim of three).
 SLOW_RATE = 0.001
 SLOW = {"shared_rate_limit": False, "lease_seconds": 6000.0, "workers_per_channel": 1}
+SLOW_PACED = {
+    "dispatch": {"enabled": False, **SLOW},
+    "africastalking": {"batch_size": 1, "rate_per_second": SLOW_RATE},
+}
 
 
 async def test_a_cancel_frees_a_paced_batch_and_its_share_of_the_rate_at_once(
@@ -200,11 +204,7 @@ async def test_a_cancel_frees_a_paced_batch_and_its_share_of_the_rate_at_once(
     2,000 s away. The batch's look finds the cancel within a second and the waiting requests
     stop there: the worker is free for the correction, and the rate they had taken is given
     back, so the next message waits for one turn after the one that went, not three."""
-    paced = {
-        "dispatch": {"enabled": False, **SLOW},
-        "africastalking": {"batch_size": 1, "rate_per_second": SLOW_RATE},
-    }
-    async with started(aiohttp_client, database_url, keys, 3, **paced) as run:
+    async with started(aiohttp_client, database_url, keys, 3, **SLOW_PACED) as run:
         running = asyncio.create_task(run.dispatcher.run_once("sms"))
         first = await run.first_of_batch_sent(running)
         path = f"/api/v1/announcements/{run.announcement_id}"
@@ -229,10 +229,7 @@ async def test_a_cancel_gives_back_the_windows_booked_in_the_shared_budget(
     """On PostgreSQL the rate is booked across processes, one 1,000 s window per message
     here. The cancelled requests wake, and their windows are given back: the budget holds
     only the message that left, and this process books its next message there."""
-    paced = {
-        "dispatch": {"enabled": False, **SLOW, "shared_rate_limit": True},
-        "africastalking": {"batch_size": 1, "rate_per_second": SLOW_RATE},
-    }
+    paced = {**SLOW_PACED, "dispatch": {**SLOW_PACED["dispatch"], "shared_rate_limit": True}}
     async with started(aiohttp_client, database_url, keys, 3, **paced) as run:
         running = asyncio.create_task(run.dispatcher.run_once("sms"))
         await run.first_of_batch_sent(running)
@@ -259,11 +256,7 @@ async def test_an_opt_out_found_while_a_batch_waits_gives_back_only_its_turn(
 ):
     """A look that finds one citizen's opt-out wakes the waiting requests: theirs is dropped
     and its turn given back; the other waits on for its own turn."""
-    paced = {
-        "dispatch": {"enabled": False, **SLOW},
-        "africastalking": {"batch_size": 1, "rate_per_second": SLOW_RATE},
-    }
-    async with started(aiohttp_client, database_url, keys, 3, **paced) as run:
+    async with started(aiohttp_client, database_url, keys, 3, **SLOW_PACED) as run:
         found = asyncio.Event()
         read = late_stops.LateStops._read
 
@@ -379,23 +372,29 @@ async def test_an_erased_person_gets_nothing_more_from_a_claimed_batch(
             assert [tuple(row) for row in unlinked] == [("cancelled", "stopped", "erased", 0)]
 
 
+@pytest.mark.parametrize("pace", ["turns due", "turns far"])
 async def test_an_announcement_that_expires_while_its_batch_waits_is_not_sent_late(
-    aiohttp_client, database_url, keys
+    aiohttp_client, database_url, keys, pace
 ):
+    """Its requests find the expiry at their turns (one every two seconds), or, with turns
+    1,000 s away, the batch's watch tells them as it passes and they end there."""
     clock = ManualClock(T0)
     expiry = {"expires_at": (T0 + timedelta(minutes=5)).isoformat()}
+    options = PACED if pace == "turns due" else SLOW_PACED
     async with started(
-        aiohttp_client, database_url, keys, 3, fields=expiry, clock=clock, **PACED
+        aiohttp_client, database_url, keys, 3, fields=expiry, clock=clock, **options
     ) as run:
         running = asyncio.create_task(run.dispatcher.run_once("sms"))
         first = await run.first_of_batch_sent(running)
         clock.set(T0 + timedelta(minutes=5))
-        assert await running == 3
+        assert await asyncio.wait_for(running, HELD_S) == 3
 
         assert sum(run.sent()) == 1
         states = await run.states()
         rest = [states[i] for i in range(3) if i != first]
         assert rest == [("expired", None, "expired before it could be sent", 0)] * 2
+        rate = options["africastalking"]["rate_per_second"]
+        assert run.dispatcher._buckets["sms"].wait_time(1) <= 1 / rate  # the rest given back
 
 
 async def test_a_cancel_frees_a_batch_waiting_out_a_providers_pause(
@@ -431,30 +430,6 @@ async def test_a_cancel_frees_a_batch_waiting_out_a_providers_pause(
 
         assert sum(run.sent()) == 0 and run.sim.faults.met["throttle"] == 1
         assert [s for s, *_ in (await run.states()).values()] == ["cancelled"] * 3
-
-
-async def test_an_expiry_frees_a_batch_waiting_for_its_turns(aiohttp_client, database_url, keys):
-    """The announcement expires while its claimed batch waits for turns 1,000 and 2,000 s
-    away: the waiting requests end there, recorded as expired."""
-    clock = ManualClock(T0)
-    expiry = {"expires_at": (T0 + timedelta(minutes=5)).isoformat()}
-    paced = {
-        "dispatch": {"enabled": False, **SLOW},
-        "africastalking": {"batch_size": 1, "rate_per_second": SLOW_RATE},
-    }
-    async with started(
-        aiohttp_client, database_url, keys, 3, fields=expiry, clock=clock, **paced
-    ) as run:
-        running = asyncio.create_task(run.dispatcher.run_once("sms"))
-        first = await run.first_of_batch_sent(running)
-        clock.set(T0 + timedelta(minutes=5))
-        assert await asyncio.wait_for(running, HELD_S) == 3
-
-        assert sum(run.sent()) == 1
-        states = await run.states()
-        rest = [states[i] for i in range(3) if i != first]
-        assert rest == [("expired", None, "expired before it could be sent", 0)] * 2
-        assert run.dispatcher._buckets["sms"].wait_time(1) <= 1 / SLOW_RATE
 
 
 async def test_a_retry_of_someone_who_opted_out_meanwhile_is_cancelled(
