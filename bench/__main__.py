@@ -1,5 +1,6 @@
 """``python -m bench outbox [--recipients N] [--backend sqlite|postgres|both]``,
 ``python -m bench telegram [--chats N] [--workers 1,4,8]``,
+``python -m bench cancel [--chats N] [--cancel-after S] [--backend sqlite|postgres]``,
 ``python -m bench ussd [--sessions N] [--postgres URL]``,
 ``python -m bench priority [--recipients N] [--backend sqlite|postgres|both]``,
 ``python -m bench scale [--recipients N] [--workers 1,2,4]``,
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    cancel,
     common,
     load_during_broadcast,
     metrics,
@@ -78,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workdir", type=Path, default=None, help="SQLite files (default: /tmp)")
     telegram.add_arguments(
         commands.add_parser("telegram", help="a Telegram broadcast at Telegram's limits")
+    )
+    cancel.add_arguments(
+        commands.add_parser("cancel", help="a paced broadcast cancelled, then the correction")
     )
     ussd.add_arguments(
         commands.add_parser("ussd", help="USSD callback latency against a bare aiohttp floor")
@@ -424,6 +429,9 @@ def main() -> None:
     command = ".venv/bin/python -m bench " + shlex.join(sys.argv[1:])
     if args.command == "telegram":
         asyncio.run(telegram.main(args, command))
+        return
+    if args.command == "cancel":
+        asyncio.run(cancel.main(args, command))
         return
     if args.command == "ussd":
         asyncio.run(ussd.main(args, command))
