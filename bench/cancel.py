@@ -31,41 +31,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bench import common
-from bench.telegram import TELEGRAM_BOT_RATE, TOKEN, Run, _config, _seed
+from bench import common, telegram
+from bench.telegram import TELEGRAM_BOT_RATE, Run, _seed, gateway_of, runs
 from gateway.db.schema import announcements, deliveries
-
-
-def simulator_child(pipe: Connection, run: Run) -> None:
-    asyncio.run(_simulator_main(pipe, run))
-
-
-async def _simulator_main(pipe: Connection, run: Run) -> None:
-    """The Telegram simulator of ``bench.telegram``; answers with every accepted message's
-    arrival (``time.monotonic()``, one clock for every process of the machine) and text."""
-    from channels.telegram.simconfig import SimulatorConfig
-    from channels.telegram.simulator import TelegramSimulator
-
-    sim = TelegramSimulator(
-        SimulatorConfig(
-            token=TOKEN,
-            latency=run.latency,
-            enforce_bot_rate=TELEGRAM_BOT_RATE,
-            enforce_chat_limits=True,
-            max_records=run.chats * 6 + 100,
-            seed=1,
-        )
-    )
-    pipe.send(await sim.start())
-    await common.wait_for_command(pipe)
-    result = {
-        "arrivals": [(r.received_at, r.params.get("text", "")) for r in sim.accepted()],
-        "rate_limited": sim.rate_limited_total,
-        "records_dropped": sim.records_dropped,
-    }
-    await sim.stop()
-    pipe.send(result)
-
 
 # -- the child that runs the gateway ---------------------------------------------------------
 
@@ -76,20 +44,9 @@ def dispatch_child(pipe: Connection, params: dict[str, Any]) -> None:
 
 
 async def _dispatch(params: dict[str, Any]) -> dict[str, Any]:
-    from channels.registry import build_channels
-    from gateway.app import vault_from_config
-    from gateway.clock import SystemClock
-    from gateway.db.engine import create_engine
-    from gateway.outbox.dispatcher import Dispatcher
     from gateway.outbox.fanout import cancel_pending
-    from gateway.renditions import Renderer
 
-    config = _config(params)
-    engine = create_engine(config.database)
-    dispatcher = Dispatcher(
-        engine=engine, clock=SystemClock(), config=config, vault=vault_from_config(config),
-        renderer=Renderer(), channels=build_channels(config),
-    )  # fmt: skip
+    engine, dispatcher = gateway_of(params)
     first, correction = params["announcement_id"], params["correction_id"]
     assert await dispatcher.start_due() == 1
     await dispatcher.start()
@@ -181,24 +138,18 @@ async def _add_correction(url: str, first: int) -> int:
 async def cancel_and_correct(
     run: Run, *, cancel_after: float, backend: str, secrets: dict[str, str], workdir: Path
 ) -> dict[str, Any]:
-    url = await common.fresh_database(backend, f"cancel_w{run.workers}", workdir)
-    sim: common.Child | None = None
-    try:
+    async def seed(url: str) -> dict[str, Any]:
         first = await _seed(url, run.chats)
-        correction = await _add_correction(url, first)
-        sim = common.spawn(simulator_child, run)
-        timeout_s = 2 * run.chats / min(run.rate_per_second, TELEGRAM_BOT_RATE) * 3 + 120
-        params = {"url": url, "secrets": secrets, "run": run, "sim_url": sim.ready,
-                  "announcement_id": first, "correction_id": correction,
-                  "cancel_after": cancel_after, "timeout_s": timeout_s}  # fmt: skip
-        outbox = common.spawn(dispatch_child, params).finish(timeout=timeout_s + 60)
-        simulated = sim.ask("stop")
-        sim.process.join(30)
-        sim = None
-    finally:
-        if sim is not None:
-            sim.process.kill()
-        await common.drop_database(url)
+        return {"announcement_id": first, "correction_id": await _add_correction(url, first)}
+
+    outbox, simulated = await telegram.against_simulator(
+        run,
+        await common.fresh_database(backend, f"cancel_w{run.workers}", workdir),
+        seed=seed,
+        child=dispatch_child,
+        params={"secrets": secrets, "cancel_after": cancel_after},
+        timeout_s=2 * run.chats / min(run.rate_per_second, TELEGRAM_BOT_RATE) * 3 + 120,
+    )
     # What reached the provider, by which announcement's verification code it carries.
     cancelled_at, codes = outbox["cancelled_at"], outbox["codes"]
     first_late = [t for t, text in simulated["arrivals"]
@@ -218,14 +169,9 @@ async def cancel_and_correct(
 
 
 def add_arguments(parser: Any) -> None:
-    parser.add_argument("--chats", type=int, default=1500, help="subscribers of both")
-    parser.add_argument("--workers", default="4", help="comma-separated workers_per_channel")
-    parser.add_argument("--claim-batch", type=int, default=500, help="dispatch.claim_batch")
-    parser.add_argument("--rate", type=float, default=TELEGRAM_BOT_RATE)
+    telegram.add_arguments(parser, chats=1500, workers="4")
     parser.add_argument("--cancel-after", type=float, default=5.0, help="seconds of sending")
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--workdir", type=Path, default=None, help="SQLite files (default: /tmp)")
 
 
 async def main(args: Any, command: str) -> None:
@@ -240,15 +186,8 @@ async def main(args: Any, command: str) -> None:
     common.say()
     rows: list[list[Any]] = []
     try:
-        for workers in (int(w) for w in args.workers.split(",")):
+        for run in runs(args):
             for _ in range(args.rounds):
-                run = Run(
-                    chats=args.chats,
-                    workers=workers,
-                    claim_batch=args.claim_batch,
-                    rate_per_second=args.rate,
-                    latency=(0.01, 0.05),
-                )
                 result = await cancel_and_correct(
                     run, cancel_after=args.cancel_after, backend=args.backend,
                     secrets=secrets, workdir=workdir,
@@ -257,7 +196,7 @@ async def main(args: Any, command: str) -> None:
                 states = outbox["states"]
                 row = [
                     args.backend,
-                    workers,
+                    run.workers,
                     f"{args.cancel_after:g}",
                     f"{states.get(('first', 'sent'), 0) + states.get(('first', 'delivered'), 0):,}",
                     f"{states.get(('first', 'cancelled'), 0):,}",

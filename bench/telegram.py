@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
@@ -68,7 +69,7 @@ async def _simulator_main(pipe: Connection, run: Run) -> None:
             latency=run.latency,
             enforce_bot_rate=TELEGRAM_BOT_RATE,
             enforce_chat_limits=True,
-            max_records=run.chats * 4 + 100,
+            max_records=run.chats * 6 + 100,
             seed=1,
         )
     )
@@ -77,6 +78,9 @@ async def _simulator_main(pipe: Connection, run: Run) -> None:
     accepted = [r.received_at for r in sim.accepted()]
     duplicates = sum(1 for count in sim.sent_count.values() if count > 1)
     result = {
+        # Each accepted message's arrival (time.monotonic(): one clock for the machine's
+        # processes) and text, for ``bench.cancel``.
+        "arrivals": [(r.received_at, r.params.get("text", "")) for r in sim.accepted()],
         "requests": sim.requests_total,
         "accepted": sum(sim.sent_count.values()),
         "chats": len(sim.sent_count),
@@ -123,22 +127,29 @@ def _config(params: dict[str, Any]) -> Any:
     )
 
 
-async def _dispatch(params: dict[str, Any]) -> dict[str, Any]:
-    """Real Dispatcher + real TelegramChannel + real database: fan out, then drain."""
+def gateway_of(params: dict[str, Any]) -> tuple[Any, Any]:
+    """The engine and a real ``Dispatcher`` with the real ``TelegramChannel``."""
     from channels.registry import build_channels
     from gateway.app import vault_from_config
     from gateway.clock import SystemClock
-    from gateway.db.engine import create_engine, reading
+    from gateway.db.engine import create_engine
     from gateway.outbox.dispatcher import Dispatcher
     from gateway.renditions import Renderer
 
     config = _config(params)
     engine = create_engine(config.database)
-    channels = build_channels(config)
     dispatcher = Dispatcher(
         engine=engine, clock=SystemClock(), config=config, vault=vault_from_config(config),
-        renderer=Renderer(), channels=channels,
+        renderer=Renderer(), channels=build_channels(config),
     )  # fmt: skip
+    return engine, dispatcher
+
+
+async def _dispatch(params: dict[str, Any]) -> dict[str, Any]:
+    """Real Dispatcher + real TelegramChannel + real database: fan out, then drain."""
+    from gateway.db.engine import reading
+
+    engine, dispatcher = gateway_of(params)
     announcement_id = params["announcement_id"]
     assert await dispatcher.start_due() == 1  # approved -> sending, and the fan-out
     pending = sa.exists().where(
@@ -217,19 +228,23 @@ async def _seed(url: str, chats: int) -> int:
 # -- one broadcast --------------------------------------------------------------------------
 
 
-async def broadcast(
-    run: Run, *, backend: str, secrets: dict[str, str], workdir: Path
-) -> dict[str, Any]:
-    """One broadcast of ``run.chats`` messages; the simulator's and the outbox's figures."""
-    url = await common.fresh_database(backend, f"telegram_w{run.workers}", workdir)
+async def against_simulator(
+    run: Run,
+    url: str,
+    *,
+    seed: Callable[[str], Awaitable[dict[str, Any]]],
+    child: Callable[[Connection, dict[str, Any]], None],
+    params: dict[str, Any],
+    timeout_s: float,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``seed(url)`` (its answer joins ``params``), then ``child`` (a gateway process) against
+    the Telegram simulator; returns what each of them answers. Drops the database at the end."""
     sim: common.Child | None = None
     try:
-        announcement_id = await _seed(url, run.chats)
+        params = {**params, **await seed(url)}
         sim = common.spawn(simulator_child, run)
-        timeout_s = run.chats / min(run.rate_per_second, TELEGRAM_BOT_RATE) * 3 + 120
-        params = {"url": url, "secrets": secrets, "run": run, "sim_url": sim.ready,
-                  "announcement_id": announcement_id, "timeout_s": timeout_s}  # fmt: skip
-        outbox = common.spawn(dispatch_child, params).finish(timeout=timeout_s + 60)
+        params.update(url=url, run=run, sim_url=sim.ready, timeout_s=timeout_s)
+        outbox = common.spawn(child, params).finish(timeout=timeout_s + 60)
         simulated = sim.ask("stop")
         sim.process.join(30)
         sim = None
@@ -237,6 +252,25 @@ async def broadcast(
         if sim is not None:
             sim.process.kill()
         await common.drop_database(url)
+    return outbox, simulated
+
+
+async def broadcast(
+    run: Run, *, backend: str, secrets: dict[str, str], workdir: Path
+) -> dict[str, Any]:
+    """One broadcast of ``run.chats`` messages; the simulator's and the outbox's figures."""
+
+    async def seed(url: str) -> dict[str, Any]:
+        return {"announcement_id": await _seed(url, run.chats)}
+
+    outbox, simulated = await against_simulator(
+        run,
+        await common.fresh_database(backend, f"telegram_w{run.workers}", workdir),
+        seed=seed,
+        child=dispatch_child,
+        params={"secrets": secrets},
+        timeout_s=run.chats / min(run.rate_per_second, TELEGRAM_BOT_RATE) * 3 + 120,
+    )
     span = simulated["last"] - simulated["first"]
     accepted = simulated["accepted"]
     rate = (accepted - 1) / span if accepted > 1 and span > 0 else 0.0
@@ -252,10 +286,10 @@ async def broadcast(
 # -- the command ----------------------------------------------------------------------------
 
 
-def add_arguments(parser: Any) -> None:
-    parser.add_argument("--chats", type=int, default=3000, help="subscribers to broadcast to")
+def add_arguments(parser: Any, *, chats: int = 3000, workers: str = "1,4,8") -> None:
+    parser.add_argument("--chats", type=int, default=chats, help="subscribers to broadcast to")
     parser.add_argument(
-        "--workers", default="1,4,8", help="comma-separated dispatch.workers_per_channel values"
+        "--workers", default=workers, help="comma-separated dispatch.workers_per_channel values"
     )
     parser.add_argument("--claim-batch", type=int, default=500, help="dispatch.claim_batch")
     parser.add_argument(
@@ -263,6 +297,20 @@ def add_arguments(parser: Any) -> None:
     )
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--workdir", type=Path, default=None, help="SQLite files (default: /tmp)")
+
+
+def runs(args: Any) -> list[Run]:
+    """One ``Run`` per ``--workers`` value."""
+    return [
+        Run(
+            chats=args.chats,
+            workers=int(workers),
+            claim_batch=args.claim_batch,
+            rate_per_second=args.rate,
+            latency=(0.01, 0.05),
+        )
+        for workers in args.workers.split(",")
+    ]
 
 
 async def main(args: Any, command: str) -> None:
@@ -281,14 +329,8 @@ async def main(args: Any, command: str) -> None:
     common.say()
     rows: list[list[Any]] = []
     try:
-        for workers in (int(w) for w in args.workers.split(",")):
-            run = Run(
-                chats=args.chats,
-                workers=workers,
-                claim_batch=args.claim_batch,
-                rate_per_second=args.rate,
-                latency=(0.01, 0.05),
-            )
+        for run in runs(args):
+            workers = run.workers
             result = await broadcast(run, backend=args.backend, secrets=secrets, workdir=workdir)
             sim, outbox = result["sim"], result["outbox"]
             rows.append(
