@@ -27,8 +27,11 @@ before sending (``gateway.ratelimit.SEND_BY``): the dispatcher books again, a ch
 the request back unsent.
 
 Windows are Unix seconds of each host's clock: hosts sharing a database must keep their
-clocks in sync (NTP), or each one's seconds overlap the others'. A full window never frees up,
-so each process remembers the last window it reserved in and starts looking there.
+clocks in sync (NTP), or each one's seconds overlap the others'. A full window does not free
+up (but see ``give_back``), so each process remembers how far the windows are full, as far as
+it knows, and starts looking there. The requests of a batch book at the same moment: they book
+one after the other (a lock per channel), each starting where the one before left off, so the
+attempts grow with the requests, not with their square.
 
 A booking whose messages will not leave after all (a cancel or opt-out found while it waited,
 ``gateway.outbox.late_stops``) is given back (``give_back``): its window's ``used`` goes down,
@@ -126,6 +129,7 @@ class SharedRateLimit:
         self._clock = clock
         self._sleep = sleep
         self._next_window: dict[str, int] = {}
+        self._booking: dict[str, asyncio.Lock] = {}
         self._pruned_at: dict[str, float] = {}
 
     def now(self) -> float:
@@ -216,13 +220,18 @@ class SharedRateLimit:
         """Reserve ``n`` messages; returns the Unix time from which they may be sent."""
         seconds, limit = window_for(rate)
         now = self._clock()
-        window = max(self._next_window.get(channel, 0), int(now // seconds) * seconds)
         remaining = n
-        async with self.engine.connect() as conn:
+        # One booking of this process at a time per channel: each starts where the one before
+        # left off, and meets full windows only where other processes booked.
+        booking = self._booking.setdefault(channel, asyncio.Lock())
+        async with booking, self.engine.connect() as conn:
+            window = max(self._next_window.get(channel, 0), int(now // seconds) * seconds)
             while remaining > 0:
                 part = min(remaining, limit)
-                while not await self._take(conn, channel, window, part, limit):
-                    window += seconds
+                while (used := await self._take(conn, channel, window, part, limit)) is None:
+                    window = self._passed(channel, window + seconds)
+                if used >= limit:
+                    self._passed(channel, window + seconds)  # it filled the window
                 remaining -= part
                 if remaining > 0:
                     window += seconds
@@ -235,13 +244,21 @@ class SharedRateLimit:
                     )
                 )
                 await conn.commit()
-        self._next_window[channel] = window
+        self._passed(channel, window)
         return float(window)
+
+    def _passed(self, channel: str, window: int) -> int:
+        """No window before ``window`` has room for this process's next booking (as far as
+        it knows); returns where the next booking starts looking."""
+        self._next_window[channel] = max(self._next_window.get(channel, 0), window)
+        return self._next_window[channel]
 
     @staticmethod
     async def _take(
         conn: AsyncConnection, channel: str, window: int, part: int, limit: int
-    ) -> bool:
+    ) -> int | None:
+        """Adds ``part`` to ``window`` if it stays within ``limit``: the window's new
+        ``used``, or None when it is full."""
         insert = pg_insert(rate_budgets).values(channel=channel, window_start=window, used=part)
         added = rate_budgets.c.used + insert.excluded.used
         statement = insert.on_conflict_do_update(
@@ -251,7 +268,7 @@ class SharedRateLimit:
         ).returning(rate_budgets.c.used)
         used = (await conn.execute(statement)).scalar_one_or_none()
         await conn.commit()
-        return used is not None
+        return None if used is None else int(used)
 
 
 def shared_rate_limit(

@@ -283,6 +283,35 @@ async def test_shared_budget_never_books_a_window_beyond_its_limit(database_url:
 
 
 @pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_batchs_requests_booking_together_do_not_each_try_every_full_window(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claimed batch's requests book at once. They book one after the other, each from
+    where the one before left off: one attempt each here, where each used to try every
+    window the others had filled (2,460 attempts for these 120; Telegram batches on
+    PostgreSQL sent their first messages seconds late)."""
+    from gateway.outbox.shared_rate import SharedRateLimit
+
+    attempts = 0
+    take = SharedRateLimit._take
+
+    async def counted(*args: Any) -> int | None:
+        nonlocal attempts
+        attempts += 1
+        return await take(*args)
+
+    monkeypatch.setattr(SharedRateLimit, "_take", staticmethod(counted))
+    engine = create_engine(DatabaseConfig(url=database_url))
+    try:
+        limit = SharedRateLimit(engine, clock=lambda: 4_000_000.0)
+        starts = await asyncio.gather(*(limit.reserve("telegram", 1, rate=3) for _ in range(120)))
+        assert sorted(starts) == [4_000_000 + i // 3 for i in range(120)]
+        assert attempts == 120
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
 async def test_pruning_keeps_the_window_of_a_slow_channel_under_way(database_url: str) -> None:
     """One message per 1,000 s: its window began long before the last minute, yet it is not
     over; pruning must not free it for a second message. Windows over for a minute go."""
