@@ -598,7 +598,7 @@ class Dispatcher:
         pacer = self._arrivals.get(channel.name)
         send_by: float | None = None
         # Gives back the rate taken for messages that do not leave after all.
-        give_back: Callable[[int], Awaitable[None]] | None = None
+        give_back: Callable[[int], Awaitable[None]] = _nothing_taken
         if self._shared_rate is not None:
             request, send_by, give_back = await self._book(
                 channel, request, bucket, stops, kept_back
@@ -614,23 +614,20 @@ class Dispatcher:
                 )
                 if not request:
                     return []
-        paused = await self._wait_out_pause(
-            channel.name, request, give_back or _nothing_taken, stops, kept_back
-        )
+        paused = await self._wait_out_pause(channel.name, request, give_back, stops, kept_back)
         if isinstance(paused, HandedBack):
             return paused
         request = paused
         if not request:
             return []
         if pacer is not None:
-            booked = give_back or _nothing_taken  # in the shared budget, if any
-            turn = await self._arrival_turn(pacer, request, booked, stops, kept_back)
+            turn = await self._arrival_turn(pacer, request, give_back, stops, kept_back)
             if turn is None:
                 return HandedBack(STOPPING, retry_after=0.0)
             if not turn:
                 return []
             request = turn
-            give_back = _giving_back_to(pacer, booked)
+            give_back = _giving_back_to(pacer, give_back)  # and to the shared budget's
             # Paced by arrival (Telegram): the pacer's wait for answers in flight is part of
             # its pacing, not lateness, so the request carries no deadline after it.
             send_by = None
@@ -646,8 +643,7 @@ class Dispatcher:
         kept_back.update(stopped)
         if held or stopped:
             request = [m for m in request if m.delivery_id not in kept_back]
-            if give_back is not None:
-                await give_back(size - len(request))
+            await give_back(size - len(request))
         loop = asyncio.get_running_loop()
         # A channel that hands the request to a thread checks the deadline again there.
         token = SEND_BY.set(send_by)
@@ -678,11 +674,8 @@ class Dispatcher:
         """Sleep, ending early when the dispatcher stops (or ``news`` is set)."""
         if self._stopping:
             return
-        if news is None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_requested.wait(), seconds)
-            return
-        waits = {asyncio.ensure_future(e.wait()) for e in (self._stop_requested, news)}
+        events = (self._stop_requested,) if news is None else (self._stop_requested, news)
+        waits = {asyncio.ensure_future(event.wait()) for event in events}
         try:
             await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:

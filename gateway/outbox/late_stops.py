@@ -21,9 +21,9 @@ is never looked at again: the look costs nothing where there is nothing to catch
 While requests of a batch wait for their turn at the rate, a watcher looks for them every
 ``LOOK_EVERY_S`` (``watch``), and a look that finds a new stop wakes them (``news``), as does
 an announcement of the batch expiring: what was stopped or expired leaves its request at once,
-and its share of the rate goes back to the channel. A
-cancelled broadcast so frees its worker, and the rate it had taken, within a look rather than
-after its batch's last turn; the correction sent next does not wait behind it.
+and its share of the rate goes back to the channel. A cancelled broadcast so frees its worker,
+and the rate it had taken, within a look rather than after its batch's last turn; the
+correction sent next does not wait behind it.
 
 A claimed delivery can also go back to the queue: a retry, a request held for quiet hours or
 handed back in a provider's pause (``cancel_requeued``, in the transaction that records it),
