@@ -452,62 +452,19 @@ class Dispatcher:
     async def _send_batch(
         self, channel: Channel, batch: Sequence[claims.Claimed]
     ) -> list[claims.Outcome]:
-        outcomes: list[claims.Outcome] = []
-        messages: list[OutgoingMessage] = []
-        now = self.clock.now()
-        # One look-up per (announcement, language) of the batch, not per delivery; None: expired.
-        texts: dict[tuple[int, str], str | None] = {}
-        sendable: list[tuple[claims.Claimed, str]] = []
         # Normal announcements to a person wait out quiet hours, checked as each request leaves.
         gate = quiet.SendGate(batch)
         # Opt-outs, erasures and cancellations since the claim, looked at as requests leave.
         stops = late_stops.LateStops(self.engine, batch)
-        watch = channel.name in PERSONAL_CHANNELS
-        for item in batch:
-            if item.announcement_id is None:
-                sendable.append((item, item.body or ""))
-                continue
-            key = (item.announcement_id, item.language)
-            if key in texts:
-                text = texts[key]
-            else:
-                announcement = await self.texts.announcement(item.announcement_id)
-                expired = announcement.expires_at is not None and announcement.expires_at <= now
-                text = None if expired else self.texts.text(channel, announcement, item.language)
-                texts[key] = text
-                if announcement.expires_at is not None:
-                    stops.expires(item.announcement_id, announcement.expires_at)
-                if watch and (rule := await self._quiet_of(announcement)) is not None:
-                    gate.watch(item.announcement_id, *rule)
-            if text is None:
-                outcomes.append(
-                    claims.Outcome(
-                        item.id,
-                        DeliveryState.EXPIRED,
-                        error_reason=late_stops.EXPIRED,
-                    )
-                )
-                continue
-            sendable.append((item, text))
-        recipients = self._recipients(channel, [item for item, _ in sendable])
-        for (item, text), recipient in zip(sendable, recipients, strict=True):
-            if recipient is None:
-                outcomes.append(
-                    claims.Outcome(
-                        item.id, DeliveryState.CANCELLED, error_reason="no address for this channel"
-                    )
-                )
-                continue
-            messages.append(
-                OutgoingMessage(
-                    delivery_id=item.id,
-                    recipient=recipient,
-                    text=text,
-                    idempotency_key=f"warta-{item.id}",
-                    language=item.language,
-                    reply=item.announcement_id is None,
-                )
-            )
+        try:
+            outcomes, messages = await self._messages_of(channel, batch, gate, stops)
+        except Exception:
+            # Nothing of the batch has left: back to the queue now (the claim's attempt not
+            # counted), not after its lease, and the worker tries again. If even that fails,
+            # the lease runs out as before.
+            with contextlib.suppress(Exception):
+                await self.writer.run(functools.partial(claims.give_back, batch=batch))
+            raise
         attempts = {item.id: item.attempts for item in batch}
         requests = [
             messages[i : i + channel.batch_size]
@@ -560,6 +517,70 @@ class Dispatcher:
                     len(kept_back) - waiting,
                 )
         return outcomes
+
+    async def _messages_of(
+        self,
+        channel: Channel,
+        batch: Sequence[claims.Claimed],
+        gate: quiet.SendGate,
+        stops: late_stops.LateStops,
+    ) -> tuple[list[claims.Outcome], list[OutgoingMessage]]:
+        """The batch's messages to send, and the outcomes of those it will not (expired, no
+        address); the quiet hours and expiries of its announcements go to ``gate`` and
+        ``stops``."""
+        outcomes: list[claims.Outcome] = []
+        messages: list[OutgoingMessage] = []
+        now = self.clock.now()
+        # One look-up per (announcement, language) of the batch, not per delivery; None: expired.
+        texts: dict[tuple[int, str], str | None] = {}
+        sendable: list[tuple[claims.Claimed, str]] = []
+        watch = channel.name in PERSONAL_CHANNELS
+        for item in batch:
+            if item.announcement_id is None:
+                sendable.append((item, item.body or ""))
+                continue
+            key = (item.announcement_id, item.language)
+            if key in texts:
+                text = texts[key]
+            else:
+                announcement = await self.texts.announcement(item.announcement_id)
+                expired = announcement.expires_at is not None and announcement.expires_at <= now
+                text = None if expired else self.texts.text(channel, announcement, item.language)
+                texts[key] = text
+                if announcement.expires_at is not None:
+                    stops.expires(item.announcement_id, announcement.expires_at)
+                if watch and (rule := await self._quiet_of(announcement)) is not None:
+                    gate.watch(item.announcement_id, *rule)
+            if text is None:
+                outcomes.append(
+                    claims.Outcome(
+                        item.id,
+                        DeliveryState.EXPIRED,
+                        error_reason=late_stops.EXPIRED,
+                    )
+                )
+                continue
+            sendable.append((item, text))
+        recipients = self._recipients(channel, [item for item, _ in sendable])
+        for (item, text), recipient in zip(sendable, recipients, strict=True):
+            if recipient is None:
+                outcomes.append(
+                    claims.Outcome(
+                        item.id, DeliveryState.CANCELLED, error_reason="no address for this channel"
+                    )
+                )
+                continue
+            messages.append(
+                OutgoingMessage(
+                    delivery_id=item.id,
+                    recipient=recipient,
+                    text=text,
+                    idempotency_key=f"warta-{item.id}",
+                    language=item.language,
+                    reply=item.announcement_id is None,
+                )
+            )
+        return outcomes, messages
 
     async def _quiet_of(
         self, announcement: SentAnnouncement

@@ -22,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 from aiohttp import web
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -30,6 +31,7 @@ from gateway.clock import Clock, ManualClock
 from gateway.config import WartaConfig
 from gateway.db.schema import deliveries
 from gateway.outbox.dispatcher import Dispatcher
+from gateway.outbox.texts import AnnouncementTexts
 from tests.scheduler.support import dispatcher_of
 from tests.support.config import make_config
 from tests.support.sms import (
@@ -257,6 +259,9 @@ async def test_a_stop_waits_within_its_grace_for_a_record_that_meets_a_held_lock
         await broadcast(world)
         await hold_next_request(sim)
         dispatcher = Dispatcher.from_app(world.app)
+        # Fanned out before the workers start: with a 0.1 s busy timeout their claims would
+        # otherwise meet the fan-out's write lock (a claim still recovers, see below).
+        assert await dispatcher.start_due() == 1
         await dispatcher.start()
         await requests_arrived(sim)
         # Another program takes the write lock before the provider answers.
@@ -273,4 +278,33 @@ async def test_a_stop_waits_within_its_grace_for_a_record_that_meets_a_held_lock
             states = (await conn.scalars(sa.select(deliveries.c.state))).all()
         assert len(states) == RECIPIENTS and set(states) <= {"sent", "delivered"}
         assert "recorded 4 outcomes after" in caplog.text
+        assert [sim.sent_count[phone] for phone in numbers(RECIPIENTS)] == [1] * RECIPIENTS
+
+
+async def test_a_batch_whose_texts_cannot_be_read_goes_back_to_the_queue_at_once(
+    aiohttp_client, database_url, keys, monkeypatch
+):
+    """The batch is claimed, then reading its announcement fails (the storage busy): nothing of
+    it has left, so it is queued again at once with its attempt given back, not left to wait
+    out its lease; the worker's next turn sends it."""
+    async with sms_world(
+        aiohttp_client, impatient, database_url, keys, dispatch={"enabled": False}
+    ) as (world, sim):
+        await import_numbers(world, numbers(RECIPIENTS))
+        await broadcast(world)
+        dispatcher = dispatcher_of(world)
+        assert await dispatcher.start_due() == 1
+        read = AnnouncementTexts.announcement
+
+        async def busy(self: AnnouncementTexts, announcement_id: int) -> Any:
+            monkeypatch.setattr(AnnouncementTexts, "announcement", read)
+            raise OperationalError("SELECT", {}, Exception("database is locked"))
+
+        monkeypatch.setattr(AnnouncementTexts, "announcement", busy)
+        with pytest.raises(OperationalError):
+            await dispatcher.run_once("sms")
+        async with world.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(deliveries.c.state, deliveries.c.attempts))).all()
+        assert sorted(rows) == [("queued", 0)] * RECIPIENTS
+        assert await dispatcher.run_once("sms") == RECIPIENTS
         assert [sim.sent_count[phone] for phone in numbers(RECIPIENTS)] == [1] * RECIPIENTS
