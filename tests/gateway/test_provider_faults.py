@@ -352,7 +352,10 @@ async def test_a_claimed_batch_is_handed_back_when_the_pause_would_outlive_its_l
     # lease run out (maintenance queues the batch again: it could go out twice), so the
     # second batch goes back to the queue unsent, to be tried after the pause, and gets its
     # attempt back: with one attempt allowed the batch that met the 429 fails, the one never
-    # sent stays queued (before attempts were given back, it failed too).
+    # sent stays queued (before attempts were given back, it failed too). Paced by this
+    # process's bucket: the second claim's turn is then a whole second after the first's.
+    # The budget shared on PostgreSQL books wall-clock seconds, and a test that starts late
+    # in one would see the second window open before the 429 came back.
     async with gateway(
         aiohttp_client,
         database_url,
@@ -362,6 +365,7 @@ async def test_a_claimed_batch_is_handed_back_when_the_pause_would_outlive_its_l
         claim_batch=5,
         lease_seconds=4.0,
         max_attempts=max_attempts,
+        shared_rate_limit=False,
     ) as gw:
         await subscribe_everyone(gw.world, numbers(10))
         await gw.fault("sms", kind="throttle", seconds=4)
