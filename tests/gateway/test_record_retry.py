@@ -306,5 +306,9 @@ async def test_a_batch_whose_texts_cannot_be_read_goes_back_to_the_queue_at_once
         async with world.engine.connect() as conn:
             rows = (await conn.execute(sa.select(deliveries.c.state, deliveries.c.attempts))).all()
         assert sorted(rows) == [("queued", 0)] * RECIPIENTS
+        # The worker's next turns send it (a loaded machine may hand a request back once, late
+        # for its window of PostgreSQL's shared budget: it is queued again at once).
         assert await dispatcher.run_once("sms") == RECIPIENTS
+        while await dispatcher.run_once("sms"):
+            pass
         assert [sim.sent_count[phone] for phone in numbers(RECIPIENTS)] == [1] * RECIPIENTS
