@@ -89,6 +89,10 @@ async def sms_world(
         yield world, sim
     finally:
         await sim.stop()
+        # The app stops before the test's database goes (pytest drops it before it closes
+        # the client): a report still arriving would otherwise be stored into a database
+        # being dropped.
+        await world.client.close()
 
 
 @asynccontextmanager
