@@ -161,6 +161,11 @@ class DispatchConfig(_Section):
     # instead of N times it. Unset: on with PostgreSQL (SQLite has one process by design).
     # false: each process keeps its own token buckets (one dispatching process only).
     shared_rate_limit: bool | None = None
+    # A provider that refuses a whole request for an account reason (balance, credentials,
+    # sender id, review) holds its channel this long in each process: its deliveries stay
+    # queued, no attempt spent, and the next request after the hold finds out whether an
+    # operator has put the account right.
+    account_hold_s: float = Field(default=60.0, gt=0, le=3600)
 
 
 class SchedulerSection(_Section):

@@ -5,7 +5,8 @@ dispatcher decides what each means::
 
     ChannelError                    something went wrong talking to a provider
     ├── ConfigError                 our side is misconfigured (credentials, account, sender id):
-    │                               nothing will succeed until an operator fixes it
+    │                               nothing will succeed until an operator fixes it; a whole
+    │                               request refused so holds the channel (AccountHeld)
     ├── ConnectionFailed            network error, timeout or 5xx: retry with backoff
     │   └── Throttled               429 or the provider's rate words: retry after ``retry_after``
     ├── RecipientStopped            the citizen blocked us or opted out at the provider:
@@ -60,6 +61,16 @@ class HandedBack(Throttled):
     met, the rate window booked for it passed before it could leave (see
     ``gateway.ratelimit.SEND_BY``), or the gateway is stopping. Queued again, no attempt
     spent."""
+
+
+class AccountHeld(HandedBack):
+    """A request the provider refused whole for an account reason (a ``ConfigError``: the
+    balance ran out, the credentials or sender id were refused, the account is under review):
+    nothing left. Its channel is held (``[dispatch] account_hold_s``) and its messages are
+    queued again for after the hold, no attempt spent, until an operator puts the account
+    right; then the broadcast goes on where it stopped. Stored with the kind ``config``."""
+
+    kind = "config"
 
 
 class RecipientStopped(ChannelError):

@@ -45,11 +45,14 @@ _WHATSAPP_ONLY: Mapping[int, ErrorRule] = {
     131042: ErrorRule(ConfigError, "payment_issue"),
     131045: ErrorRule(ConfigError, "phone_not_registered"),
     133010: ErrorRule(ConfigError, "phone_not_registered"),
-    132000: ErrorRule(ConfigError, "template_param_count_mismatch"),
-    132001: ErrorRule(ConfigError, "template_missing"),
-    132012: ErrorRule(ConfigError, "template_param_format_mismatch"),
-    132015: ErrorRule(ConfigError, "template_paused"),
-    132016: ErrorRule(ConfigError, "template_disabled"),
+    # A template is one language's: its messages fail each for itself (retried a few times,
+    # then failed), and the channel goes on in the other languages instead of being held as a
+    # whole (an account problem that refuses every request holds it: gateway.outbox).
+    132000: ErrorRule(ConfigError, "template_param_count_mismatch", per_message=True),
+    132001: ErrorRule(ConfigError, "template_missing", per_message=True),
+    132012: ErrorRule(ConfigError, "template_param_format_mismatch", per_message=True),
+    132015: ErrorRule(ConfigError, "template_paused", per_message=True),
+    132016: ErrorRule(ConfigError, "template_disabled", per_message=True),
     # For WhatsApp, 368 restricts the whole business account, not one message.
     368: ErrorRule(ConfigError, "account_restricted"),
     # This recipient or this message only.

@@ -39,7 +39,14 @@ from gateway.config import WartaConfig
 from gateway.db.schema import announcements
 from gateway.db.writer import Writer
 from gateway.domain import PERSONAL_CHANNELS, AnnouncementStatus, DeliveryState, Urgency
-from gateway.errors import ChannelError, HandedBack, RecipientStopped, Throttled
+from gateway.errors import (
+    AccountHeld,
+    ChannelError,
+    ConfigError,
+    HandedBack,
+    RecipientStopped,
+    Throttled,
+)
 from gateway.outbox import claims, fallback, fanout, late_stops, quiet
 from gateway.outbox.fanout import fan_out
 from gateway.outbox.housekeeping import Housekeeping
@@ -108,7 +115,10 @@ class Dispatcher:
         self._quiet_hours = config.scheduler.default_quiet_hours()
         # agency id -> (loop time until which it holds, its quiet hours): for the send gate.
         self._agency_quiet: dict[int, tuple[float, quiet.QuietHours]] = {}
+        # channel -> loop time until which it sends nothing: a 429's Retry-After, or an
+        # account problem's hold (then the provider's word for it is in _held_for).
         self._paused_until: dict[str, float] = {}
+        self._held_for: dict[str, str] = {}
         self.texts = AnnouncementTexts(
             engine=engine,
             renderer=renderer,
@@ -674,22 +684,57 @@ class Dispatcher:
             if not request:
                 return []
             leave_by_deadline(send_by)
-            return await channel.send(request)
+            results = await channel.send(request)
+            if self._held_for and channel.name in self._held_for:
+                self._account_back(channel.name, loop.time())
+            return results
         except HandedBack as exc:
             # Late for its booked window: queued again at once (the rate is not in doubt).
             return exc
         except Throttled as exc:
             pause = exc.retry_after or 1.0
-            self._paused_until[channel.name] = max(
-                self._paused_until.get(channel.name, 0.0), loop.time() + pause
-            )
+            if loop.time() + pause > self._paused_until.get(channel.name, 0.0):
+                self._paused_until[channel.name] = loop.time() + pause
+                self._held_for.pop(channel.name, None)
             return exc
+        except ConfigError as exc:
+            if channel.reach == "social":
+                return exc  # one post to one of several accounts: the others may go on
+            return self._hold(channel.name, exc)
         except ChannelError as exc:
             return exc
         finally:
             SEND_BY.reset(token)
             if pacer is not None:
                 pacer.release(size)
+
+    def _hold(self, channel_name: str, error: ConfigError) -> AccountHeld:
+        """The provider refused a whole request for an account reason: hold the channel
+        (nothing is claimed or sent on it in this process for ``account_hold_s``) and queue
+        the request again for after the hold, its attempt given back."""
+        loop = asyncio.get_running_loop()
+        hold = self.config.dispatch.account_hold_s
+        word = error.reason or "refused"
+        ended = self._paused_until.get(channel_name, 0.0) <= loop.time()
+        if ended or self._held_for.get(channel_name) != word:
+            log.warning(
+                "%s: the provider refused the account (%s): nothing is sent on this channel "
+                "for %.0f s, and its deliveries wait in the queue until the account is put right",
+                channel_name,
+                word,
+                hold,
+            )
+        self._paused_until[channel_name] = max(
+            self._paused_until.get(channel_name, 0.0), loop.time() + hold
+        )
+        self._held_for[channel_name] = word
+        return AccountHeld(word, retry_after=hold)
+
+    def _account_back(self, channel_name: str, now: float) -> None:
+        """A request went through after an account hold ended: the hold is over."""
+        if self._paused_until.get(channel_name, 0.0) <= now:
+            word = self._held_for.pop(channel_name)
+            log.info("%s: the provider accepts the account again (was %s)", channel_name, word)
 
     async def _nap(self, seconds: float, news: asyncio.Event | None = None) -> None:
         """Sleep, ending early when the dispatcher stops (or ``news`` is set)."""
@@ -872,6 +917,9 @@ class Dispatcher:
         left = self._paused_until.get(channel_name, 0.0) - loop.time()
         while left > 0 and request:
             if left > budget:
+                held_for = self._held_for.get(channel_name)
+                if held_for is not None:
+                    return AccountHeld(held_for, retry_after=left)
                 return HandedBack("channel paused after HTTP 429", retry_after=left)
             request = await self._turn_of(
                 request, left, give_back=give_back, stops=stops, kept_back=kept_back
@@ -912,7 +960,11 @@ class Dispatcher:
                 + timedelta(seconds=1.0 if error.retry_after is None else error.retry_after),
                 refund=True,
             )
-        if error.retryable and attempts < settings.max_attempts:
+        # An account problem named for some recipients of an answer (the balance ran out
+        # within the request, a sender id one network does not know) is retried like a failed
+        # connection; one that refused a whole request held the channel (AccountHeld, above).
+        retryable = error.retryable or isinstance(error, ConfigError)
+        if retryable and attempts < settings.max_attempts:
             if isinstance(error, Throttled) and error.retry_after:
                 delay = error.retry_after
             else:

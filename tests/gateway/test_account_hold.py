@@ -1,0 +1,139 @@
+"""An account problem at the provider holds the channel instead of failing the broadcast.
+
+When Africa's Talking refuses a whole request for an account reason (the balance ran out,
+the credentials were refused), every later request would be refused alike until an operator
+acts. Failing each delivery would turn an agency's empty balance into a million permanent
+failures within seconds. Instead the channel is held (``[dispatch] account_hold_s``), its
+deliveries wait in the queue with no attempt spent, and the broadcast goes on where it
+stopped once the account is put right: each citizen reached exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from channels.simfaults import Fault
+from gateway.clock import ManualClock
+from tests.gateway.test_late_stops import T0, started
+
+EMPTY = "insufficient_balance"
+# One request per claimed batch of 100; the provider's rate does not pace them.
+BY_HAND = {"enabled": False, "claim_batch": 100, "account_hold_s": 1.0}
+UNPACED = {"rate_per_second": 1e5}
+REACHED = {"sent", "delivered"}  # the simulator's delivery report may have come already
+
+
+async def refuse(run: Any, refusal: str) -> str:
+    """The provider starts refusing every request for ``refusal``; returns its word."""
+    if refusal == "balance":
+        run.sim.config = replace(run.sim.config, outcomes={p: EMPTY for p in run.phones})
+        return "InsufficientBalance"
+    await run.sim.faults.add(Fault(kind="status", status=401, count=1000))
+    return "authentication refused (HTTP 401)"
+
+
+def put_right(run: Any) -> None:
+    run.sim.config = replace(run.sim.config, outcomes={})
+    run.sim.faults.clear()
+
+
+@pytest.mark.parametrize("refusal", ["balance", "credentials"])
+async def test_an_account_refused_holds_the_broadcast_until_it_is_put_right(
+    aiohttp_client, database_url, keys, caplog, refusal
+):
+    caplog.set_level(logging.INFO)
+    clock = ManualClock(T0)
+    async with started(
+        aiohttp_client,
+        database_url,
+        keys,
+        250,
+        clock=clock,
+        dispatch=BY_HAND,
+        africastalking=UNPACED,
+    ) as run:
+        word = await refuse(run, refusal)
+        assert await run.dispatcher.run_once("sms") == 100
+        states = await run.states()
+        # Refused whole: back in the queue for after the hold, its attempt given back.
+        held = [s for s in states.values() if s[1] is not None]
+        assert held == [("queued", "config", word, 0)] * 100
+        assert (
+            sorted(s for s in states.values() if s[1] is None) == [("queued", None, None, 0)] * 150
+        )
+        assert sum(run.sent()) == 0
+
+        # Held: the next claim waits for the hold's end; the 150 still due are not claimed.
+        requests = len(run.sim.faults.arrivals)
+        loop = asyncio.get_running_loop()
+        started_at = loop.time()
+        second = asyncio.create_task(run.dispatcher.run_once("sms"))
+        await asyncio.sleep(0.3)
+        assert not second.done()
+        assert len(run.sim.faults.arrivals) == requests
+        assert [s[0] for s in (await run.states()).values()] == ["queued"] * 250
+
+        # The agency tops up (or fixes its key): the broadcast goes on where it stopped.
+        put_right(run)
+        clock.set(T0 + timedelta(seconds=2))
+        assert await asyncio.wait_for(second, 10) == 100
+        assert loop.time() - started_at >= 0.9  # the hold (1 s) was waited out
+        while await run.dispatcher.run_once("sms"):
+            pass
+        assert run.sent() == [1] * 250
+        final = (await run.states()).values()
+        assert {s[0] for s in final} <= REACHED and {s[1:] for s in final} == {(None, None, 1)}
+    refused = [r for r in caplog.records if "refused the account" in r.getMessage()]
+    assert len(refused) == 1 and word in refused[0].getMessage()
+    assert any("accepts the account again" in r.getMessage() for r in caplog.records)
+    assert not any(phone in caplog.text for phone in run.phones)
+
+
+async def test_requests_waiting_for_their_turn_when_the_account_is_refused_wait_in_the_queue(
+    aiohttp_client, database_url, keys
+):
+    """One message a request at 2/s: the first is refused while the other two wait for
+    their turns. They are not sent into the refusal, and not counted as throttled: they
+    go back to the queue as held for the account, no attempt spent."""
+    clock = ManualClock(T0)
+    paced = {"rate_per_second": 2.0, "batch_size": 1}
+    hold = {**BY_HAND, "account_hold_s": 100.0}
+    async with started(
+        aiohttp_client, database_url, keys, 3, clock=clock, dispatch=hold, africastalking=paced
+    ) as run:
+        await refuse(run, "balance")
+        assert await run.dispatcher.run_once("sms") == 3
+        states = await run.states()
+        assert list(states.values()) == [("queued", "config", "InsufficientBalance", 0)] * 3
+        assert len(run.sim.faults.arrivals) <= 2  # the first, and one sharing its window
+
+
+async def test_an_account_problem_named_for_some_recipients_retries_them_alone(
+    aiohttp_client, database_url, keys, caplog
+):
+    """The balance ran out within a request: the provider sent to the first recipients and
+    refused the last. Those are retried with backoff like a failed connection (not failed
+    for good); the channel is not held, as the request was not refused whole."""
+    clock = ManualClock(T0)
+    async with started(
+        aiohttp_client, database_url, keys, 3, clock=clock, dispatch=BY_HAND, africastalking=UNPACED
+    ) as run:
+        last = run.phones[2]
+        run.sim.config = replace(run.sim.config, outcomes={last: EMPTY})
+        assert await run.dispatcher.run_once("sms") == 3
+        states = await run.states()
+        assert states[2] == ("queued", "config", "InsufficientBalance", 1)
+        assert run.sent() == [1, 1, 0]
+        put_right(run)
+        clock.set(T0 + timedelta(minutes=1))
+        assert await run.dispatcher.run_once("sms") == 1
+        assert run.sent() == [1, 1, 1]
+        final = (await run.states())[2]
+        assert final[0] in REACHED and final[1:] == (None, None, 2)
+    assert not any("refused the account" in r.getMessage() for r in caplog.records)
