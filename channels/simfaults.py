@@ -269,9 +269,9 @@ class FaultSchedule:
         try:
             fault = Fault.from_json(await request.json())
         except FaultInvalid as exc:
-            return _invalid(exc.field, exc.message)
+            return invalid_body(exc.field, exc.message)
         except ValueError:
-            return _invalid(None, "the body must be JSON")
+            return invalid_body(None, "the body must be JSON")
         await self.add(fault)
         return web.json_response({"pending": len(self.pending)}, status=201)
 
@@ -288,7 +288,7 @@ class FaultSchedule:
         return web.json_response({"pending": 0})
 
 
-def _invalid(field: str | None, message: str) -> web.Response:
+def invalid_body(field: str | None, message: str) -> web.Response:
     # The gateway API's error shape, so one client can read both.
     error = {"code": "invalid", "message": message, "field": field}
     return web.json_response({"error": error}, status=400)

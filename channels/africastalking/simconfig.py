@@ -130,6 +130,10 @@ class SimulatorConfig:
         retry_after_seconds: ``Retry-After`` sent with HTTP 429.
         timeout_hang: how long a ``timeout`` request hangs (longer than any client timeout).
         currency, cost_per_segment: price of each accepted message segment.
+        balance: the account's credit in ``currency``, or None for no limit. Each accepted
+            message takes its price from it; a recipient it can no longer pay for is refused
+            with 405 ``InsufficientBalance``, as Africa's Talking does (top it up at
+            ``POST /simulator/balance``).
         network_code: sent in delivery reports (99999 is the sandbox network).
         delivery_report_url: where delivery reports go; None sends none.
         delivery_report_delay: seconds from answering a request to reporting on it.
@@ -154,6 +158,7 @@ class SimulatorConfig:
     timeout_hang: float = 60.0
     currency: str = "KES"
     cost_per_segment: Decimal = Decimal("0.8000")
+    balance: Decimal | None = None
     network_code: str = "99999"
     delivery_report_url: str | None = None
     delivery_report_delay: Seconds = 0.0
@@ -179,6 +184,8 @@ class SimulatorConfig:
             raise ValueError("delivery_report_shares: shares add up to more than 1")
         for key in (*self.delivery_report_shares, *self.delivery_report_outcomes.values()):
             split_report_outcome(key)
+        if self.balance is not None and self.balance < 0:
+            raise ValueError("balance: must not be negative")
         if self.delivery_report_concurrency < 1 or self.delivery_report_attempts < 1:
             raise ValueError("delivery_report_concurrency and _attempts must be at least 1")
 

@@ -21,6 +21,9 @@ What it received, for tests and benchmarks:
   but stored as integers (~70 bytes per distinct number, so a million numbers fit in ~70 MB);
   ``sent_count.duplicates()`` names numbers that were sent more than once.
 - ``requests_total``, ``recipients_total`` and the delivery report counters.
+- ``balance``: the account's credit left (``SimulatorConfig.balance``; None: no limit), read
+  and set at ``GET``/``POST /simulator/balance`` (``{"balance": "5000"}``, or null for no
+  limit): an agency's balance running out mid-broadcast, and its top-up, on demand.
 - ``faults``: the fault schedule (``channels.simfaults``: 5xx bursts, 429s, resets, hangs, an
   outage, on demand at ``/simulator/faults``) and its ``arrivals``, every send request's time.
 
@@ -53,7 +56,7 @@ from channels.africastalking.simconfig import (
     split_report_outcome,
 )
 from channels.simdraws import draw, seconds
-from channels.simfaults import FaultSchedule
+from channels.simfaults import FaultSchedule, invalid_body
 from channels.simserver import LaterWork, SimulatorServer, post_until_taken
 
 __all__ = [
@@ -69,6 +72,7 @@ log = logging.getLogger(__name__)
 MESSAGING_PATH = "/version1/messaging"
 # Not Africa's Talking's: the simulator's own view of one handset, for ``warta phone``.
 PHONE_PATH = "/simulator/phones/{number}/messages"
+BALANCE_PATH = "/simulator/balance"
 _E164 = re.compile(r"\+[1-9]\d{6,14}")
 UNAUTHORIZED_TEXT = "The supplied authentication is invalid"
 
@@ -144,6 +148,7 @@ class AfricasTalkingSimulator(SimulatorServer):
         self.reports_refused = 0
         self.reports_failed = 0
         self.used_outcomes: set[str] = set()
+        self.balance: Decimal | None = self.config.balance
         self._rng = random.Random(self.config.seed)
         self._message_seq = 0
         self._suffixes = sorted(self.config.suffix_outcomes, key=len, reverse=True)
@@ -164,6 +169,8 @@ class AfricasTalkingSimulator(SimulatorServer):
         self.app.router.add_post(MESSAGING_PATH, self._handle_send)
         self.faults.add_routes(self.app)
         self.app.router.add_get(PHONE_PATH, self._handle_phone)
+        self.app.router.add_get(BALANCE_PATH, self._handle_balance)
+        self.app.router.add_post(BALANCE_PATH, self._handle_balance)
         self.app.cleanup_ctx.append(self._reports.run)
         self.app.on_shutdown.append(self.release_hanging)
 
@@ -241,6 +248,31 @@ class AfricasTalkingSimulator(SimulatorServer):
         ]
         return web.json_response({"messages": messages, "last": first + len(self.received) - 1})
 
+    async def _handle_balance(self, request: web.Request) -> web.StreamResponse:
+        """The account's credit left; a POST sets it (``{"balance": "5000"}``, null: no
+        limit)."""
+        if request.method == "POST":
+            try:
+                body = await request.json()
+            except ValueError:
+                return invalid_body(None, "the body must be JSON")
+            if not isinstance(body, dict) or "balance" not in body:
+                return invalid_body("balance", "balance is required (an amount, or null)")
+            value = body["balance"]
+            if value is None:
+                self.balance = None
+            else:
+                try:
+                    amount = Decimal(str(value))
+                except ArithmeticError:
+                    amount = Decimal(-1)
+                if not amount.is_finite() or amount < 0 or isinstance(value, bool):
+                    return invalid_body("balance", "balance must be an amount of 0 or more")
+                self.balance = amount
+                log.info("simulated account balance set")
+        left = None if self.balance is None else f"{self.balance:.4f}"
+        return web.json_response({"balance": left, "currency": self.config.currency})
+
     async def _handle_send(self, request: web.Request) -> web.StreamResponse:
         # A provider counts a request against its rate when it arrives, before its own work.
         arrived = time.time()
@@ -297,6 +329,11 @@ class AfricasTalkingSimulator(SimulatorServer):
             if outcome is None:
                 outcome = draw(config.recipient_failure_shares, self._rng) or "success"
             code, word = RECIPIENT_STATUS[outcome]
+            if code in ACCEPTED_CODES and self.balance is not None:
+                if self.balance < price:
+                    code, word = RECIPIENT_STATUS["insufficient_balance"]
+                else:
+                    self.balance -= price
             if code in ACCEPTED_CODES:
                 accepted += 1
                 self._message_seq += 1

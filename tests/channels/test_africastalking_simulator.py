@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
+import aiohttp
 import pytest
 import requests
 from africastalking.SMS import SMSService
@@ -267,3 +268,41 @@ async def test_failed_recipients_get_no_report_and_cost_nothing() -> None:
     assert (refused["cost"], refused["messageId"], refused["statusCode"]) == ("0", "None", 406)
     assert [form["phoneNumber"] for form in received] == [N1]
     assert Decimal(answer["SMSMessageData"]["Recipients"][0]["cost"].split()[1]) == Decimal("0.8")
+
+
+async def test_a_balance_runs_out_recipient_by_recipient_and_is_topped_up() -> None:
+    """Each accepted message takes its price; the first recipient the balance cannot pay for,
+    and every one after it, is refused with 405 InsufficientBalance and costs nothing."""
+    config = sim_config(balance=Decimal("2.0000"))  # 0.8 a message: two fit
+    async with running(config) as (simulator, base_url):
+        sdk = StockSdk(base_url)
+        answer = await asyncio.to_thread(sdk.send, "Hello", [N1, N2, N3])
+        entries = answer["SMSMessageData"]["Recipients"]
+        assert [(e["statusCode"], e["status"]) for e in entries] == [
+            (101, "Success"),
+            (101, "Success"),
+            (405, "InsufficientBalance"),
+        ]
+        assert entries[2]["cost"] == "0" and entries[2]["messageId"] == "None"
+        assert simulator.balance == Decimal("0.4000")
+        assert simulator.sent_count[N3] == 0
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{base_url}/simulator/balance") as left:
+                assert await left.json() == {"balance": "0.4000", "currency": "KES"}
+            async with session.post(f"{base_url}/simulator/balance", json={"balance": "100"}):
+                pass
+        answer = await asyncio.to_thread(sdk.send, "Hello", [N3])
+        assert answer["SMSMessageData"]["Recipients"][0]["statusCode"] == 101
+        assert simulator.balance == Decimal("99.2000")
+
+
+@pytest.mark.parametrize(
+    "body", [{}, {"balance": "-1"}, {"balance": "ten"}, {"balance": True}, {"balance": "NaN"}]
+)
+async def test_a_bad_balance_is_refused_naming_the_field(body: dict[str, Any]) -> None:
+    async with running(sim_config(balance=Decimal(5))) as (simulator, base_url):
+        url = f"{base_url}/simulator/balance"
+        async with aiohttp.ClientSession() as session, session.post(url, json=body) as answer:
+            assert answer.status == 400
+            assert (await answer.json())["error"]["field"] == "balance"
+        assert simulator.balance == Decimal(5)

@@ -137,3 +137,40 @@ async def test_an_account_problem_named_for_some_recipients_retries_them_alone(
         final = (await run.states())[2]
         assert final[0] in REACHED and final[1:] == (None, None, 2)
     assert not any("refused the account" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_balance_that_runs_out_mid_broadcast_then_a_top_up_reaches_everyone_once(
+    aiohttp_client, database_url, keys
+):
+    """The simulator keeps the account's balance: 130 messages' worth for 250 citizens. The
+    second request runs it out part-way (its last 70 recipients refused, retried), the third
+    is refused whole (the channel held). After the top-up, everyone has exactly one message."""
+    clock = ManualClock(T0)
+    async with started(
+        aiohttp_client,
+        database_url,
+        keys,
+        250,
+        clock=clock,
+        dispatch=BY_HAND,
+        africastalking=UNPACED,
+    ) as run:
+        run.sim.balance = run.sim.config.cost_per_segment * 130
+        while await run.dispatcher.run_once("sms"):
+            pass
+        states = list((await run.states()).values())
+        assert sum(run.sent()) == 130
+        waiting = sorted(s for s in states if s[0] == "queued")
+        assert (
+            waiting
+            == [("queued", "config", "InsufficientBalance", 0)] * 50
+            + [("queued", "config", "InsufficientBalance", 1)] * 70
+        )
+        assert run.sim.balance < run.sim.config.cost_per_segment
+
+        run.sim.balance = None  # topped up
+        clock.set(T0 + timedelta(minutes=1))
+        while await run.dispatcher.run_once("sms"):
+            pass
+        assert run.sent() == [1] * 250
+        assert {s[0] for s in (await run.states()).values()} <= REACHED
