@@ -48,6 +48,13 @@ class OutgoingMessage(NamedTuple):
         )
 
 
+class Balance(NamedTuple):
+    """A provider account's balance; ``currency`` None when the provider did not name one."""
+
+    currency: str | None
+    amount: Decimal
+
+
 class SendResult(NamedTuple):
     """What the provider said about one message of a batch (a named tuple, as above)."""
 
@@ -121,6 +128,11 @@ class Channel(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; called once at shutdown."""
+
+    async def balance(self) -> Balance | None:
+        """What is left on the provider account this channel pays from, if the provider
+        says (None: it does not, or the channel is free). Raises a ``ChannelError``."""
+        return None
 
     @abc.abstractmethod
     async def send(self, batch: Sequence[OutgoingMessage]) -> list[SendResult]:

@@ -26,7 +26,17 @@ from gateway.api import (
 from gateway.api.errors import error_middleware
 from gateway.api.openapi import build_openapi
 from gateway.api.routing import ApiRoutes
-from gateway.appkeys import CLOCK, CONFIG, DISPATCHER, ENGINE, RENDERER, REPORTS, VAULT, WRITER
+from gateway.appkeys import (
+    BALANCES,
+    CLOCK,
+    CONFIG,
+    DISPATCHER,
+    ENGINE,
+    RENDERER,
+    REPORTS,
+    VAULT,
+    WRITER,
+)
 from gateway.attempts import AttemptLimit
 from gateway.auth import auth_middleware
 from gateway.clock import Clock, SystemClock
@@ -80,6 +90,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _outbox(app: web.Application) -> AsyncIterator[None]:
+    from gateway.balances import Balances
     from gateway.db.writer import Writer
     from gateway.outbox.dispatcher import Dispatcher
     from gateway.outbox.reports import ReportWriter
@@ -91,6 +102,7 @@ async def _outbox(app: web.Application) -> AsyncIterator[None]:
     app[REPORTS] = reports
     dispatcher = Dispatcher.from_app(app)
     app[DISPATCHER] = dispatcher
+    app[BALANCES] = Balances(dispatcher.channels)
     if app[CONFIG].dispatch.enabled:
         await dispatcher.start()
     try:

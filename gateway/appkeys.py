@@ -12,6 +12,7 @@ from gateway.config import WartaConfig
 from gateway.personal import PhoneVault
 
 if TYPE_CHECKING:
+    from gateway.balances import Balances
     from gateway.db.writer import Writer
     from gateway.outbox.dispatcher import Dispatcher
     from gateway.outbox.reports import ReportWriter
@@ -25,3 +26,4 @@ RENDERER: web.AppKey[Renderer] = web.AppKey("renderer")
 DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("dispatcher")
 REPORTS: web.AppKey[ReportWriter] = web.AppKey("reports")
 WRITER: web.AppKey[Writer] = web.AppKey("writer")
+BALANCES: web.AppKey[Balances] = web.AppKey("balances")

@@ -222,9 +222,13 @@ async def _first_broadcast(
             f"/api/v1/announcements/{announcement_id}/preview", headers=headers
         ) as r:
             preview = await r.json()
+        balances = "".join(
+            f", {b['channel']} balance {b['currency'] or ''} {b['amount']}"
+            for b in preview.get("balances", [])
+        )
         console.print(
             f"Preview: {preview['recipients']} recipients, {preview['sms_segments']} SMS segments, "
-            f"estimated cost {preview['currency']} {preview['estimated_cost']}"
+            f"estimated cost {preview['currency']} {preview['estimated_cost']}{balances}"
         )
         approver = {"Authorization": f"Bearer {tokens['approver']}"}
         async with http.post(

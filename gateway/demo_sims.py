@@ -17,6 +17,8 @@ from gateway.config import PricingConfig
 DEMO_TELEGRAM_CHANNEL = "@warta_demo"
 # The demo's Africa's Talking voice number (Jakarta); the voice simulator accepts only it.
 DEMO_VOICE_NUMBER = "+622150880000"
+# The demo agencies' Africa's Talking balance (in the [pricing] currency): ample for the demo.
+DEMO_BALANCE = Decimal("50000000")
 
 
 @dataclass
@@ -65,6 +67,9 @@ class DemoSimulators:
                 delivery_report_shares={"Failed:DeliveryFailure": 0.01, "AbsentSubscriber": 0.01},
                 currency=pricing.currency,
                 cost_per_segment=pricing.per_region.get("ID", pricing.default_per_segment),
+                # An agency's account: the preview shows it beside the estimate, and
+                # POST /simulator/balance empties or tops it up to watch a broadcast hold.
+                balance=DEMO_BALANCE,
                 seed=None,
             )
         )

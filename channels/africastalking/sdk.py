@@ -4,7 +4,8 @@ The SDK is synchronous, hard-codes its host in each service's ``_init_service()`
 ``requests.post`` directly (a new connection per call, no pool) and turns every non-2xx
 answer into ``AfricasTalkingException(body)``, hiding the status code and headers. So:
 
-- ``WartaSMSService`` subclasses the SDK's ``SMSService`` and overrides exactly two hooks:
+- ``WartaSMSService`` (and ``WartaApplicationService``, for the account's balance) subclasses
+  the SDK's ``SMSService`` (``ApplicationService``) and overrides exactly two hooks:
   ``_init_service`` takes the base URL from our config, and ``_make_request`` sends through a
   pooled ``requests.Session`` and raises our error kinds with the status code and
   ``Retry-After`` it can see. Everything else (form fields, phone checks) stays the SDK's.
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import requests
+from africastalking.Application import ApplicationService
 from africastalking.SMS import SMSService
 
 from channels.africastalking.config import AfricasTalkingConfig
@@ -68,8 +70,9 @@ def error_for_status(status: int, retry_after: str | None = None) -> ChannelErro
     return Rejected(f"HTTP {status}")
 
 
-class WartaSMSService(SMSService):  # type: ignore[misc]  # the SDK is untyped
-    """The SDK's SMS service, pointed at ``base_url`` and sending through ``session_for_thread``.
+class _WartaSeam:
+    """What Warta changes in an SDK service: the base URL from our config (``_init_service``)
+    and requests through a pooled session with our error kinds (``_make_request``).
 
     Only synchronous calls are supported (the SDK's ``callback=`` mode starts bare threads,
     which we never want).
@@ -79,10 +82,10 @@ class WartaSMSService(SMSService):  # type: ignore[misc]  # the SDK is untyped
         # Both must exist before the SDK's __init__, which calls _init_service().
         self._warta_base_url = config.base_url.rstrip("/")
         self._session_for_thread = session_for_thread
-        super().__init__(config.username, config.api_key)
+        super().__init__(config.username, config.api_key)  # type: ignore[call-arg]
 
     def __repr__(self) -> str:
-        return f"<WartaSMSService base_url={self._warta_base_url!r}>"
+        return f"<{type(self).__name__} base_url={self._warta_base_url!r}>"
 
     def _init_service(self) -> None:
         self._baseUrl = self._warta_base_url + "/version1"
@@ -101,7 +104,7 @@ class WartaSMSService(SMSService):  # type: ignore[misc]  # the SDK is untyped
         timeout: float | tuple[float, float] = 10.0,
     ) -> Any:
         if callback is not None:
-            raise RuntimeError("WartaSMSService supports synchronous calls only")
+            raise RuntimeError(f"{type(self).__name__} supports synchronous calls only")
         session: requests.Session = self._session_for_thread()
         body: bytes | None = None
         if data is not None:
@@ -110,6 +113,15 @@ class WartaSMSService(SMSService):  # type: ignore[misc]  # the SDK is untyped
             body = urlencode([(k, v) for k, v in data.items() if v is not None]).encode()
             headers = {**headers, "Content-Type": FORM_MEDIA_TYPE}
         return request_json(session, method, url, headers, body, params, timeout)
+
+
+class WartaSMSService(_WartaSeam, SMSService):  # type: ignore[misc]  # the SDK is untyped
+    """The SDK's SMS service, pointed at ``base_url`` and sending through
+    ``session_for_thread``."""
+
+
+class WartaApplicationService(_WartaSeam, ApplicationService):  # type: ignore[misc]
+    """The SDK's application service (the account's balance), on the same seam."""
 
 
 def request_json(
@@ -234,6 +246,7 @@ class AfricasTalkingClient:
             base_url=config.base_url, workers=config.executor_workers, thread_name="warta-at"
         )
         self._sms = WartaSMSService(config, self._threads.session)
+        self._application = WartaApplicationService(config, self._threads.session)
 
     def __repr__(self) -> str:
         return f"<AfricasTalkingClient username={self._config.username!r}>"
@@ -271,6 +284,24 @@ class AfricasTalkingClient:
         if not isinstance(answer, Mapping):
             raise ConnectionFailed("unexpected response shape")
         return answer
+
+    async def balance(self) -> str | None:
+        """The account's balance as Africa's Talking states it (``"KES 1785.5000"``), or None
+        when its answer names none.
+
+        Raises:
+            ConfigError: credentials refused (HTTP 401/403).
+            ConnectionFailed: network error, timeout, 5xx or an unreadable answer.
+        """
+        return await self._threads.run(self._balance_sync)
+
+    def _balance_sync(self) -> str | None:
+        answer = self._application.fetch_application_data(timeout=self._config.request_timeout)
+        data = answer.get("UserData") if isinstance(answer, Mapping) else None
+        if not isinstance(data, Mapping):
+            raise ConnectionFailed("unexpected response shape")
+        balance = data.get("balance")
+        return balance if isinstance(balance, str) else None
 
     async def close(self) -> None:
         """Stop the worker threads and close every session's connections."""

@@ -1,5 +1,6 @@
 """A real aiohttp server speaking Africa's Talking's documented SMS wire format.
 
+``GET /version1/user`` answers the account's balance (``SimulatorConfig.balance``).
 ``POST /version1/messaging`` takes the form fields ``username``, ``to`` (comma-separated),
 ``message``, ``from``, ``bulkSMSMode`` and ``enqueue`` with an ``apiKey`` header, and answers
 like the real API: HTTP 201, ``Content-Type: application/json`` exactly (the official Python
@@ -70,6 +71,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MESSAGING_PATH = "/version1/messaging"
+USER_PATH = "/version1/user"
 # Not Africa's Talking's: the simulator's own view of one handset, for ``warta phone``.
 PHONE_PATH = "/simulator/phones/{number}/messages"
 BALANCE_PATH = "/simulator/balance"
@@ -168,6 +170,7 @@ class AfricasTalkingSimulator(SimulatorServer):
         )
         self.app.router.add_post(MESSAGING_PATH, self._handle_send)
         self.faults.add_routes(self.app)
+        self.app.router.add_get(USER_PATH, self._handle_user)
         self.app.router.add_get(PHONE_PATH, self._handle_phone)
         self.app.router.add_get(BALANCE_PATH, self._handle_balance)
         self.app.router.add_post(BALANCE_PATH, self._handle_balance)
@@ -247,6 +250,20 @@ class AfricasTalkingSimulator(SimulatorServer):
             if seq > after and 200 <= record.http_status < 300 and number in record.recipients
         ]
         return web.json_response({"messages": messages, "last": first + len(self.received) - 1})
+
+    async def _handle_user(self, request: web.Request) -> web.StreamResponse:
+        """Africa's Talking's application data: ``{"UserData": {"balance": "KES 1785.5000"}}``.
+        With no limit set the simulator names no balance."""
+        config = self.config
+        key_ok = hmac.compare_digest(request.headers.get("apiKey", ""), config.api_key)
+        if not key_ok or request.query.get("username") != config.username:
+            return web.Response(status=401, text=UNAUTHORIZED_TEXT)
+        data = {} if self.balance is None else {"balance": f"{config.currency} {self.balance:.4f}"}
+        return web.Response(
+            status=200,
+            body=json.dumps({"UserData": data}).encode(),
+            content_type="application/json",
+        )
 
     async def _handle_balance(self, request: web.Request) -> web.StreamResponse:
         """The account's credit left; a POST sets it (``{"balance": "5000"}``, null: no

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from channels.africastalking.config import AfricasTalkingConfig
 from channels.africastalking.sdk import AfricasTalkingClient
-from channels.base import Channel, Encoding, OutgoingMessage, Reach, SendResult
+from channels.base import Balance, Channel, Encoding, OutgoingMessage, Reach, SendResult
 from channels.sms.status import DLR_STATUS, SEND_STATUS, UNKNOWN_SEND_STATUS
 from gateway.domain import DeliveryState
 from gateway.errors import ChannelError, ConfigError, ConnectionFailed, Rejected
@@ -102,6 +102,13 @@ class SmsChannel(Channel):
 
     async def close(self) -> None:
         await self._client.close()
+
+    async def balance(self) -> Balance | None:
+        """The Africa's Talking account's balance (``"KES 1785.5000"``); None when its answer
+        names none or an unreadable one."""
+        text = await self._client.balance()
+        code, amount = _cost_of(text.replace(",", "")) if text else (None, None)
+        return None if amount is None else Balance(code, amount)
 
     async def send(self, batch: Sequence[OutgoingMessage]) -> list[SendResult]:
         """Send ``batch``; see the class docstring.

@@ -13,7 +13,7 @@ from channels.registry import channel_classes
 from gateway.api import models
 from gateway.api.announcements import TAGS, public_url
 from gateway.api.routing import ApiRoutes, path_id
-from gateway.appkeys import CONFIG, ENGINE, RENDERER
+from gateway.appkeys import BALANCES, CONFIG, ENGINE, RENDERER
 from gateway.auth import Principal
 from gateway.codes import new_code
 from gateway.db.engine import reading
@@ -43,6 +43,18 @@ class RenditionPreview(BaseModel):
     replacements: list[str]
 
 
+class ProviderBalance(BaseModel):
+    """What is left on a paying channel's provider account, beside what the announcement
+    would cost on it. ``enough`` is None when the provider states another currency than the
+    estimate's."""
+
+    channel: str
+    currency: str | None
+    amount: Decimal
+    estimated_cost: Decimal
+    enough: bool | None
+
+
 class Preview(BaseModel):
     announcement_id: int
     currency: str
@@ -51,6 +63,7 @@ class Preview(BaseModel):
     sms_segments: int
     estimated_cost: Decimal
     problems: list[str]
+    balances: list[ProviderBalance] = []
 
 
 async def build_preview(request: web.Request, row: AnnouncementRow) -> Preview:
@@ -157,6 +170,8 @@ async def build_preview(request: web.Request, row: AnnouncementRow) -> Preview:
                 )
             )
             problems.extend(f"{channel}/{language}: {p}" for p in rendition.problems)
+    balances = await _balances(request, out, pricing.currency)
+    problems.extend(_short(b, out, pricing.currency) for b in balances if b.enough is False)
     return Preview(
         announcement_id=v["id"],
         currency=pricing.currency,
@@ -165,6 +180,46 @@ async def build_preview(request: web.Request, row: AnnouncementRow) -> Preview:
         sms_segments=sum(r.segments * r.recipients for r in out if r.channel == "sms"),
         estimated_cost=sum((r.estimated_cost for r in out), Decimal(0)),
         problems=problems,
+        balances=balances,
+    )
+
+
+async def _balances(
+    request: web.Request, renditions: list[RenditionPreview], currency: str
+) -> list[ProviderBalance]:
+    """The provider balance of each channel the announcement would cost something on."""
+    costs: dict[str, Decimal] = defaultdict(Decimal)
+    for r in renditions:
+        if r.estimated_cost > 0:
+            costs[r.channel] += r.estimated_cost
+    balances = request.app.get(BALANCES)
+    if balances is None or not costs:
+        return []
+    out: list[ProviderBalance] = []
+    for channel, cost in costs.items():
+        balance = await balances.of(channel)
+        if balance is None:
+            continue
+        comparable = balance.currency is None or balance.currency == currency.upper()
+        out.append(
+            ProviderBalance(
+                channel=channel,
+                currency=balance.currency,
+                amount=balance.amount,
+                estimated_cost=cost,
+                enough=balance.amount >= cost if comparable else None,
+            )
+        )
+    return out
+
+
+def _short(balance: ProviderBalance, renditions: list[RenditionPreview], currency: str) -> str:
+    recipients = sum(r.recipients for r in renditions if r.channel == balance.channel)
+    reached = int(balance.amount / balance.estimated_cost * recipients)
+    return (
+        f"{balance.channel}: the estimated cost ({currency} {balance.estimated_cost}) is more "
+        f"than the provider balance left ({currency} {balance.amount}): about {reached:,} of "
+        f"{recipients:,} recipients would get it before the channel waits for a top-up"
     )
 
 

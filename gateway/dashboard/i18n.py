@@ -120,6 +120,11 @@ TEXT: dict[str, tuple[str, str]] = {
     "fits": ("muat", "fits"),
     "problems": ("Masalah", "Problems"),
     "total": ("Jumlah", "Total"),
+    "provider_balance": ("Saldo akun penyedia", "Provider account balance"),
+    "balance_short": (
+        "tidak cukup: pengiriman berhenti saat saldo habis dan lanjut setelah diisi ulang",
+        "not enough: sending stops when it runs out and goes on after a top-up",
+    ),
     "submit": ("Ajukan untuk persetujuan", "Submit for approval"),
     "approve": ("Setujui dan kirim", "Approve and send"),
     "reject": ("Tolak", "Reject"),
