@@ -910,13 +910,16 @@ class Dispatcher:
         come up during the provider's ``Retry-After``: it waits until the pause ends (what
         a look finds stopped meanwhile leaving it, as in ``_turn_of``). A pause longer than
         half the lease hands the request back as throttled instead (queued again for after
-        the pause, its attempt given back) rather than hold a worker and its batch that long.
+        the pause, its attempt and its share of the rate given back) rather than hold a worker
+        and its batch that long.
         """
         loop = asyncio.get_running_loop()
         budget = self.config.dispatch.lease_seconds / 2
         left = self._paused_until.get(channel_name, 0.0) - loop.time()
         while left > 0 and request:
             if left > budget:
+                # It leaves no sooner than the pause ends, long after the turn it took.
+                await give_back(len(request))
                 held_for = self._held_for.get(channel_name)
                 if held_for is not None:
                     return AccountHeld(held_for, retry_after=left)

@@ -17,9 +17,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from channels.simfaults import Fault
 from gateway.clock import ManualClock
+from gateway.outbox.shared_rate_tables import rate_budgets
 from tests.gateway.test_late_stops import T0, started
 
 EMPTY = "insufficient_balance"
@@ -111,7 +113,15 @@ async def test_requests_waiting_for_their_turn_when_the_account_is_refused_wait_
         assert await run.dispatcher.run_once("sms") == 3
         states = await run.states()
         assert list(states.values()) == [("queued", "config", "InsufficientBalance", 0)] * 3
-        assert len(run.sim.faults.arrivals) <= 2  # the first, and one sharing its window
+        reached = len(run.sim.faults.arrivals)
+        assert reached <= 2  # the first, and on PostgreSQL one sharing its window
+        # What did not leave gave its share of the rate back.
+        if run.dispatcher._shared_rate is None:
+            assert run.dispatcher._buckets["sms"].wait_time(1) <= 0.25
+        else:
+            async with run.world.engine.connect() as conn:
+                booked = await conn.scalar(sa.select(sa.func.sum(rate_budgets.c.used)))
+            assert booked == reached
 
 
 async def test_an_account_problem_named_for_some_recipients_retries_them_alone(
