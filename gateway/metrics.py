@@ -46,7 +46,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.appkeys import ENGINE
+from gateway.appkeys import DISPATCHER, ENGINE
 from gateway.db.engine import reading
 from gateway.db.schema import deliveries
 
@@ -189,6 +189,26 @@ class DeliveryCollector(Collector):
         yield latency
 
 
+class PausedCollector(Collector):
+    """The channels this process sends nothing on for now, read from its dispatcher at each
+    scrape: a provider's 429 pause (reason ``throttled``) or an account the provider refused
+    (reason ``config``: an empty balance, a refused key; alert on it)."""
+
+    def __init__(self) -> None:
+        self.paused: dict[str, tuple[str, float]] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        paused = GaugeMetricFamily(
+            "warta_channel_paused_seconds",
+            "Seconds until this process sends on the channel again; a channel whose account the "
+            "provider refused (reason config) stays listed until a request goes through",
+            labels=["channel", "reason"],
+        )
+        for channel, (reason, left) in sorted(self.paused.items()):
+            paused.add_metric([channel, reason], left)
+        yield paused
+
+
 class Metrics:
     """Per application: its own registry (two apps in one process never share a counter)."""
 
@@ -206,6 +226,8 @@ class Metrics:
         self._callback_counters: dict[tuple[str, int], Counter] = {}
         self.deliveries = DeliveryCollector()
         self.registry.register(self.deliveries)
+        self.paused = PausedCollector()
+        self.registry.register(self.paused)
         self._read_at: float | None = None
         self._lock = asyncio.Lock()
 
@@ -237,6 +259,8 @@ METRICS = web.AppKey("metrics", Metrics)
 async def metrics_page(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     await metrics.refresh(request.app[ENGINE])
+    dispatcher = request.app.get(DISPATCHER)
+    metrics.paused.paused = {} if dispatcher is None else dispatcher.paused_channels()
     return web.Response(
         body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )

@@ -730,6 +730,20 @@ class Dispatcher:
         self._held_for[channel_name] = word
         return AccountHeld(word, retry_after=hold)
 
+    def paused_channels(self) -> dict[str, tuple[str, float]]:
+        """channel -> (why, seconds left) for each channel this process does not send on
+        now: ``throttled`` for a 429's pause; ``config`` for an account the provider refused,
+        listed until a request goes through again (0 s left: the next one finds out)."""
+        now = asyncio.get_running_loop().time()
+        paused = {
+            name: ("throttled", until - now)
+            for name, until in self._paused_until.items()
+            if until > now and name not in self._held_for
+        }
+        for name in self._held_for:
+            paused[name] = ("config", max(0.0, self._paused_until.get(name, 0.0) - now))
+        return paused
+
     def _account_back(self, channel_name: str, now: float) -> None:
         """A request went through after an account hold ended: the hold is over."""
         if self._paused_until.get(channel_name, 0.0) <= now:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -29,6 +30,16 @@ EMPTY = "insufficient_balance"
 BY_HAND = {"enabled": False, "claim_batch": 100, "account_hold_s": 1.0}
 UNPACED = {"rate_per_second": 1e5}
 REACHED = {"sent", "delivered"}  # the simulator's delivery report may have come already
+
+
+PAUSED_FOR_ACCOUNT = r'warta_channel_paused_seconds\{channel="sms",reason="config"\} 0\.\d+'
+
+
+async def metrics_of(world: Any) -> str:
+    async with world.client.get("/metrics") as response:
+        assert response.status == 200
+        text: str = await response.text()
+        return text
 
 
 async def refuse(run: Any, refusal: str) -> str:
@@ -71,6 +82,9 @@ async def test_an_account_refused_holds_the_broadcast_until_it_is_put_right(
         )
         assert sum(run.sent()) == 0
 
+        # Operators can alert on it: the channel is listed as paused for its account.
+        assert re.search(PAUSED_FOR_ACCOUNT, await metrics_of(run.world))
+
         # Held: the next claim waits for the hold's end; the 150 still due are not claimed.
         requests = len(run.sim.faults.arrivals)
         loop = asyncio.get_running_loop()
@@ -89,6 +103,7 @@ async def test_an_account_refused_holds_the_broadcast_until_it_is_put_right(
         while await run.dispatcher.run_once("sms"):
             pass
         assert run.sent() == [1] * 250
+        assert "warta_channel_paused_seconds{" not in await metrics_of(run.world)
         final = (await run.states()).values()
         assert {s[0] for s in final} <= REACHED and {s[1:] for s in final} == {(None, None, 1)}
     refused = [r for r in caplog.records if "refused the account" in r.getMessage()]
