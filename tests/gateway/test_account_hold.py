@@ -42,6 +42,21 @@ async def metrics_of(world: Any) -> str:
         return text
 
 
+def by_hand(
+    aiohttp_client: Any, database_url: str, keys: dict[str, str], recipients: int, clock: Any
+) -> Any:
+    """``recipients`` SMS subscribers and one broadcast, by hand on ``clock``, unpaced."""
+    return started(
+        aiohttp_client,
+        database_url,
+        keys,
+        recipients,
+        clock=clock,
+        dispatch=BY_HAND,
+        africastalking=UNPACED,
+    )
+
+
 async def refuse(run: Any, refusal: str) -> str:
     """The provider starts refusing every request for ``refusal``; returns its word."""
     if refusal == "balance":
@@ -62,15 +77,7 @@ async def test_an_account_refused_holds_the_broadcast_until_it_is_put_right(
 ):
     caplog.set_level(logging.INFO)
     clock = ManualClock(T0)
-    async with started(
-        aiohttp_client,
-        database_url,
-        keys,
-        250,
-        clock=clock,
-        dispatch=BY_HAND,
-        africastalking=UNPACED,
-    ) as run:
+    async with by_hand(aiohttp_client, database_url, keys, 250, clock) as run:
         word = await refuse(run, refusal)
         assert await run.dispatcher.run_once("sms") == 100
         states = await run.states()
@@ -171,15 +178,7 @@ async def test_a_balance_that_runs_out_mid_broadcast_then_a_top_up_reaches_every
     second request runs it out part-way (its last 70 recipients refused, retried), the third
     is refused whole (the channel held). After the top-up, everyone has exactly one message."""
     clock = ManualClock(T0)
-    async with started(
-        aiohttp_client,
-        database_url,
-        keys,
-        250,
-        clock=clock,
-        dispatch=BY_HAND,
-        africastalking=UNPACED,
-    ) as run:
+    async with by_hand(aiohttp_client, database_url, keys, 250, clock) as run:
         run.sim.balance = run.sim.config.cost_per_segment * 130
         while await run.dispatcher.run_once("sms"):
             pass
