@@ -153,9 +153,7 @@ async def test_an_account_problem_named_for_some_recipients_retries_them_alone(
     refused the last. Those are retried with backoff like a failed connection (not failed
     for good); the channel is not held, as the request was not refused whole."""
     clock = ManualClock(T0)
-    async with started(
-        aiohttp_client, database_url, keys, 3, clock=clock, dispatch=BY_HAND, africastalking=UNPACED
-    ) as run:
+    async with by_hand(aiohttp_client, database_url, keys, 3, clock) as run:
         last = run.phones[2]
         run.sim.config = replace(run.sim.config, outcomes={last: EMPTY})
         assert await run.dispatcher.run_once("sms") == 3
