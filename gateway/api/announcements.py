@@ -7,10 +7,12 @@ one, and every change the scheduler must act on soon ends with ``notify_schedule
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.api import models
 from gateway.api.errors import ApiError, unprocessable
@@ -20,7 +22,7 @@ from gateway.auth import Principal
 from gateway.db.engine import reading
 from gateway.db.schema import agencies
 from gateway.domain import AnnouncementStatus, DeliveryState, Role
-from gateway.outbox import fallback
+from gateway.outbox import fallback, holds
 from gateway.store import announcements as store
 from gateway.store.audit import record
 from scheduler import recurrence as recurrences
@@ -241,9 +243,28 @@ async def get_announcement(request: web.Request, principal: Principal) -> models
         cost = await store.actual_cost(conn, announcement_id)
         series = await series_of(conn, announcement_id)
         reached_by_fallback = await fallback.reached_by_fallback(conn, announcement_id)
+        held = await _held_channels(request, conn, row)
     out = to_out(request, row, counts=counts.get(announcement_id, {}), cost=cost, series=series)
     out.reached_by_fallback = reached_by_fallback
+    out.held_channels = held
     return out
+
+
+_STILL_SENDING = frozenset({"approved", "scheduled", "sending"})
+
+
+async def _held_channels(
+    request: web.Request, conn: AsyncConnection, row: store.AnnouncementRow
+) -> list[models.ChannelHoldOut]:
+    """The announcement's channels held for an account problem, while it may still send."""
+    if str(row["status"]) not in _STILL_SENDING:
+        return []
+    hold = timedelta(seconds=request.app[CONFIG].dispatch.account_hold_s)
+    found = await holds.current(conn, row["channels"], now=request.app[CLOCK].now(), hold=hold)
+    return [
+        models.ChannelHoldOut(channel=h.channel, reason=h.reason, since=h.since, next_try=h.until)
+        for h in found
+    ]
 
 
 async def _checks_before(

@@ -126,6 +126,16 @@ class CountsByState(BaseModel):
     total: int
 
 
+class ChannelHoldOut(BaseModel):
+    """A channel whose provider refuses the account (gateway.outbox.holds): its deliveries
+    wait in the queue, and sending goes on by itself once the account is put right."""
+
+    channel: str
+    reason: str = Field(description="the provider's word, e.g. InsufficientBalance")
+    since: datetime
+    next_try: datetime = Field(description="when the gateway next asks the provider")
+
+
 class AnnouncementOut(BaseModel):
     id: int
     agency: str
@@ -163,6 +173,12 @@ class AnnouncementOut(BaseModel):
         description="The recurring series this announcement is the template or an occurrence "
         "of, with its recurrence (cron, time zone, until, count); null otherwise. Not filled "
         "in lists.",
+    )
+    held_channels: list[ChannelHoldOut] | None = Field(
+        default=None,
+        description="Channels of this announcement whose provider refuses the account now (an "
+        "empty balance, a refused key), while it still has deliveries to send. Not filled in "
+        "lists.",
     )
 
 

@@ -120,6 +120,14 @@ TEXT: dict[str, tuple[str, str]] = {
     "fits": ("muat", "fits"),
     "problems": ("Masalah", "Problems"),
     "total": ("Jumlah", "Total"),
+    "channel_held": (
+        "Kanal {channel} tertahan: penyedia menolak akun ({reason}) sejak {since} UTC. Pesan "
+        "menunggu dan terkirim sendiri setelah akun diperbaiki (misalnya saldo diisi ulang); "
+        "dicoba lagi {next_try} UTC.",
+        "{channel} is held: the provider refuses the account ({reason}) since {since} UTC. "
+        "Messages wait and go out by themselves once the account is put right (a top-up, a "
+        "new key); next try {next_try} UTC.",
+    ),
     "provider_balance": ("Saldo akun penyedia", "Provider account balance"),
     "balance_short": (
         "tidak cukup: pengiriman berhenti saat saldo habis dan lanjut setelah diisi ulang",

@@ -409,6 +409,18 @@ attempt_counters = Table(
     Column("attempts", Integer, nullable=False),
 )
 
+# A channel held because its provider refuses the account (an empty balance, a refused key:
+# gateway.outbox.holds). One row while a process holds it, so that the API and the dashboard
+# can say why a broadcast waits; ``until`` is when its holder next asks the provider.
+channel_holds = Table(
+    "channel_holds",
+    metadata,
+    Column("channel", String(32), primary_key=True),
+    Column("reason", String(200), nullable=False),
+    Column("since", When, nullable=False),
+    Column("until", When, nullable=False),
+)
+
 # The scheduler declares its tables (recurrences, quiet hours) on this metadata. Importing it
 # here keeps one complete picture of the schema for the migrations and the start-up check.
 from gateway.cap import tables as _cap_tables  # noqa: E402, F401

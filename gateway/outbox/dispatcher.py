@@ -47,7 +47,7 @@ from gateway.errors import (
     RecipientStopped,
     Throttled,
 )
-from gateway.outbox import claims, fallback, fanout, late_stops, quiet
+from gateway.outbox import claims, fallback, fanout, holds, late_stops, quiet
 from gateway.outbox.fanout import fan_out
 from gateway.outbox.housekeeping import Housekeeping
 from gateway.outbox.leases import LeaseKeeper, Outages
@@ -119,6 +119,9 @@ class Dispatcher:
         # account problem's hold (then the provider's word for it is in _held_for).
         self._paused_until: dict[str, float] = {}
         self._held_for: dict[str, str] = {}
+        # Holds to store for the API and dashboard (gateway.outbox.holds): channel -> the
+        # provider's word, or None once it accepts the account again.
+        self._hold_news: dict[str, str | None] = {}
         self.texts = AnnouncementTexts(
             engine=engine,
             renderer=renderer,
@@ -377,6 +380,8 @@ class Dispatcher:
         finally:
             self._held.difference_update(ids)
             await keeper.stop()
+        if self._hold_news:
+            await self._store_holds()
         if fell_back:
             log.info(
                 "%d failed %s deliveries fall back to another channel", fell_back, channel_name
@@ -728,6 +733,7 @@ class Dispatcher:
             self._paused_until.get(channel_name, 0.0), loop.time() + hold
         )
         self._held_for[channel_name] = word
+        self._hold_news[channel_name] = word
         return AccountHeld(word, retry_after=hold)
 
     def paused_channels(self) -> dict[str, tuple[str, float]]:
@@ -748,7 +754,26 @@ class Dispatcher:
         """A request went through after an account hold ended: the hold is over."""
         if self._paused_until.get(channel_name, 0.0) <= now:
             word = self._held_for.pop(channel_name)
+            self._hold_news[channel_name] = None
             log.info("%s: the provider accepts the account again (was %s)", channel_name, word)
+
+    async def _store_holds(self) -> None:
+        """Tell the database which channels this process holds, or no longer holds."""
+        news, self._hold_news = self._hold_news, {}
+        now = self.clock.now()
+        until = now + timedelta(seconds=self.config.dispatch.account_hold_s)
+
+        def write(conn: Connection) -> None:
+            for channel_name, reason in news.items():
+                if reason is None:
+                    holds.clear(conn, channel_name)
+                else:
+                    holds.store(conn, channel_name, reason, now=now, until=until)
+
+        try:
+            await self.writer.run(write)
+        except Exception as exc:  # only what the dashboard shows: the hold itself stands
+            log.warning("could not store channel holds: %s", type(exc).__name__)
 
     async def _nap(self, seconds: float, news: asyncio.Event | None = None) -> None:
         """Sleep, ending early when the dispatcher stops (or ``news`` is set)."""
