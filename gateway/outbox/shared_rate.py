@@ -35,8 +35,9 @@ attempts grow with the requests, not with their square.
 
 A booking whose messages will not leave after all (a cancel or opt-out found while it waited,
 ``gateway.outbox.late_stops``) is given back (``give_back``): its window's ``used`` goes down,
-and this process looks there again for its next booking. Bookings are given back only when
-they fit in one window; one spread over several keeps them.
+and this process looks there again for its next booking; the others, booking ahead, look back
+for windows with room at most once a second (``LOOK_BACK_EVERY_S``) and take those first.
+Bookings are given back only when they fit in one window; one spread over several keeps them.
 
 When the database cannot be reached the reservation falls back to this process's own bucket
 (logged): nothing can be claimed meanwhile, so only the batches already in flight are paced
@@ -68,6 +69,10 @@ log = logging.getLogger("warta.dispatch")
 # of a slow channel may be far longer); what matters is only the present and the future.
 KEEP_SECONDS = 60
 PRUNE_EVERY_S = 30.0
+# How often a process booking ahead looks back for windows given back since it passed them
+# (by any process), and how many it takes note of at a time.
+LOOK_BACK_EVERY_S = 1.0
+LOOK_BACK_WINDOWS = 64
 
 
 # How to wait (seconds, an event that ends the wait early or None).
@@ -131,6 +136,9 @@ class SharedRateLimit:
         self._next_window: dict[str, int] = {}
         self._booking: dict[str, asyncio.Lock] = {}
         self._pruned_at: dict[str, float] = {}
+        # Windows before _next_window with room, as the last look back found them.
+        self._room_behind: dict[str, list[int]] = {}
+        self._looked_back_at: dict[str, float] = {}
 
     def now(self) -> float:
         """The clock the windows are counted in (Unix seconds)."""
@@ -225,7 +233,12 @@ class SharedRateLimit:
         # left off, and meets full windows only where other processes booked.
         booking = self._booking.setdefault(channel, asyncio.Lock())
         async with booking, self.engine.connect() as conn:
-            window = max(self._next_window.get(channel, 0), int(now // seconds) * seconds)
+            current = int(now // seconds) * seconds
+            window = max(self._next_window.get(channel, 0), current)
+            if n <= limit:
+                behind = await self._behind(conn, channel, current, window, n, limit, now)
+                if behind is not None and await self._take(conn, channel, behind, n, limit):
+                    return float(behind)
             while remaining > 0:
                 part = min(remaining, limit)
                 while (used := await self._take(conn, channel, window, part, limit)) is None:
@@ -246,6 +259,46 @@ class SharedRateLimit:
                 await conn.commit()
         self._passed(channel, window)
         return float(window)
+
+    async def _behind(
+        self,
+        conn: AsyncConnection,
+        channel: str,
+        current: int,
+        ahead: int,
+        part: int,
+        limit: int,
+        now: float,
+    ) -> int | None:
+        """A window from ``current`` up to ``ahead`` (where this process's walk starts) with
+        room for ``part``: one given back since this process passed it, by any process.
+
+        Looked for at most every ``LOOK_BACK_EVERY_S`` while this process books ahead; the
+        windows found are tried first until the next look. Without it, only the process
+        that gave a window back would use it again.
+        """
+        room = self._room_behind.setdefault(channel, [])
+        if ahead > current and now - self._looked_back_at.get(channel, -math.inf) >= (
+            LOOK_BACK_EVERY_S
+        ):
+            self._looked_back_at[channel] = now
+            found = await conn.scalars(
+                sa.select(rate_budgets.c.window_start)
+                .where(
+                    rate_budgets.c.channel == channel,
+                    rate_budgets.c.window_start >= current,
+                    rate_budgets.c.window_start < ahead,
+                    rate_budgets.c.used <= limit - part,
+                )
+                .order_by(rate_budgets.c.window_start)
+                .limit(LOOK_BACK_WINDOWS)
+            )
+            room[:] = list(found)
+        while room:
+            window = room.pop(0)
+            if current <= window < ahead:
+                return window
+        return None
 
     def _passed(self, channel: str, window: int) -> int:
         """No window before ``window`` has room for this process's next booking (as far as

@@ -312,6 +312,37 @@ async def test_a_batchs_requests_booking_together_do_not_each_try_every_full_win
 
 
 @pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_window_one_process_gives_back_is_booked_again_by_another(
+    database_url: str,
+) -> None:
+    """Process A books five one-message windows ahead and gives the third back (its message
+    was cancelled); process B, which had booked past them, books that window next instead of
+    one further on. Before, only A looked back."""
+    from gateway.outbox.shared_rate import LOOK_BACK_EVERY_S, SharedRateLimit
+    from gateway.ratelimit import TokenBucket
+
+    engine = create_engine(DatabaseConfig(url=database_url))
+    now = [5_000_000.0]
+    local = TokenBucket(rate=1, burst=1)
+    try:
+        a, b = (SharedRateLimit(engine, clock=lambda: now[0]) for _ in range(2))
+        booked = [await a.book("telegram", 1, rate=1, local=local) for _ in range(5)]
+        assert [k.window for k in booked] == [5_000_000 + i for i in range(5)]
+        assert await b.reserve("telegram", 1, rate=1) == 5_000_005
+        await a.give_back(booked[2], 1)
+        assert await b.reserve("telegram", 1, rate=1) == 5_000_002
+        # Every window is full again: B goes on from where it was, not from the start.
+        assert await b.reserve("telegram", 1, rate=1) == 5_000_006
+        # A window that came free meanwhile is found at the next look back, a second on.
+        await a.give_back(booked[3], 1)
+        assert await b.reserve("telegram", 1, rate=1) == 5_000_007
+        now[0] += LOOK_BACK_EVERY_S
+        assert await b.reserve("telegram", 1, rate=1) == 5_000_003
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
 async def test_pruning_keeps_the_window_of_a_slow_channel_under_way(database_url: str) -> None:
     """One message per 1,000 s: its window began long before the last minute, yet it is not
     over; pruning must not free it for a second message. Windows over for a minute go."""
