@@ -44,6 +44,7 @@ from collections import Counter, deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -255,15 +256,10 @@ class AfricasTalkingSimulator(SimulatorServer):
         """Africa's Talking's application data: ``{"UserData": {"balance": "KES 1785.5000"}}``.
         With no limit set the simulator names no balance."""
         config = self.config
-        key_ok = hmac.compare_digest(request.headers.get("apiKey", ""), config.api_key)
-        if not key_ok or request.query.get("username") != config.username:
+        if not credentials_ok(request, request.query.get("username"), config):
             return web.Response(status=401, text=UNAUTHORIZED_TEXT)
         data = {} if self.balance is None else {"balance": f"{config.currency} {self.balance:.4f}"}
-        return web.Response(
-            status=200,
-            body=json.dumps({"UserData": data}).encode(),
-            content_type="application/json",
-        )
+        return exact_json({"UserData": data})
 
     async def _handle_balance(self, request: web.Request) -> web.StreamResponse:
         """The account's credit left; a POST sets it (``{"balance": "5000"}``, null: no
@@ -302,8 +298,7 @@ class AfricasTalkingSimulator(SimulatorServer):
         if latency > 0:
             await asyncio.sleep(latency)
 
-        key_ok = hmac.compare_digest(request.headers.get("apiKey", ""), config.api_key)
-        if not key_ok or fields.get("username") != config.username:
+        if not credentials_ok(request, fields.get("username"), config):
             self._record(fields, recipients, 401, arrived)
             return web.Response(status=401, text=UNAUTHORIZED_TEXT)
         missing = [name for name in ("username", "to", "message") if not fields.get(name)]
@@ -379,10 +374,7 @@ class AfricasTalkingSimulator(SimulatorServer):
                 "Recipients": entries,
             }
         }
-        # Bytes plus content_type without charset gives exactly "application/json".
-        return web.Response(
-            status=201, body=json.dumps(body).encode(), content_type="application/json"
-        )
+        return exact_json(body, status=201)
 
     def _queue_report(self, due: float, message_id: str, number: str) -> None:
         canned = self.config.delivery_report_outcomes.get(number)
@@ -397,6 +389,21 @@ class AfricasTalkingSimulator(SimulatorServer):
         if reason is not None:
             report["failureReason"] = reason
         self._reports.put(report, due=due)
+
+
+def credentials_ok(request: web.Request, username: str | None, config: Any) -> bool:
+    """The ``apiKey`` header and ``username`` are the account's (``config``: a simulator's,
+    with ``api_key`` and ``username``)."""
+    key_ok = hmac.compare_digest(request.headers.get("apiKey", ""), config.api_key)
+    return key_ok and username == config.username
+
+
+def exact_json(body: object, *, status: int = 200) -> web.Response:
+    """``body`` as JSON with ``Content-Type`` exactly ``application/json``: the official SDK
+    decodes nothing else. Bytes plus a content_type without charset give exactly that."""
+    return web.Response(
+        status=status, body=json.dumps(body).encode(), content_type="application/json"
+    )
 
 
 async def _recipients_of(request: web.Request) -> tuple[str, ...]:

@@ -25,8 +25,6 @@ with its ``arrivals``, every call request's time, fault and numbers.
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 import logging
 import math
 import random
@@ -40,9 +38,12 @@ import aiohttp
 from aiohttp import web
 
 from channels.africastalking.simulator import (
+    UNAUTHORIZED_TEXT,
     RecipientCounter,
     _recipients_of,
     _throttled,
+    credentials_ok,
+    exact_json,
 )
 from channels.simdraws import draw, seconds
 from channels.simfaults import FaultSchedule
@@ -60,7 +61,6 @@ __all__ = ["ReceivedCallRequest", "SimulatedCall", "VoiceSimulator", "serve_fore
 log = logging.getLogger(__name__)
 
 CALL_PATH = "/call"
-UNAUTHORIZED_TEXT = "The supplied authentication is invalid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,8 +163,7 @@ class VoiceSimulator(SimulatorServer):
         latency = seconds(config.latency, self._rng)
         if latency > 0:
             await asyncio.sleep(latency)
-        key_ok = hmac.compare_digest(request.headers.get("apiKey", ""), config.api_key)
-        if not key_ok or fields.get("username") != config.username:
+        if not credentials_ok(request, fields.get("username"), config):
             self._record(fields, numbers, 401)
             return web.Response(status=401, text=UNAUTHORIZED_TEXT)
         missing = [name for name in ("username", "from", "to") if not fields.get(name)]
@@ -188,11 +187,11 @@ class VoiceSimulator(SimulatorServer):
             return web.Response(status=504, text="Gateway Timeout")
         self._record(fields, numbers, 200)
         if config.caller_numbers and fields["from"] not in config.caller_numbers:
-            return _json({"entries": [], "errorMessage": "Invalid callerId"})
+            return exact_json({"entries": [], "errorMessage": "Invalid callerId"})
         entries = [
             self._entry(number, outcome) for number, outcome in zip(numbers, outcomes, strict=True)
         ]
-        return _json({"entries": entries, "errorMessage": "None"})
+        return exact_json({"entries": entries, "errorMessage": "None"})
 
     def _entry(self, number: str, outcome: str) -> dict[str, str]:
         status = ENTRY_STATUS[outcome]
@@ -370,11 +369,6 @@ class VoiceSimulator(SimulatorServer):
             call.final_delivered = True
         except _CallEnded as ended:
             call.problems.append(str(ended))
-
-
-def _json(body: object) -> web.Response:
-    # Bytes plus content_type without charset gives exactly "application/json".
-    return web.Response(status=200, body=json.dumps(body).encode(), content_type="application/json")
 
 
 async def serve_forever(host: str, port: int, config: VoiceSimulatorConfig) -> None:
