@@ -697,10 +697,8 @@ class Dispatcher:
             # Late for its booked window: queued again at once (the rate is not in doubt).
             return exc
         except Throttled as exc:
-            pause = exc.retry_after or 1.0
-            if loop.time() + pause > self._paused_until.get(channel.name, 0.0):
-                self._paused_until[channel.name] = loop.time() + pause
-                self._held_for.pop(channel.name, None)
+            if self._pause(channel.name, exc.retry_after or 1.0):
+                self._held_for.pop(channel.name, None)  # paused for the 429 now
             return exc
         except ConfigError as exc:
             if channel.reach == "social":
@@ -729,12 +727,19 @@ class Dispatcher:
                 word,
                 hold,
             )
-        self._paused_until[channel_name] = max(
-            self._paused_until.get(channel_name, 0.0), loop.time() + hold
-        )
+        self._pause(channel_name, hold)
         self._held_for[channel_name] = word
         self._hold_news[channel_name] = word
         return AccountHeld(word, retry_after=hold)
+
+    def _pause(self, channel_name: str, seconds: float) -> bool:
+        """Send nothing on the channel for ``seconds`` from now, unless a pause already set
+        ends later; True when this moved its end."""
+        until = asyncio.get_running_loop().time() + seconds
+        if until <= self._paused_until.get(channel_name, 0.0):
+            return False
+        self._paused_until[channel_name] = until
+        return True
 
     def paused_channels(self) -> dict[str, tuple[str, float]]:
         """channel -> (why, seconds left) for each channel this process does not send on
