@@ -1,4 +1,5 @@
-"""What one SMS segment costs, by country and, where the contract says so, by network.
+"""What one SMS segment costs, by country and, where the contract says so, by network; and
+what a minute of a voice call costs, by country.
 
 The same tariff prices the preview (in Python, per group of recipients) and each delivery at
 fan-out (as a SQL CASE over the subscriber's country and network), so the estimate before
@@ -8,9 +9,10 @@ approval and the deliveries' own estimates agree.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -62,6 +64,15 @@ class Tariff:
             per_network=pricing.per_network,
         )
 
+    @classmethod
+    def for_calls(cls, pricing: PricingConfig) -> Tariff:
+        """The price of one minute of a voice call, by region."""
+        return cls(
+            currency=pricing.currency,
+            default=pricing.voice_default_per_minute,
+            per_region=pricing.voice_per_region,
+        )
+
     def price(self, country: str | None, network: str | None) -> Decimal:
         """Price of one segment to a number of ``country`` on ``network``."""
         by_network = self.per_network.get(country or "", {})
@@ -82,3 +93,10 @@ class Tariff:
         if not whens:
             return sa.literal(self.default)
         return sa.case(*whens, else_=sa.literal(self.default))
+
+
+def billed_minutes(seconds: float, billing_s: int) -> Decimal:
+    """The minutes a call of ``seconds`` is billed for when the provider bills every started
+    ``billing_s`` seconds in full (60: whole minutes; 1: by the second)."""
+    steps = max(1, math.ceil(seconds / billing_s))
+    return (Decimal(steps * billing_s) / 60).quantize(Decimal("0.0001"), rounding=ROUND_CEILING)

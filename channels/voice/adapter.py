@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from channels.base import Channel, Encoding, OutgoingMessage, Reach, SendResult
 from channels.voice.client import VoiceClient
 from channels.voice.config import VoiceConfig
-from channels.voice.speech import SAY_LANGUAGES, SpeechRenderer
+from channels.voice.speech import SAY_LANGUAGES, SpeechRenderer, estimated_call_seconds
 from channels.voice.status import (
     CALL_ENTRY_STATUS,
     HANGUP_CAUSES,
@@ -99,6 +99,16 @@ class VoiceChannel(Channel):
 
     async def close(self) -> None:
         await self._client.close()
+
+    async def call_seconds(self, text: str, language: str) -> float:
+        """How long a call reading ``text`` once lasts (``SpeechRenderer.call_seconds``), with
+        this channel's repeat key and wait for it; what the preview and fan-out price."""
+        return await self.renderer.call_seconds(
+            text,
+            language,
+            repeat_key=self._config.repeat_key,
+            digits_timeout=self._config.digits_timeout,
+        )
 
     async def send(self, batch: Sequence[OutgoingMessage]) -> list[SendResult]:
         """Place a call to each message's recipient; see the class docstring.
@@ -219,3 +229,11 @@ def _result(message: OutgoingMessage, entry: Mapping[str, Any]) -> SendResult:
         state=DeliveryState.SENT,
         provider_message_id=session_id,
     )
+
+
+async def call_seconds(channel: Channel | None, text: str, language: str) -> float:
+    """A call's length on ``channel`` when it is the configured voice channel, else guessed
+    from the text with the default repeat key and wait."""
+    if isinstance(channel, VoiceChannel):
+        return await channel.call_seconds(text, language)
+    return estimated_call_seconds(text, language)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from decimal import Decimal
 
@@ -10,10 +11,11 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from channels.registry import channel_classes
+from channels.voice.adapter import call_seconds
 from gateway.api import models
 from gateway.api.announcements import TAGS, public_url
 from gateway.api.routing import ApiRoutes, path_id
-from gateway.appkeys import BALANCES, CONFIG, ENGINE, RENDERER
+from gateway.appkeys import BALANCES, CONFIG, DISPATCHER, ENGINE, RENDERER
 from gateway.auth import Principal
 from gateway.codes import new_code
 from gateway.db.engine import reading
@@ -21,7 +23,7 @@ from gateway.db.schema import agencies, deliveries, subscribers
 from gateway.domain import Role
 from gateway.outbox.content import content_for, languages_of
 from gateway.outbox.fanout import count_audience
-from gateway.pricing import Tariff
+from gateway.pricing import Tariff, billed_minutes
 from gateway.renditions import TemplateProblem
 from gateway.store.announcements import AnnouncementRow, get_announcement
 
@@ -38,6 +40,8 @@ class RenditionPreview(BaseModel):
     fits: bool
     recipients: int
     estimated_cost: Decimal
+    # Voice: how long one call reading the message once lasts, which the cost is billed by.
+    call_seconds: int | None = None
     missing_facts: list[str]
     problems: list[str]
     replacements: list[str]
@@ -94,6 +98,9 @@ async def build_preview(request: web.Request, row: AnnouncementRow) -> Preview:
         recipients[(channel, lang if lang in langs else v["language"])][(country, network)] += n
     pricing = config.pricing
     tariff = Tariff.from_config(pricing)
+    call_tariff = Tariff.for_calls(pricing)
+    dispatcher = app.get(DISPATCHER)
+    voice = None if dispatcher is None else dispatcher.channels.get("voice")
     out: list[RenditionPreview] = []
     problems: list[str] = []
     for channel in v["channels"]:
@@ -148,9 +155,15 @@ async def build_preview(request: web.Request, row: AnnouncementRow) -> Preview:
                 )
                 continue
             cost = Decimal(0)
+            seconds: int | None = None
             if channel == "sms":
                 for (country, network), n in per_country.items():
                     cost += tariff.price(country, network) * rendition.segments * n
+            elif channel == "voice":
+                seconds = math.ceil(await call_seconds(voice, rendition.text, language))
+                minutes = billed_minutes(seconds, pricing.voice_billing_s)
+                for (country, _), n in per_country.items():
+                    cost += call_tariff.price(country, None) * minutes * n
             out.append(
                 RenditionPreview(
                     channel=channel,
@@ -162,6 +175,7 @@ async def build_preview(request: web.Request, row: AnnouncementRow) -> Preview:
                     fits=rendition.fits,
                     recipients=count,
                     estimated_cost=cost,
+                    call_seconds=seconds,
                     missing_facts=list(rendition.missing_facts),
                     problems=list(rendition.problems),
                     replacements=[

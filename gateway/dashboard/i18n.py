@@ -129,6 +129,7 @@ TEXT: dict[str, tuple[str, str]] = {
         "new key); next try {next_try} UTC.",
     ),
     "provider_balance": ("Saldo akun penyedia", "Provider account balance"),
+    "call_length": ("Lama satu panggilan", "Length of one call"),
     "balance_short": (
         "tidak cukup: pengiriman berhenti saat saldo habis dan lanjut setelah diisi ulang",
         "not enough: sending stops when it runs out and goes on after a top-up",

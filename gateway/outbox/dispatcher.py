@@ -127,6 +127,8 @@ class Dispatcher:
             renderer=renderer,
             public_url=config.http.public_url,
             sms=self.channels.get("sms"),
+            voice=self.channels.get("voice"),
+            call_billing_s=config.pricing.voice_billing_s,
         )
         # The deliveries this process's workers have claimed and not yet recorded.
         self._held: set[int] = set()
@@ -284,6 +286,7 @@ class Dispatcher:
                     .one()
                 )
                 segments = await self.texts.segments_at_start(conn, row)
+                call_minutes = await self.texts.call_minutes_at_start(conn, row)
                 added = await fan_out(
                     conn,
                     announcement=row,
@@ -291,6 +294,8 @@ class Dispatcher:
                     segments_by_channel=segments,
                     tariff=Tariff.from_config(self.config.pricing),
                     accounts={n: c.accounts for n, c in self.channels.items() if c.accounts},
+                    call_minutes=call_minutes,
+                    call_tariff=Tariff.for_calls(self.config.pricing),
                 )
                 # Deferred in the same transaction: no worker may claim a delivery of a
                 # normal announcement started at night before it is moved to the morning.

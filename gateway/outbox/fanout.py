@@ -96,6 +96,8 @@ async def fan_out(
     segments_by_channel: Mapping[str, Mapping[str, int]] | None = None,
     tariff: Tariff | None = None,
     accounts: Mapping[str, Sequence[str]] | None = None,
+    call_minutes: Mapping[str, Decimal] | None = None,
+    call_tariff: Tariff | None = None,
 ) -> dict[str, int]:
     """Insert the announcement's deliveries; returns how many were added per channel.
 
@@ -107,6 +109,8 @@ async def fan_out(
         tariff: the price of one SMS segment by country and network.
         accounts: social channel -> the accounts to post to (one delivery each, in the
             announcement's main language).
+        call_minutes: language -> the minutes one voice call of that rendition is billed for.
+        call_tariff: the price of one minute of a voice call by country.
     """
     languages = [announcement["language"], *announcement["translations"].keys()]
     language = sa.case(
@@ -161,7 +165,15 @@ async def fan_out(
             if tariff is None
             else tariff.sql_price(subscribers.c.country, subscribers.c.network)
         )
-        cost = (segments * price) if channel == "sms" else sa.null()
+        cost: Any = sa.null()
+        if channel == "sms":
+            cost = segments * price
+        elif channel == "voice" and call_minutes and call_tariff is not None:
+            minutes = sa.case(
+                *((language == lang, sa.literal(m)) for lang, m in call_minutes.items()),
+                else_=sa.literal(max(call_minutes.values())),
+            )
+            cost = minutes * call_tariff.sql_price(subscribers.c.country, subscribers.c.network)
         source = (
             sa.select(
                 sa.literal(announcement["id"]),

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,9 +19,11 @@ from cachetools import LRUCache
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from channels.base import Channel
+from channels.voice.adapter import call_seconds
 from gateway.db.schema import agencies, announcements
 from gateway.outbox.content import content_for
-from gateway.renditions import Renderer
+from gateway.pricing import billed_minutes
+from gateway.renditions import Renderer, Rendition
 
 log = logging.getLogger("warta.dispatch")
 
@@ -46,11 +49,15 @@ class AnnouncementTexts:
         renderer: Renderer,
         public_url: str,
         sms: Channel | None,
+        voice: Channel | None = None,
+        call_billing_s: int = 60,
     ) -> None:
         self._engine = engine
         self._renderer = renderer
         self._public_url = public_url.rstrip("/")
         self._sms = sms
+        self._voice = voice
+        self._call_billing_s = call_billing_s
         self._announcements: LRUCache[int, SentAnnouncement] = LRUCache(_ANNOUNCEMENTS_KEPT)
         self._texts: LRUCache[tuple[int, str, str], str] = LRUCache(_TEXTS_KEPT)
         self._sms_segments: LRUCache[int, dict[str, int]] = LRUCache(_ANNOUNCEMENTS_KEPT)
@@ -110,10 +117,23 @@ class AnnouncementTexts:
         started, not yet cached) will carry, by channel: what its fan-out prices."""
         if self._sms is None or "sms" not in row["channels"]:
             return {}
-        agency_name = (
-            await conn.execute(sa.select(agencies.c.name).where(agencies.c.id == row["agency_id"]))
-        ).scalar_one()
+        agency_name = await _agency_name(conn, row)
         return {"sms": self._segments(self._sms, row, agency_name)}
+
+    async def call_minutes_at_start(
+        self, conn: AsyncConnection, row: Mapping[str, Any]
+    ) -> dict[str, Decimal]:
+        """The minutes one voice call of ``row`` (just started) is billed for, per language:
+        what its fan-out prices. Empty when the announcement has no voice calls."""
+        if self._voice is None or "voice" not in row["channels"]:
+            return {}
+        agency_name = await _agency_name(conn, row)
+        minutes: dict[str, Decimal] = {}
+        for language in [row["language"], *row["translations"]]:
+            text = self._rendition(self._voice, row, agency_name, language).text
+            seconds = await call_seconds(self._voice, text, language)
+            minutes[language] = billed_minutes(seconds, self._call_billing_s)
+        return minutes
 
     async def sms_segments_of(self, announcement_id: int) -> dict[str, int]:
         """Segments per language of the announcement's SMS, to price a stand-in SMS."""
@@ -135,15 +155,21 @@ class AnnouncementTexts:
 
     def _segments(self, sms: Channel, row: Mapping[str, Any], agency_name: str) -> dict[str, int]:
         return {
-            language: self._renderer.render(
-                type(sms),
-                content_for(
-                    row,
-                    language=language,
-                    agency_name=agency_name,
-                    public_url=self.public_url(row),
-                ),
-                keep_gsm7=row["keep_gsm7"],
-            ).segments
+            language: self._rendition(sms, row, agency_name, language).segments
             for language in [row["language"], *row["translations"]]
         }
+
+    def _rendition(
+        self, channel: Channel, row: Mapping[str, Any], agency_name: str, language: str
+    ) -> Rendition:
+        content = content_for(
+            row, language=language, agency_name=agency_name, public_url=self.public_url(row)
+        )
+        return self._renderer.render(type(channel), content, keep_gsm7=row["keep_gsm7"])
+
+
+async def _agency_name(conn: AsyncConnection, row: Mapping[str, Any]) -> str:
+    name: str = (
+        await conn.execute(sa.select(agencies.c.name).where(agencies.c.id == row["agency_id"]))
+    ).scalar_one()
+    return name

@@ -77,6 +77,7 @@ async def voice_world(
     tmp_path: Path,
     *,
     play_calls: bool = True,
+    pricing: dict[str, Any] | None = None,
     **simulated: Any,
 ) -> AsyncIterator[tuple[World, VoiceSimulator]]:
     """The gateway with voice on, pointed at a voice simulator whose calls call it back."""
@@ -110,6 +111,7 @@ async def voice_world(
         },
         scheduler={"quiet_hours": "off"},
         dispatch={"idle_poll_s": 0.05, "backoff_base_s": 0.05, "backoff_max_s": 0.2},
+        pricing=pricing or {},
     )
     app = create_app(config)
     client = await aiohttp_client(app, server_kwargs={"port": port})
