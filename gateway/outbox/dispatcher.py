@@ -1061,6 +1061,11 @@ class Dispatcher:
                 announcement_id: await self.texts.sms_segments_of(announcement_id)
                 for announcement_id in sorted(announcement_ids)
             },
+            call_tariff=Tariff.for_calls(self.config.pricing),
+            call_minutes={
+                announcement_id: await self.texts.call_minutes_of(announcement_id)
+                for announcement_id in sorted(announcement_ids)
+            },
         )
 
     # -- housekeeping -----------------------------------------------------------------------

@@ -33,6 +33,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -70,28 +71,43 @@ class FallbackRules:
         tariff: prices a stand-in SMS the way fan-out prices one; None leaves cost empty.
         sms_segments: announcement id -> language -> segments of its SMS rendition; a
             missing entry counts one segment.
+        call_tariff: prices a stand-in voice call the way fan-out prices one.
+        call_minutes: announcement id -> language -> the minutes one call of it is billed
+            for; a stand-in call without an entry has no estimate.
     """
 
     channels: frozenset[str]
     unconfirmed_after: timedelta
     tariff: Tariff | None = None
     sms_segments: Mapping[int, Mapping[str, int]] = field(default_factory=dict)
+    call_tariff: Tariff | None = None
+    call_minutes: Mapping[int, Mapping[str, Decimal]] = field(default_factory=dict)
 
     def key(self) -> tuple[Any, ...]:
         """Everything the stand-ins' statement is built from, hashable."""
-        tariff = self.tariff
-        prices = None
-        if tariff is not None:
-            prices = (
-                tariff.currency,
-                tariff.default,
-                tuple(sorted(tariff.per_region.items())),
-                tuple(sorted((c, tuple(sorted(n.items()))) for c, n in tariff.per_network.items())),
-            )
-        segments = tuple(
-            sorted((a, tuple(sorted(m.items()))) for a, m in self.sms_segments.items())
+        return (
+            self.channels,
+            self.unconfirmed_after,
+            _prices(self.tariff),
+            _per_announcement(self.sms_segments),
+            _prices(self.call_tariff),
+            _per_announcement(self.call_minutes),
         )
-        return (self.channels, self.unconfirmed_after, prices, segments)
+
+
+def _prices(tariff: Tariff | None) -> tuple[Any, ...] | None:
+    if tariff is None:
+        return None
+    return (
+        tariff.currency,
+        tariff.default,
+        tuple(sorted(tariff.per_region.items())),
+        tuple(sorted((c, tuple(sorted(n.items()))) for c, n in tariff.per_network.items())),
+    )
+
+
+def _per_announcement(values: Mapping[int, Mapping[str, Any]]) -> tuple[Any, ...]:
+    return tuple(sorted((a, tuple(sorted(m.items()))) for a, m in values.items()))
 
 
 failed = deliveries.alias("failed")
@@ -236,18 +252,20 @@ def _candidate_channels(rules: FallbackRules) -> sa.Subquery | None:
     return union.subquery("candidate")
 
 
-def _segments(rules: FallbackRules) -> sa.ColumnElement[int]:
+def _per_language(values: Mapping[int, Mapping[str, Any]], otherwise: Any) -> sa.ColumnElement[Any]:
+    """The failed delivery's value by its announcement and language, as a SQL CASE."""
     whens = [
         (
             sa.and_(failed.c.announcement_id == announcement_id, failed.c.language == language),
-            sa.literal(n),
+            sa.literal(value),
         )
-        for announcement_id, per_language in rules.sms_segments.items()
-        for language, n in per_language.items()
+        for announcement_id, per_language in values.items()
+        for language, value in per_language.items()
     ]
+    default = sa.null() if otherwise is None else sa.literal(otherwise)
     if not whens:
-        return sa.literal(1)
-    return sa.case(*whens, else_=sa.literal(1))
+        return default
+    return sa.case(*whens, else_=default)
 
 
 async def source_announcements(
@@ -366,12 +384,18 @@ def _statement(
         _taken.c.subscriber_id == failed.c.subscriber_id,
         _taken.c.channel == candidate.c.channel,
     )
-    segments = _segments(rules)
+    segments = _per_language(rules.sms_segments, 1)
     is_sms = candidate.c.channel == "sms"
     price = (
         sa.null()
         if rules.tariff is None
         else segments * rules.tariff.sql_price(subscribers.c.country, subscribers.c.network)
+    )
+    call_price = (
+        sa.null()
+        if rules.call_tariff is None or not rules.call_minutes
+        else _per_language(rules.call_minutes, None)
+        * rules.call_tariff.sql_price(subscribers.c.country, subscribers.c.network)
     )
     ranked = (
         sa.select(
@@ -383,9 +407,10 @@ def _statement(
             failed.c.area_code,
             failed.c.priority,
             sa.case((is_sms, segments), else_=sa.null()).label("segments"),
-            sa.cast(sa.case((is_sms, price), else_=sa.null()), deliveries.c.cost.type).label(
-                "cost"
-            ),
+            sa.cast(
+                sa.case((is_sms, price), (candidate.c.channel == "voice", call_price)),
+                deliveries.c.cost.type,
+            ).label("cost"),
             failed.c.id.label("fallback_of"),
             sa.func.row_number()
             .over(partition_by=failed.c.id, order_by=(rank, candidate.c.channel))

@@ -61,6 +61,7 @@ class AnnouncementTexts:
         self._announcements: LRUCache[int, SentAnnouncement] = LRUCache(_ANNOUNCEMENTS_KEPT)
         self._texts: LRUCache[tuple[int, str, str], str] = LRUCache(_TEXTS_KEPT)
         self._sms_segments: LRUCache[int, dict[str, int]] = LRUCache(_ANNOUNCEMENTS_KEPT)
+        self._call_minutes_kept: LRUCache[int, dict[str, Decimal]] = LRUCache(_ANNOUNCEMENTS_KEPT)
 
     def public_url(self, row: Mapping[str, Any]) -> str:
         return f"{self._public_url}/a/{row['verification_code']}"
@@ -127,11 +128,35 @@ class AnnouncementTexts:
         what its fan-out prices. Empty when the announcement has no voice calls."""
         if self._voice is None or "voice" not in row["channels"]:
             return {}
-        agency_name = await _agency_name(conn, row)
+        return await self._call_minutes(self._voice, row, await _agency_name(conn, row))
+
+    async def call_minutes_of(self, announcement_id: int) -> dict[str, Decimal]:
+        """``call_minutes_at_start`` of an announcement already sending, to price a stand-in
+        call; empty when voice is off or the rendition cannot be made."""
+        if self._voice is None:
+            return {}
+        cached = self._call_minutes_kept.get(announcement_id)
+        if cached is not None:
+            return cached
+        announcement = await self.announcement(announcement_id)
+        try:
+            minutes = await self._call_minutes(
+                self._voice, announcement.row, announcement.agency_name
+            )
+        except Exception:
+            # As for a stand-in SMS's segments: housekeeping goes on, the call goes unpriced.
+            log.exception("could not render the voice call of announcement %s", announcement_id)
+            return {}
+        self._call_minutes_kept[announcement_id] = minutes
+        return minutes
+
+    async def _call_minutes(
+        self, voice: Channel, row: Mapping[str, Any], agency_name: str
+    ) -> dict[str, Decimal]:
         minutes: dict[str, Decimal] = {}
         for language in [row["language"], *row["translations"]]:
-            text = self._rendition(self._voice, row, agency_name, language).text
-            seconds = await call_seconds(self._voice, text, language)
+            text = self._rendition(voice, row, agency_name, language).text
+            seconds = await call_seconds(voice, text, language)
             minutes[language] = billed_minutes(seconds, self._call_billing_s)
         return minutes
 

@@ -25,7 +25,7 @@ from channels.meta.simulator import MetaSimulator
 from channels.meta.simulator import SimulatorConfig as MetaSimConfig
 from channels.telegram.simconfig import SimulatorConfig as TelegramSimConfig
 from channels.telegram.simulator import TelegramSimulator
-from gateway.appkeys import DISPATCHER
+from gateway.appkeys import CONFIG, DISPATCHER
 from gateway.clock import ManualClock
 from gateway.db.schema import deliveries, subscriber_channels
 from gateway.domain import DeliveryState, Role
@@ -73,6 +73,7 @@ class Gateway:
                     deliveries.c.fallback_of,
                     deliveries.c.priority,
                     deliveries.c.segments,
+                    deliveries.c.cost,
                 )
                 .where(deliveries.c.announcement_id == announcement_id)
                 .order_by(deliveries.c.id)
@@ -386,6 +387,8 @@ async def test_voice_is_the_last_resort_of_an_emergency_and_never_of_a_normal_an
         await gw.run("telegram", "sms")
         normal_rows = await gw.rows(normal)
         emergency_rows = await gw.rows(emergency)
+        minutes = await gw.dispatcher.texts.call_minutes_of(emergency)
+        per_minute = Tariff.for_calls(gw.world.app[CONFIG].pricing).price("ID", None)
 
     assert [(r["channel"], r["state"]) for r in normal_rows] == [
         ("telegram", "failed"),
@@ -398,6 +401,10 @@ async def test_voice_is_the_last_resort_of_an_emergency_and_never_of_a_normal_an
     ]
     chain = [r["fallback_of"] for r in emergency_rows]
     assert chain == [None, emergency_rows[0]["id"], emergency_rows[1]["id"]]
+    # The stand-in call carries the estimate fan-out would give a call of the announcement:
+    # its length in the subscriber's language, billed by the started minute.
+    assert minutes["id"] >= 1 and minutes["id"] == int(minutes["id"])
+    assert emergency_rows[2]["cost"] == per_minute * minutes["id"] > 0
 
 
 @pytest.mark.parametrize("size", [2000])
