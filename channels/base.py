@@ -114,6 +114,9 @@ class Channel(abc.ABC):
     rate_per_second: float = 10.0
     # For a social channel: the accounts (pages, usernames) one announcement is posted to.
     accounts: tuple[str, ...] = ()
+    # The provider account this channel's messages are paid from, when others pay from it
+    # too (SMS and voice calls draw on one Africa's Talking balance); None: its own.
+    paying_account: str | None = None
     supports_links: ClassVar[bool] = True
     status_map: ClassVar[Mapping[str, DeliveryState]] = {}
     paced_by_arrival: ClassVar[bool] = False

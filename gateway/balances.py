@@ -37,6 +37,23 @@ class Balances:
         self._known: dict[str, tuple[float, Balance | None]] = {}
         self._asking: dict[str, asyncio.Task[Balance | None]] = {}
 
+    def account_of(self, channel_name: str) -> str:
+        """The account ``channel_name`` pays from: channels naming the same one share a
+        balance (``Channel.paying_account``); any other pays from its own."""
+        channel = self._channels.get(channel_name)
+        account = None if channel is None else channel.paying_account
+        return account or f"channel:{channel_name}"
+
+    async def of_account(self, account: str) -> tuple[str, Balance] | None:
+        """The balance of ``account`` (``account_of``), asked of the first of its channels
+        that can tell, with that channel's name; None when none can."""
+        for name in self._channels:
+            if self.account_of(name) == account:
+                balance = await self.of(name)
+                if balance is not None:
+                    return name, balance
+        return None
+
     async def of(self, channel_name: str) -> Balance | None:
         """The channel's provider balance, as recently as ``ttl_s``; None when unknown."""
         channel = self._channels.get(channel_name)

@@ -96,6 +96,7 @@ class SmsChannel(Channel):
         self.batch_size = config.batch_size
         self.rate_per_second = config.rate_per_second
         self._client = AfricasTalkingClient(config)
+        self.paying_account = f"africastalking:{config.username}"
 
     def __repr__(self) -> str:
         return f"<SmsChannel channel='sms' username={self._config.username!r}>"

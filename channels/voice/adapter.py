@@ -71,6 +71,8 @@ class VoiceChannel(Channel):
         self.batch_size = config.batch_size
         self.rate_per_second = config.rate_per_second
         self._client = VoiceClient(config)
+        # Calls are paid from the application's balance, as its SMS are.
+        self.paying_account = f"africastalking:{config.username}"
         self.renderer = SpeechRenderer(
             config.audio_dir,
             config.public_url,

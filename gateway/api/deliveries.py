@@ -50,9 +50,11 @@ class RenditionPreview(BaseModel):
 class ProviderBalance(BaseModel):
     """What is left on a paying channel's provider account, beside what the announcement
     would cost on it. ``enough`` is None when the provider states another currency than the
-    estimate's."""
+    estimate's. Channels paid from one account (SMS and voice calls on Africa's Talking) share
+    one entry: ``channel`` is the one asked, ``channels`` all whose cost it adds up."""
 
     channel: str
+    channels: list[str] = []
     currency: str | None
     amount: Decimal
     estimated_cost: Decimal
@@ -201,23 +203,27 @@ async def build_preview(request: web.Request, row: AnnouncementRow) -> Preview:
 async def _balances(
     request: web.Request, renditions: list[RenditionPreview], currency: str
 ) -> list[ProviderBalance]:
-    """The provider balance of each channel the announcement would cost something on."""
-    costs: dict[str, Decimal] = defaultdict(Decimal)
+    """The provider balance of each account the announcement would cost something on."""
+    balances = request.app.get(BALANCES)
+    if balances is None:
+        return []
+    # account -> channel -> cost: SMS and voice calls on one account add up.
+    costs: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     for r in renditions:
         if r.estimated_cost > 0:
-            costs[r.channel] += r.estimated_cost
-    balances = request.app.get(BALANCES)
-    if balances is None or not costs:
-        return []
+            costs[balances.account_of(r.channel)][r.channel] += r.estimated_cost
     out: list[ProviderBalance] = []
-    for channel, cost in costs.items():
-        balance = await balances.of(channel)
-        if balance is None:
+    for account, per_channel in costs.items():
+        known = await balances.of_account(account)
+        if known is None:
             continue
+        channel, balance = known
+        cost = sum(per_channel.values(), Decimal(0))
         comparable = balance.currency is None or balance.currency == currency.upper()
         out.append(
             ProviderBalance(
                 channel=channel,
+                channels=list(per_channel),
                 currency=balance.currency,
                 amount=balance.amount,
                 estimated_cost=cost,
@@ -228,12 +234,21 @@ async def _balances(
 
 
 def _short(balance: ProviderBalance, renditions: list[RenditionPreview], currency: str) -> str:
+    names = "+".join(balance.channels)
+    shortfall = (
+        f"{names}: the estimated cost ({currency} {balance.estimated_cost}) is more than the "
+        f"provider balance left ({currency} {balance.amount})"
+    )
+    if len(balance.channels) > 1:
+        share = int(balance.amount / balance.estimated_cost * 100)
+        return (
+            f"{shortfall}: about {share}% of it would go out before the channels wait for a top-up"
+        )
     recipients = sum(r.recipients for r in renditions if r.channel == balance.channel)
     reached = int(balance.amount / balance.estimated_cost * recipients)
     return (
-        f"{balance.channel}: the estimated cost ({currency} {balance.estimated_cost}) is more "
-        f"than the provider balance left ({currency} {balance.amount}): about {reached:,} of "
-        f"{recipients:,} recipients would get it before the channel waits for a top-up"
+        f"{shortfall}: about {reached:,} of {recipients:,} recipients would get it before the "
+        "channel waits for a top-up"
     )
 
 

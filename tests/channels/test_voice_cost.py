@@ -9,6 +9,7 @@ callback states what it cost.
 
 from __future__ import annotations
 
+import functools
 import math
 import subprocess
 import wave
@@ -25,6 +26,7 @@ from channels.voice.speech import (
     estimated_speech_seconds,
     wording_for,
 )
+from gateway.appkeys import BALANCES
 from gateway.db.schema import agencies
 from gateway.domain import Role
 from gateway.pricing import billed_minutes
@@ -38,7 +40,8 @@ from tests.channels.test_voice_wired import (
     voice_world,
 )
 from tests.gateway.test_dashboard import add_user, browsers  # noqa: F401 - a fixture
-from tests.support.sms import wait_for
+from tests.support.config import make_config
+from tests.support.sms import sms_world, wait_for
 
 PER_MINUTE_ID = Decimal("1500")
 
@@ -212,3 +215,53 @@ async def test_without_espeak_the_length_is_guessed_from_the_text(tmp_path: Path
         + estimated_speech_seconds(wording_for("id").goodbye)
         + 7
     )
+
+
+async def test_sms_and_calls_paid_from_one_account_are_set_against_its_balance_together(
+    aiohttp_client: Any, database_url: str, keys: dict[str, str], tmp_path: Path
+) -> None:
+    with_voice = functools.partial(
+        make_config,
+        data_dir=str(tmp_path),
+        # Only previewed here, never called: the address is never dialled.
+        voice={"enabled": True, "caller_number": "+62215550100", "base_url": "http://127.0.0.1:9"},
+    )
+    async with sms_world(aiohttp_client, with_voice, database_url, keys) as (world, sim):
+        for phone in (ID_LISTENER, BUSY):
+            answer = await world.subscribe(phone, language="id", channels=["sms", "voice"])
+            assert answer.status == 201, answer.body
+        created = await world.announce(**{**ANNOUNCEMENT, "channels": ["sms", "voice"]})
+
+        async def preview() -> dict[str, Any]:
+            world.app[BALANCES]._known.clear()  # read the balance anew
+            answer = await world.call("GET", f"/api/v1/announcements/{created['id']}/preview")
+            assert answer.status == 200, answer.body
+            body: dict[str, Any] = answer.body
+            return body
+
+        sim.balance = Decimal("1000000")
+        body = await preview()
+        cost = {
+            channel: sum(
+                Decimal(str(r["estimated_cost"]))
+                for r in body["renditions"]
+                if r["channel"] == channel
+            )
+            for channel in ("sms", "voice")
+        }
+        assert cost["sms"] > 0 and cost["voice"] > 0
+        (balance,) = body["balances"]
+        assert balance["channels"] == ["sms", "voice"]
+        assert Decimal(balance["estimated_cost"]) == cost["sms"] + cost["voice"]
+        assert balance["enough"] is True and body["problems"] == []
+
+        # Enough for the SMS alone, not for the calls too.
+        sim.balance = cost["sms"] + cost["voice"] / 2
+        body = await preview()
+        (balance,) = body["balances"]
+        assert balance["enough"] is False
+        (problem,) = body["problems"]
+        assert problem.startswith(
+            f"sms+voice: the estimated cost (IDR {cost['sms'] + cost['voice']}"
+        )
+        assert "% of it would go out before the channels wait for a top-up" in problem

@@ -48,6 +48,7 @@ async def test_the_preview_shows_the_balance_and_says_when_it_is_short(
         assert preview["balances"] == [
             {
                 "channel": "sms",
+                "channels": ["sms"],
                 "currency": "IDR",
                 "amount": "1000000.0000",
                 "estimated_cost": str(cost),
