@@ -106,6 +106,25 @@ def wav_seconds(path: Path) -> float:
         return audio.getnframes() / audio.getframerate()
 
 
+def pcm_seconds(data: bytes) -> float:
+    """The playing time of WAV ``data`` written to a pipe, whose header cannot give its size:
+    the bytes after the ``data`` chunk's header, over the format's bytes per second.
+
+    Raises:
+        ValueError: ``data`` is not PCM WAV.
+    """
+    start = data.find(b"data", 12)
+    if not is_wav(data) or data[12:16] != b"fmt " or start < 0:
+        raise ValueError("not WAV")
+    channels = int.from_bytes(data[22:24], "little")
+    rate = int.from_bytes(data[24:28], "little")
+    bits = int.from_bytes(data[34:36], "little")
+    frame = channels * bits // 8
+    if not rate or not frame:
+        raise ValueError("not PCM")
+    return (len(data) - start - 8) // frame / rate
+
+
 def _head(path: Path, size: int = 12) -> bytes:
     with path.open("rb") as file:
         return file.read(size)
@@ -206,13 +225,21 @@ class SpeechRenderer:
         )
 
     async def seconds(self, text: str, language: str) -> float:
-        """How long ``text`` takes to speak in ``language``: the length of espeak-ng's audio
-        (rendered and cached as for a call), else ``estimated_speech_seconds``. For English,
-        which the provider's own voice reads, espeak-ng's reading stands in for it."""
+        """How long ``text`` takes to speak in ``language``: the length of espeak-ng's audio,
+        else ``estimated_speech_seconds``. Audio a call already rendered is read from the
+        cache; otherwise espeak-ng speaks to a pipe and nothing is kept, so a preview redrawn
+        as an author types leaves no files behind. For English, which the provider's own voice
+        reads, espeak-ng's reading stands in for it."""
         try:
-            path = await self.render(text, language)
-            return await asyncio.to_thread(wav_seconds, path)
-        except (ConfigError, OSError, wave.Error, EOFError) as exc:
+            path = self.audio_dir / audio_name(text, language)
+            if path.is_file():
+                return await asyncio.to_thread(wav_seconds, path)
+            voice = ESPEAK_VOICES.get(language)
+            if voice is None:
+                raise ConfigError(f"no espeak-ng voice configured for language {language!r}")
+            command = [self.executable(), "-b", "1", "-v", voice, "--stdout", "--stdin"]
+            return pcm_seconds(await self._espeak(command, text))
+        except (ConfigError, OSError, ValueError, wave.Error, EOFError) as exc:
             log.info("speech length guessed from the text (%s)", type(exc).__name__)
             return estimated_speech_seconds(text)
 
@@ -258,32 +285,12 @@ class SpeechRenderer:
             task.exception()  # retrieved here, so a failure nobody awaited is not reported twice
 
     async def _run_espeak(self, text: str, voice: str, path: Path) -> None:
-        program = self.executable()
         self.audio_dir.mkdir(parents=True, exist_ok=True)
         handle, temp_name = tempfile.mkstemp(suffix=".part", dir=self.audio_dir)
         os.close(handle)
         temp = Path(temp_name)
         try:
-            async with self._slots:
-                process = await asyncio.create_subprocess_exec(
-                    *espeak_command(program, voice, temp),
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.PIPE,
-                )
-                try:
-                    _, stderr = await asyncio.wait_for(
-                        process.communicate(text.encode()), timeout=self._timeout
-                    )
-                except TimeoutError:
-                    process.kill()
-                    await process.wait()
-                    raise ConfigError("espeak-ng timed out") from None
-            if process.returncode != 0:
-                # stderr names the problem (e.g. an unknown voice), never the text.
-                detail = stderr.decode(errors="replace").strip().splitlines()[:1]
-                log.warning("espeak-ng exited with %s: %s", process.returncode, detail)
-                raise ConfigError(f"espeak-ng failed (exit {process.returncode})")
+            await self._espeak(espeak_command(self.executable(), voice, temp), text)
             if not is_wav(await asyncio.to_thread(_head, temp)):
                 raise ConfigError("espeak-ng wrote something that is not WAV")
             # Rename last, so a half-written file is never served or taken for the cache.
@@ -292,3 +299,32 @@ class SpeechRenderer:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
+
+    async def _espeak(self, command: list[str], text: str) -> bytes:
+        """Run espeak-ng on ``text`` (on standard input) within the concurrency limit and the
+        timeout; returns what it wrote to standard output.
+
+        Raises:
+            ConfigError: it is missing, failed or timed out.
+        """
+        async with self._slots:
+            process = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            try:
+                stdout, stderr = await asyncio.wait_for(
+                    process.communicate(text.encode()), timeout=self._timeout
+                )
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+                raise ConfigError("espeak-ng timed out") from None
+        if process.returncode != 0:
+            # stderr names the problem (e.g. an unknown voice), never the text.
+            detail = stderr.decode(errors="replace").strip().splitlines()[:1]
+            log.warning("espeak-ng exited with %s: %s", process.returncode, detail)
+            raise ConfigError(f"espeak-ng failed (exit {process.returncode})")
+        return stdout
