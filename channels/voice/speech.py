@@ -25,6 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cachetools import LRUCache
+
 from channels.voice.actions import CallScript, Play, Say, Speech
 from gateway.errors import ConfigError
 
@@ -36,6 +38,7 @@ SAY_LANGUAGES = frozenset({"en"})
 ESPEAK_VOICES: Mapping[str, str] = {"id": "id", "ms": "ms", "sw": "sw", "en": "en"}
 AUDIO_NAME = re.compile(r"[0-9a-f]{32}\.wav")
 AUDIO_MEDIA_TYPE = "audio/wav"
+_SECONDS_KEPT = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +162,9 @@ class SpeechRenderer:
         self._timeout = timeout
         self._slots = asyncio.Semaphore(concurrency)
         self._rendering: dict[str, asyncio.Task[None]] = {}
+        # (language, text) -> seconds espeak-ng takes to speak it: the prompt and goodbye of
+        # every call, and an announcement previewed again, are measured once.
+        self._seconds_known: LRUCache[tuple[str, str], float] = LRUCache(_SECONDS_KEPT)
 
     def __repr__(self) -> str:
         return f"<SpeechRenderer audio_dir={str(self.audio_dir)!r}>"
@@ -230,18 +236,26 @@ class SpeechRenderer:
         cache; otherwise espeak-ng speaks to a pipe and nothing is kept, so a preview redrawn
         as an author types leaves no files behind. For English, which the provider's own voice
         reads, espeak-ng's reading stands in for it."""
+        key = (language, text)
+        known = self._seconds_known.get(key)
+        if known is not None:
+            return known
         try:
             path = self.audio_dir / audio_name(text, language)
             if path.is_file():
-                return await asyncio.to_thread(wav_seconds, path)
-            voice = ESPEAK_VOICES.get(language)
-            if voice is None:
-                raise ConfigError(f"no espeak-ng voice configured for language {language!r}")
-            command = [self.executable(), "-b", "1", "-v", voice, "--stdout", "--stdin"]
-            return pcm_seconds(await self._espeak(command, text))
+                seconds = await asyncio.to_thread(wav_seconds, path)
+            else:
+                voice = ESPEAK_VOICES.get(language)
+                if voice is None:
+                    raise ConfigError(f"no espeak-ng voice configured for language {language!r}")
+                command = [self.executable(), "-b", "1", "-v", voice, "--stdout", "--stdin"]
+                seconds = pcm_seconds(await self._espeak(command, text))
         except (ConfigError, OSError, ValueError, wave.Error, EOFError) as exc:
             log.info("speech length guessed from the text (%s)", type(exc).__name__)
             return estimated_speech_seconds(text)
+        # Measured lengths only: espeak-ng installed later is used at once.
+        self._seconds_known[key] = seconds
+        return seconds
 
     async def call_seconds(
         self, text: str, language: str, *, repeat_key: str = "1", digits_timeout: int = 10

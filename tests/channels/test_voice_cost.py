@@ -243,9 +243,12 @@ async def test_sms_and_calls_paid_from_one_account_are_set_against_its_balance_t
         body = await preview()
         cost = {
             channel: sum(
-                Decimal(str(r["estimated_cost"]))
-                for r in body["renditions"]
-                if r["channel"] == channel
+                (
+                    Decimal(str(r["estimated_cost"]))
+                    for r in body["renditions"]
+                    if r["channel"] == channel
+                ),
+                Decimal(0),
             )
             for channel in ("sms", "voice")
         }
@@ -279,3 +282,21 @@ def test_audio_from_a_pipe_is_timed_by_its_data(espeak: str, tmp_path: Path) -> 
     for broken in (b"", b"RIFF\x00\x00\x00\x00WAVE", piped[:30], b"not audio at all" * 4):
         with pytest.raises(ValueError):
             pcm_seconds(broken)
+
+
+async def test_a_length_once_measured_is_not_measured_again(espeak: str, tmp_path: Path) -> None:
+    renderer = SpeechRenderer(tmp_path / "audio", "http://gateway.test", program=espeak)
+    runs: list[str] = []
+    speak = renderer._espeak
+
+    async def counted(command: list[str], text: str) -> bytes:
+        runs.append(text)
+        return await speak(command, text)
+
+    renderer._espeak = counted  # type: ignore[method-assign]
+    first = await renderer.call_seconds("Banjir di Jakarta Utara.", "id")
+    assert len(runs) == 3  # message, prompt, goodbye
+    assert await renderer.call_seconds("Banjir di Jakarta Utara.", "id") == first
+    assert len(runs) == 3
+    await renderer.call_seconds("Banjir di Jakarta Barat.", "id")
+    assert runs[3:] == ["Banjir di Jakarta Barat."]  # the prompt and goodbye are known
