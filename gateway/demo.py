@@ -223,7 +223,7 @@ async def _first_broadcast(
         ) as r:
             preview = await r.json()
         balances = "".join(
-            f", {b['channel']} balance {b['currency'] or ''} {b['amount']}"
+            f", {'+'.join(b['channels'])} balance {b['currency'] or ''} {b['amount']}"
             for b in preview.get("balances", [])
         )
         console.print(
