@@ -8,11 +8,11 @@ instead of once per delivery; the caches are bounded so a long-running process d
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from cachetools import LRUCache
@@ -29,6 +29,8 @@ log = logging.getLogger("warta.dispatch")
 
 _ANNOUNCEMENTS_KEPT = 256
 _TEXTS_KEPT = 1024
+
+_Value = TypeVar("_Value")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,22 +135,16 @@ class AnnouncementTexts:
     async def call_minutes_of(self, announcement_id: int) -> dict[str, Decimal]:
         """``call_minutes_at_start`` of an announcement already sending, to price a stand-in
         call; empty when voice is off or the rendition cannot be made."""
-        if self._voice is None:
+        voice = self._voice
+        if voice is None:
             return {}
-        cached = self._call_minutes_kept.get(announcement_id)
-        if cached is not None:
-            return cached
-        announcement = await self.announcement(announcement_id)
-        try:
-            minutes = await self._call_minutes(
-                self._voice, announcement.row, announcement.agency_name
-            )
-        except Exception:
-            # As for a stand-in SMS's segments: housekeeping goes on, the call goes unpriced.
-            log.exception("could not render the voice call of announcement %s", announcement_id)
-            return {}
-        self._call_minutes_kept[announcement_id] = minutes
-        return minutes
+
+        async def compute(announcement: SentAnnouncement) -> dict[str, Decimal]:
+            return await self._call_minutes(voice, announcement.row, announcement.agency_name)
+
+        return await self._of_sending(
+            self._call_minutes_kept, announcement_id, compute, "voice call"
+        )
 
     async def _call_minutes(
         self, voice: Channel, row: Mapping[str, Any], agency_name: str
@@ -162,21 +158,37 @@ class AnnouncementTexts:
 
     async def sms_segments_of(self, announcement_id: int) -> dict[str, int]:
         """Segments per language of the announcement's SMS, to price a stand-in SMS."""
-        if self._sms is None:
+        sms = self._sms
+        if sms is None:
             return {}
-        cached = self._sms_segments.get(announcement_id)
+
+        async def compute(announcement: SentAnnouncement) -> dict[str, int]:
+            return self._segments(sms, announcement.row, announcement.agency_name)
+
+        return await self._of_sending(self._sms_segments, announcement_id, compute, "SMS")
+
+    async def _of_sending(
+        self,
+        kept: LRUCache[int, dict[str, _Value]],
+        announcement_id: int,
+        compute: Callable[[SentAnnouncement], Awaitable[dict[str, _Value]]],
+        what: str,
+    ) -> dict[str, _Value]:
+        """What ``compute`` says per language of an announcement already sending, kept."""
+        cached = kept.get(announcement_id)
         if cached is not None:
             return cached
         announcement = await self.announcement(announcement_id)
         try:
-            segments = self._segments(self._sms, announcement.row, announcement.agency_name)
+            values = await compute(announcement)
         except Exception:
             # Only an estimate: a rendition that cannot be made must not stop the outbox
-            # housekeeping; the stand-in counts one segment and the send itself will tell.
-            log.exception("could not render the SMS of announcement %s", announcement_id)
+            # housekeeping; the stand-in is priced as if it had one segment, or not at all
+            # (a call), and the send itself will tell.
+            log.exception("could not render the %s of announcement %s", what, announcement_id)
             return {}
-        self._sms_segments[announcement_id] = segments
-        return segments
+        kept[announcement_id] = values
+        return values
 
     def _segments(self, sms: Channel, row: Mapping[str, Any], agency_name: str) -> dict[str, int]:
         return {
