@@ -19,7 +19,6 @@ import shlex
 import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -339,17 +338,13 @@ async def _main(args: argparse.Namespace) -> None:
         workers_per_channel=args.workers,
         executor_workers=args.executor_workers,
     )
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="warta-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
     secrets = common.keys()
     command = ".venv/bin/python -m bench " + shlex.join(sys.argv[1:])
-    for line in common.machine_lines(command):
-        common.say(line)
+    common.say_machine(command)
     if "postgres" in backends:
-        version = await common.postgres_version(common.postgres_base_url())
-        common.say(f"PostgreSQL {version} (same machine, loopback)")
+        await common.say_postgres()
     common.say()
-    try:
+    with common.work_folder(args.workdir, "outbox") as workdir:
         if "fanout" in only:
             common.say(f"## 1. Fan-out of {args.fanout_recipients:,} recipients\n")
             rows = [
@@ -419,9 +414,6 @@ async def _main(args: argparse.Namespace) -> None:
                 workdir=workdir,
             )
             _print_against_kannel(rounds, backends)
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> None:

@@ -175,17 +175,11 @@ def add_arguments(parser: Any) -> None:
 
 
 async def main(args: Any, command: str) -> None:
-    import shutil
-    import tempfile
-
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="warta-bench-cancel-"))
-    workdir.mkdir(parents=True, exist_ok=True)
     secrets = common.keys()
-    for line in common.machine_lines(command):
-        common.say(line)
+    common.say_machine(command)
     common.say()
     rows: list[list[Any]] = []
-    try:
+    with common.work_folder(args.workdir, "cancel") as workdir:
         for run in runs(args):
             for _ in range(args.rounds):
                 result = await cancel_and_correct(
@@ -208,9 +202,6 @@ async def main(args: Any, command: str) -> None:
                 ]
                 common.say(" | ".join(str(cell) for cell in row))
                 rows.append(row)
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
     common.say()
     common.say(
         common.table(

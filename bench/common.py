@@ -11,8 +11,10 @@ import contextlib
 import multiprocessing
 import os
 import platform
+import shutil
 import sqlite3
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -75,6 +77,31 @@ def machine_lines(command: str) -> list[str]:
         f"{platform.system()} {platform.release()}",
         f"python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, {versions}",
     ]
+
+
+def say_machine(command: str) -> None:
+    """The first lines of every bench's output: the command and the machine it ran on."""
+    for line in machine_lines(command):
+        say(line)
+
+
+async def say_postgres(url: str | None = None) -> None:
+    """The version of the PostgreSQL server a bench uses (``postgres_base_url`` by default)."""
+    version = await postgres_version(url or postgres_base_url())
+    say(f"PostgreSQL {version} (same machine, loopback)")
+
+
+@contextlib.contextmanager
+def work_folder(given: Path | None, name: str) -> Iterator[Path]:
+    """Where a bench keeps its SQLite files and logs: ``given`` (``--workdir``), kept
+    afterwards, else a new temporary folder removed when the bench ends."""
+    folder = given or Path(tempfile.mkdtemp(prefix=f"warta-bench-{name}-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    finally:
+        if given is None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 async def postgres_version(url: str) -> str:

@@ -293,27 +293,20 @@ def _fmt_load(r: dict[str, Any], floor: dict[str, Any], path: str) -> list[str]:
 
 
 async def main(args: Any, command: str) -> None:
-    import shutil
-    import tempfile
-
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="warta-bench-load-"))
-    workdir.mkdir(parents=True, exist_ok=True)
     secrets = common.keys()
     load = {"seconds": args.seconds, "verify_clients": args.verify_clients,
             "ussd_clients": args.ussd_clients, "token": secrets["callback_token"],
             "one_address_seconds": args.one_address_seconds}  # fmt: skip
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    for line in common.machine_lines(command):
-        common.say(line)
+    common.say_machine(command)
     if "postgres" in backends:
-        version = await common.postgres_version(common.postgres_base_url())
-        common.say(f"PostgreSQL {version} (same machine, loopback)")
+        await common.say_postgres()
     common.say(f"load average before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}\n")
     rows: list[dict[str, Any]] = []
     floors = [_floor_run(secrets, load)]
     common.say(f"  floor: verify {floors[0]['traffic']['verify']['rate']:,.0f}/s, "
                f"USSD {floors[0]['traffic']['ussd']['rate']:,.0f}/s")  # fmt: skip
-    try:
+    with common.work_folder(args.workdir, "load") as workdir:
         for i, backend in enumerate(backends):
             url = await common.fresh_database(backend, f"load_{uuid.uuid4().hex[:6]}", workdir)
             try:
@@ -322,9 +315,6 @@ async def main(args: Any, command: str) -> None:
             finally:
                 await common.drop_database(url)
         floors.append(_floor_run(secrets, load))
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
     common.say(f"\nload average after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}\n")
     floor = floors[0]
     header = ["target", "requests", "requests/s", "vs floor", "p50 ms", "p99 ms", "non-200"]

@@ -15,9 +15,7 @@ Both read the same snapshot of data; the first run of each warms the page cache.
 
 from __future__ import annotations
 
-import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -51,9 +49,9 @@ def add_arguments(parser: Any) -> None:
 
 async def _grouped_reading(engine: Any) -> int:
     async with reading(engine) as conn:
-        rows = (await conn.execute(_GROUPED)).all()
-        rows += (await conn.execute(_RECENT)).all()
-    return len(rows)
+        grouped = (await conn.execute(_GROUPED)).all()
+        recent = (await conn.execute(_RECENT)).all()
+    return len(grouped) + len(recent)
 
 
 async def _measure(backend: str, args: Any, workdir: Path) -> list[Any]:
@@ -97,18 +95,12 @@ async def _measure(backend: str, args: Any, workdir: Path) -> list[Any]:
 
 async def main(args: Any, command: str) -> None:
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="warta-bench-metrics-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    for line in common.machine_lines(command):
-        common.say(line)
+    common.say_machine(command)
     common.say()
     rows = []
-    try:
+    with common.work_folder(args.workdir, "metrics") as workdir:
         for backend in backends:
             rows.append(await _measure(backend, args, workdir))
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
     common.say()
     common.say(f"## One /metrics reading, median of {args.rounds} (s)\n")
     header = ["backend", "deliveries", "one GROUP BY over the table", "Warta", "Warta / GROUP BY"]

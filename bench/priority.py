@@ -358,27 +358,20 @@ HEADER = [
 
 
 async def main(args: Any, command: str) -> None:
-    import shutil
-    import tempfile
-
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     knobs = Knobs(
         claim_batch=args.claim_batch,
         workers_per_channel=args.workers,
         executor_workers=args.executor_workers,
     )
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="warta-bench-priority-"))
-    workdir.mkdir(parents=True, exist_ok=True)
     secrets = common.keys()
-    for line in common.machine_lines(command):
-        common.say(line)
+    common.say_machine(command)
     if "postgres" in backends:
-        version = await common.postgres_version(common.postgres_base_url())
-        common.say(f"PostgreSQL {version} (same machine, loopback)")
+        await common.say_postgres()
     common.say(f"knobs: {knobs.describe()}")
     common.say()
     rows: list[list[Any]] = []
-    try:
+    with common.work_folder(args.workdir, "priority") as workdir:
         for backend in backends:
             results = {}
             for lane in (True, False):
@@ -395,9 +388,6 @@ async def main(args: Any, command: str) -> None:
                     f"duplicates {r['duplicates']}"
                 )
             rows += _rows(backend, results[True], results[False])
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
     common.say()
     common.say(
         f"## Priority lane: {args.emergency_recipients:,} emergency recipients approved once "

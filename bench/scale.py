@@ -226,51 +226,46 @@ def add_arguments(parser: Any) -> None:
 
 
 async def main(args: Any, command: str) -> None:
-    import shutil
-    import tempfile
-
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="warta-bench-scale-"))
-    workdir.mkdir(parents=True, exist_ok=True)
     knobs = outbox.Knobs(claim_batch=args.claim_batch,
                          workers_per_channel=args.workers_per_channel)  # fmt: skip
     secrets = common.keys()
     counts = [int(c) for c in args.workers.split(",")]
-    for line in common.machine_lines(command):
-        common.say(line)
-    common.say(f"PostgreSQL {await common.postgres_version(common.postgres_base_url())} "
-               "(same machine, loopback)")  # fmt: skip
+    common.say_machine(command)
+    await common.say_postgres()
     common.say(f"load average before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}\n")
     n = args.recipients
-    url = await common.fresh_database("postgres", f"scale_{uuid.uuid4().hex[:6]}", workdir)
-    rows: list[dict[str, Any]] = []
-    try:
-        engine = common.engine_for(url)
+    with common.work_folder(args.workdir, "scale") as workdir:
+        url = await common.fresh_database("postgres", f"scale_{uuid.uuid4().hex[:6]}", workdir)
+        rows: list[dict[str, Any]] = []
         try:
-            agency_id = await common.seed_agency(engine)
+            engine = common.engine_for(url)
+            try:
+                agency_id = await common.seed_agency(engine)
+            finally:
+                await engine.dispose()
+            began = time.perf_counter()
+            await common.seed_subscribers(
+                url, agency_id, n, common.vault_of(secrets), prefix="2548"
+            )
+            common.say(f"  seeded {n:,} subscribers in {time.perf_counter() - began:.0f} s")
+            sim = common.spawn(outbox.simulator_child, 0.0, secrets["africastalking_api_key"])
+            try:
+                floor = common.spawn(outbox.floor_client_child, sim.ready,
+                                     secrets["africastalking_api_key"], n, 16).finish()  # fmt: skip
+            finally:
+                sim.stop()
+            floor_rate = floor["accepted"] / floor["seconds"]
+            common.say(f"  floor: {floor_rate:,.0f}/s")
+            for count in counts:
+                row = await run_workers(count, url=url, agency_id=agency_id, n=n,
+                                        secrets=secrets, knobs=knobs, workdir=workdir,
+                                        timeout=args.timeout)  # fmt: skip
+                rows.append(row)
+                common.say(f"  {count} worker(s): {row['rate']:,.0f}/s {row['states']} "
+                           f"duplicates {row['duplicates']}")  # fmt: skip
+                await _forget(url, row["announcement"])
         finally:
-            await engine.dispose()
-        began = time.perf_counter()
-        await common.seed_subscribers(url, agency_id, n, common.vault_of(secrets), prefix="2548")
-        common.say(f"  seeded {n:,} subscribers in {time.perf_counter() - began:.0f} s")
-        sim = common.spawn(outbox.simulator_child, 0.0, secrets["africastalking_api_key"])
-        try:
-            floor = common.spawn(outbox.floor_client_child, sim.ready,
-                                 secrets["africastalking_api_key"], n, 16).finish()  # fmt: skip
-        finally:
-            sim.stop()
-        floor_rate = floor["accepted"] / floor["seconds"]
-        common.say(f"  floor: {floor_rate:,.0f}/s")
-        for count in counts:
-            row = await run_workers(count, url=url, agency_id=agency_id, n=n, secrets=secrets,
-                                    knobs=knobs, workdir=workdir, timeout=args.timeout)  # fmt: skip
-            rows.append(row)
-            common.say(f"  {count} worker(s): {row['rate']:,.0f}/s {row['states']} "
-                       f"duplicates {row['duplicates']}")  # fmt: skip
-            await _forget(url, row["announcement"])
-    finally:
-        await common.drop_database(url)
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
+            await common.drop_database(url)
     common.say(f"\nload average after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}\n")
     one = rows[0]["rate"] if rows else 0.0
     table = [["floor: bare aiohttp client -> simulator, no database", f"{floor['accepted']:,}",

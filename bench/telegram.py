@@ -314,21 +314,15 @@ def runs(args: Any) -> list[Run]:
 
 
 async def main(args: Any, command: str) -> None:
-    import shutil
-    import tempfile
-
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="warta-bench-tg-"))
-    workdir.mkdir(parents=True, exist_ok=True)
     secrets = common.keys()
-    for line in common.machine_lines(command):
-        common.say(line)
+    common.say_machine(command)
     common.say(
         f"simulator enforces {TELEGRAM_BOT_RATE:g} msg/s per bot (burst {TELEGRAM_BOT_RATE:g})"
         " and 1 msg/s per chat; every message beyond gets HTTP 429"
     )
     common.say()
     rows: list[list[Any]] = []
-    try:
+    with common.work_folder(args.workdir, "tg") as workdir:
         for run in runs(args):
             workers = run.workers
             result = await broadcast(run, backend=args.backend, secrets=secrets, workdir=workdir)
@@ -350,9 +344,6 @@ async def main(args: Any, command: str) -> None:
                 ]
             )
             common.say(f"workers={workers}: {result['rate']:.2f} msg/s, {run.describe()}")
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
     common.say()
     common.say(
         common.table(

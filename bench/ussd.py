@@ -235,69 +235,62 @@ def add_arguments(parser: Any) -> None:
 
 
 async def main(args: Any, command: str) -> None:
-    import shutil
-    import tempfile
-
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="warta-bench-ussd-"))
-    workdir.mkdir(parents=True, exist_ok=True)
     secrets = common.keys()
-    for line in common.machine_lines(command):
-        common.say(line)
+    common.say_machine(command)
     if args.postgres:
-        common.say(f"PostgreSQL {await common.postgres_version(args.postgres)} (loopback)")
+        await common.say_postgres(args.postgres)
     common.say()
     rows: list[dict[str, Any]] = []
     pg_name = f"bench_ussd_{uuid.uuid4().hex[:6]}"
-    try:
-        rows.append(
-            await measure(
-                "floor", sessions=args.sessions, secrets=secrets, url=None, code="X", prefix="0"
-            )
-        )
-        sqlite_path = workdir / "ussd.db"
-        sqlite_url = f"sqlite+aiosqlite:///{sqlite_path}"
-        from gateway.db.migrate import upgrade_async
-
-        await upgrade_async(sqlite_url)
-        code = await _seed(sqlite_url)
-        rows.append(
-            await measure(
-                "Warta on SQLite",
-                sessions=args.sessions,
-                secrets=secrets,
-                url=sqlite_url,
-                code=code,
-                prefix="1",
-            )
-        )
-        if args.postgres:
-            pg_url = await _postgres_database(args.postgres, pg_name)
-            code = await _seed(pg_url)
+    with common.work_folder(args.workdir, "ussd") as workdir:
+        try:
             rows.append(
                 await measure(
-                    "Warta on PostgreSQL",
-                    sessions=args.sessions,
-                    secrets=secrets,
-                    url=pg_url,
-                    code=code,
-                    prefix="2",
+                    "floor", sessions=args.sessions, secrets=secrets, url=None, code="X", prefix="0"
                 )
             )
-        rows.append(
-            await measure(
-                "floor (again)",
-                sessions=args.sessions,
-                secrets=secrets,
-                url=None,
-                code="X",
-                prefix="3",
+            sqlite_path = workdir / "ussd.db"
+            sqlite_url = f"sqlite+aiosqlite:///{sqlite_path}"
+            from gateway.db.migrate import upgrade_async
+
+            await upgrade_async(sqlite_url)
+            code = await _seed(sqlite_url)
+            rows.append(
+                await measure(
+                    "Warta on SQLite",
+                    sessions=args.sessions,
+                    secrets=secrets,
+                    url=sqlite_url,
+                    code=code,
+                    prefix="1",
+                )
             )
-        )
-    finally:
-        if args.postgres:
-            await _drop_postgres(args.postgres, pg_name)
-        if args.workdir is None:
-            shutil.rmtree(workdir, ignore_errors=True)
+            if args.postgres:
+                pg_url = await _postgres_database(args.postgres, pg_name)
+                code = await _seed(pg_url)
+                rows.append(
+                    await measure(
+                        "Warta on PostgreSQL",
+                        sessions=args.sessions,
+                        secrets=secrets,
+                        url=pg_url,
+                        code=code,
+                        prefix="2",
+                    )
+                )
+            rows.append(
+                await measure(
+                    "floor (again)",
+                    sessions=args.sessions,
+                    secrets=secrets,
+                    url=None,
+                    code="X",
+                    prefix="3",
+                )
+            )
+        finally:
+            if args.postgres:
+                await _drop_postgres(args.postgres, pg_name)
     floor = rows[0]
     table = [
         [
