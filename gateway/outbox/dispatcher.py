@@ -250,21 +250,19 @@ class Dispatcher:
         now = self.clock.now()
         async with self.engine.connect() as conn:
             due = (
-                (
-                    await conn.execute(
-                        sa.select(announcements.c.id).where(
-                            announcements.c.status == AnnouncementStatus.APPROVED.value,
-                            sa.or_(
-                                announcements.c.send_at.is_(None), announcements.c.send_at <= now
-                            ),
-                        )
+                await conn.execute(
+                    sa.select(announcements.c.id, announcements.c.channels).where(
+                        announcements.c.status == AnnouncementStatus.APPROVED.value,
+                        sa.or_(announcements.c.send_at.is_(None), announcements.c.send_at <= now),
                     )
                 )
-                .scalars()
-                .all()
-            )
+            ).all()
         started = 0
-        for announcement_id in due:
+        for announcement_id, channels in due:
+            # Measured before the transaction: espeak-ng must not run under SQLite's write lock.
+            call_minutes = (
+                await self.texts.call_minutes_of(announcement_id) if "voice" in channels else {}
+            )
             async with self.engine.begin() as conn:
                 won = await conn.execute(
                     sa.update(announcements)
@@ -286,7 +284,6 @@ class Dispatcher:
                     .one()
                 )
                 segments = await self.texts.segments_at_start(conn, row)
-                call_minutes = await self.texts.call_minutes_at_start(conn, row)
                 added = await fan_out(
                     conn,
                     announcement=row,

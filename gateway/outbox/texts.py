@@ -120,21 +120,15 @@ class AnnouncementTexts:
         started, not yet cached) will carry, by channel: what its fan-out prices."""
         if self._sms is None or "sms" not in row["channels"]:
             return {}
-        agency_name = await _agency_name(conn, row)
+        agency_name = (
+            await conn.execute(sa.select(agencies.c.name).where(agencies.c.id == row["agency_id"]))
+        ).scalar_one()
         return {"sms": self._segments(self._sms, row, agency_name)}
 
-    async def call_minutes_at_start(
-        self, conn: AsyncConnection, row: Mapping[str, Any]
-    ) -> dict[str, Decimal]:
-        """The minutes one voice call of ``row`` (just started) is billed for, per language:
-        what its fan-out prices. Empty when the announcement has no voice calls."""
-        if self._voice is None or "voice" not in row["channels"]:
-            return {}
-        return await self._call_minutes(self._voice, row, await _agency_name(conn, row))
-
     async def call_minutes_of(self, announcement_id: int) -> dict[str, Decimal]:
-        """``call_minutes_at_start`` of an announcement already sending, to price a stand-in
-        call; empty when voice is off or the rendition cannot be made."""
+        """The minutes one voice call of the announcement is billed for, per language: what
+        its fan-out, and a stand-in call of its fallback, price. Empty when voice is off or the
+        rendition cannot be made (the calls then carry no estimate)."""
         voice = self._voice
         if voice is None:
             return {}
@@ -203,10 +197,3 @@ class AnnouncementTexts:
             row, language=language, agency_name=agency_name, public_url=self.public_url(row)
         )
         return self._renderer.render(type(channel), content, keep_gsm7=row["keep_gsm7"])
-
-
-async def _agency_name(conn: AsyncConnection, row: Mapping[str, Any]) -> str:
-    name: str = (
-        await conn.execute(sa.select(agencies.c.name).where(agencies.c.id == row["agency_id"]))
-    ).scalar_one()
-    return name
