@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from gateway.domain import SOCIAL_CHANNELS
+
 if TYPE_CHECKING:
     from gateway.outbox.quiet import QuietHours
 
@@ -240,6 +242,25 @@ class PricingConfig(_Section):
     voice_billing_s: int = Field(default=60, ge=1, le=60)
 
 
+class SocialConfig(_Section):
+    """Which agency each social account speaks for (``gateway.outbox.accounts``)."""
+
+    # Channel -> account (Page id, X or Mastodon username, Telegram "@channel") -> agency slug.
+    # An account not named posts for [telegram] agency (Telegram channels), else the first
+    # agency.
+    account_agencies: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    @field_validator("account_agencies")
+    @classmethod
+    def _social_channels(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        unknown = sorted(set(value) - set(SOCIAL_CHANNELS))
+        if unknown:
+            raise ValueError(
+                f"{unknown[0]!r} is not a social channel (one of {', '.join(SOCIAL_CHANNELS)})"
+            )
+        return value
+
+
 class CitizenConfig(_Section):
     """The citizen side: USSD screens, and which agency answers which code."""
 
@@ -282,6 +303,7 @@ class WartaConfig(_Section):
     voice: VoiceSection = VoiceSection()
     pricing: PricingConfig = PricingConfig()
     citizen: CitizenConfig = CitizenConfig()
+    social: SocialConfig = SocialConfig()
     telegram: TelegramSection = TelegramSection()
     whatsapp: WhatsAppSection = WhatsAppSection()
     facebook: GraphSection = GraphSection()

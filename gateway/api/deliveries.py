@@ -21,6 +21,7 @@ from gateway.codes import new_code
 from gateway.db.engine import reading
 from gateway.db.schema import agencies, deliveries, subscribers
 from gateway.domain import Role
+from gateway.outbox.accounts import agency_accounts
 from gateway.outbox.content import content_for, languages_of
 from gateway.outbox.fanout import count_audience
 from gateway.pricing import Tariff, billed_minutes
@@ -28,6 +29,8 @@ from gateway.renditions import TemplateProblem
 from gateway.store.announcements import AnnouncementRow, get_announcement
 
 routes = ApiRoutes()
+
+NO_ACCOUNT = "none of this channel's accounts posts for this agency ([social] account_agencies)"
 
 
 class RenditionPreview(BaseModel):
@@ -83,6 +86,8 @@ async def build_preview(request: web.Request, row: AnnouncementRow) -> Preview:
     renderer = app[RENDERER]
     classes = channel_classes()
     v = row.values
+    dispatcher = app.get(DISPATCHER)
+    configured = {} if dispatcher is None else dispatcher.channels
     async with reading(app[ENGINE]) as conn:
         audience = await count_audience(
             conn,
@@ -91,6 +96,7 @@ async def build_preview(request: web.Request, row: AnnouncementRow) -> Preview:
             areas=v["areas"],
             topics=v["topics"],
         )
+        accounts = await agency_accounts(conn, configured, config, v["agency_id"])
     langs = languages_of(v)
     # Subscribers whose language the announcement lacks get the main language.
     recipients: dict[tuple[str, str], dict[tuple[str | None, str | None], int]] = defaultdict(
@@ -101,10 +107,11 @@ async def build_preview(request: web.Request, row: AnnouncementRow) -> Preview:
     pricing = config.pricing
     tariff = Tariff.from_config(pricing)
     call_tariff = Tariff.for_calls(pricing)
-    dispatcher = app.get(DISPATCHER)
-    voice = None if dispatcher is None else dispatcher.channels.get("voice")
+    voice = configured.get("voice")
     out: list[RenditionPreview] = []
     problems: list[str] = []
+    # Social channels with accounts, none of them this agency's: it would post nowhere.
+    unposted = {c for c in v["channels"] if c in accounts and not accounts[c]}
     for channel in v["channels"]:
         cls = classes.get(channel)
         for language in langs:
@@ -166,6 +173,8 @@ async def build_preview(request: web.Request, row: AnnouncementRow) -> Preview:
                 minutes = billed_minutes(seconds, pricing.voice_billing_s)
                 for (country, _), n in per_country.items():
                     cost += call_tariff.price(country, None) * minutes * n
+            # A post goes out in the main language only.
+            unposted_here = [NO_ACCOUNT] if channel in unposted and language == langs[0] else []
             out.append(
                 RenditionPreview(
                     channel=channel,
@@ -179,13 +188,13 @@ async def build_preview(request: web.Request, row: AnnouncementRow) -> Preview:
                     estimated_cost=cost,
                     call_seconds=seconds,
                     missing_facts=list(rendition.missing_facts),
-                    problems=list(rendition.problems),
+                    problems=[*rendition.problems, *unposted_here],
                     replacements=[
                         f"{r.original!r}->{r.replacement!r}" for r in rendition.replacements
                     ],
                 )
             )
-            problems.extend(f"{channel}/{language}: {p}" for p in rendition.problems)
+            problems.extend(f"{channel}/{language}: {p}" for p in out[-1].problems)
     balances = await _balances(request, out, pricing.currency)
     problems.extend(_short(b, out, pricing.currency) for b in balances if b.enough is False)
     return Preview(

@@ -48,6 +48,7 @@ from gateway.errors import (
     Throttled,
 )
 from gateway.outbox import claims, fallback, fanout, holds, late_stops, quiet
+from gateway.outbox.accounts import agency_accounts
 from gateway.outbox.fanout import fan_out
 from gateway.outbox.housekeeping import Housekeeping
 from gateway.outbox.leases import LeaseKeeper, Outages
@@ -290,7 +291,9 @@ class Dispatcher:
                     now=now,
                     segments_by_channel=segments,
                     tariff=Tariff.from_config(self.config.pricing),
-                    accounts={n: c.accounts for n, c in self.channels.items() if c.accounts},
+                    accounts=await agency_accounts(
+                        conn, self.channels, self.config, row["agency_id"]
+                    ),
                     call_minutes=call_minutes,
                     call_tariff=Tariff.for_calls(self.config.pricing),
                 )

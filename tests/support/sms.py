@@ -163,13 +163,14 @@ async def wait_for(
     settled: Callable[[dict[str, int], dict[str, Any]], bool],
     *,
     timeout: float = 60.0,
+    agency: int = 0,
 ) -> dict[str, Any]:
     """Poll the announcement until ``settled(counts, body)``; fails after ``timeout``."""
     deadline = time.monotonic() + timeout
     body: dict[str, Any] = {}
     while time.monotonic() < deadline:
         answer = await world.call(
-            "GET", f"/api/v1/announcements/{announcement_id}", role=Role.OPERATOR
+            "GET", f"/api/v1/announcements/{announcement_id}", role=Role.OPERATOR, agency=agency
         )
         body = answer.body
         counts: dict[str, int] = {}
