@@ -16,7 +16,9 @@ its own.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from functools import lru_cache
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,6 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from channels.base import Channel
 from gateway.config import WartaConfig
 from gateway.db.schema import agencies
+
+log = logging.getLogger(__name__)
 
 
 def owner_defaults(config: WartaConfig) -> dict[str, str | None]:
@@ -63,4 +67,17 @@ async def agency_accounts(
     one statement (agencies are few)."""
     rows = await conn.execute(sa.select(agencies.c.id, agencies.c.slug))
     slugs: dict[int, str] = {row.id: row.slug for row in rows}
+    named = {slug for owners in config.social.account_agencies.values() for slug in owners.values()}
+    unknown = named - set(slugs.values())
+    if unknown:
+        _warn_unknown(tuple(sorted(unknown)))
     return accounts_for(channels, config, agency=slugs[agency_id], first_agency=slugs[min(slugs)])
+
+
+@lru_cache(maxsize=8)
+def _warn_unknown(slugs: tuple[str, ...]) -> None:
+    # Once per process and set of names: every start of an announcement would say the same.
+    log.warning(
+        "[social] account_agencies names no such agency (%s): its accounts post for nobody",
+        ", ".join(slugs),
+    )

@@ -20,6 +20,7 @@ from channels.meta.simulator import MetaSimulator
 from gateway.config import ConfigProblem
 from gateway.db.schema import deliveries
 from gateway.domain import Role
+from gateway.outbox import accounts
 from tests.support.config import make_config
 from tests.support.sms import broadcast, wait_for
 from tests.support.world import World
@@ -121,3 +122,22 @@ def test_only_social_channels_have_account_owners(database_url: str, keys: dict[
     with pytest.raises(ConfigProblem, match=r"social\.account_agencies") as raised:
         make_config(database_url, keys, social={"account_agencies": {"sms": {"x": "alpha"}}})
     assert "'sms' is not a social channel" in str(raised.value)
+
+
+async def test_an_account_named_for_no_agency_is_warned_of(
+    aiohttp_client: Any,
+    database_url: str,
+    keys: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    accounts._warn_unknown.cache_clear()
+    owners = {PAGE_1: "gamma", PAGE_2: "beta"}
+    async with pages_world(aiohttp_client, database_url, keys, owners) as (world, _meta):
+        for _ in range(2):
+            created = await world.announce(channels=["facebook"])
+            answer = await world.call("GET", f"/api/v1/announcements/{created['id']}/preview")
+            assert answer.status == 200, answer.body
+    warned = [r.getMessage() for r in caplog.records if "names no such agency" in r.getMessage()]
+    assert warned == [
+        "[social] account_agencies names no such agency (gamma): its accounts post for nobody"
+    ]
