@@ -239,6 +239,7 @@ class PricingConfig(_Section):
     # (60: every started minute is billed in full; 1: billed by the second).
     voice_default_per_minute: Decimal = Decimal("1200")
     voice_per_region: dict[str, Decimal] = Field(default_factory=dict)
+    voice_per_network: dict[str, dict[str, Decimal]] = Field(default_factory=dict)
     voice_billing_s: int = Field(default=60, ge=1, le=60)
 
 

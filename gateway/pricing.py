@@ -66,15 +66,17 @@ class Tariff:
 
     @classmethod
     def for_calls(cls, pricing: PricingConfig) -> Tariff:
-        """The price of one minute of a voice call, by region."""
+        """The price of one minute of a voice call, by region and network."""
         return cls(
             currency=pricing.currency,
             default=pricing.voice_default_per_minute,
             per_region=pricing.voice_per_region,
+            per_network=pricing.voice_per_network,
         )
 
     def price(self, country: str | None, network: str | None) -> Decimal:
-        """Price of one segment to a number of ``country`` on ``network``."""
+        """Price of one unit (an SMS segment, a minute of a call) to a number of ``country``
+        on ``network``."""
         by_network = self.per_network.get(country or "", {})
         if network and network in by_network:
             return by_network[network]

@@ -171,8 +171,8 @@ async def build_preview(request: web.Request, row: AnnouncementRow) -> Preview:
             elif channel == "voice":
                 seconds = math.ceil(await call_seconds(voice, rendition.text, language))
                 minutes = billed_minutes(seconds, pricing.voice_billing_s)
-                for (country, _), n in per_country.items():
-                    cost += call_tariff.price(country, None) * minutes * n
+                for (country, network), n in per_country.items():
+                    cost += call_tariff.price(country, network) * minutes * n
             # A post goes out in the main language only.
             unposted_here = [NO_ACCOUNT] if channel in unposted and language == langs[0] else []
             out.append(

@@ -57,7 +57,14 @@ def espeak_seconds(program: str, text: str, language: str, out: Path) -> float:
         return audio.getnframes() / audio.getframerate()
 
 
-@pytest.mark.parametrize("billing_s", [60, 1])
+@pytest.mark.parametrize(
+    ("billing_s", "per_network", "per_minute"),
+    [
+        (60, {}, PER_MINUTE_ID),
+        # The subscribers' numbers are Telkomsel's: the network's price wins over the region's.
+        (1, {"ID": {"Telkomsel": "1700"}}, Decimal("1700")),
+    ],
+)
 async def test_the_preview_prices_each_call_by_its_length_and_the_deliveries_keep_it(
     espeak: str,
     aiohttp_client: Any,
@@ -65,12 +72,15 @@ async def test_the_preview_prices_each_call_by_its_length_and_the_deliveries_kee
     keys: dict[str, str],
     tmp_path: Path,
     billing_s: int,
+    per_network: dict[str, dict[str, str]],
+    per_minute: Decimal,
     browsers: Any,  # noqa: F811 - the fixture imported above
 ) -> None:
     pricing = {
         "voice_default_per_minute": "900",
         "voice_per_region": {"ID": str(PER_MINUTE_ID)},
         "voice_billing_s": billing_s,
+        "voice_per_network": per_network,
     }
     async with voice_world(
         aiohttp_client, database_url, keys, tmp_path, play_calls=False, pricing=pricing
@@ -98,7 +108,7 @@ async def test_the_preview_prices_each_call_by_its_length_and_the_deliveries_kee
             assert rendition["call_seconds"] == seconds
             steps = math.ceil(seconds / billing_s)
             minutes = Decimal(steps * billing_s) / 60
-            expected[language] = PER_MINUTE_ID * minutes.quantize(Decimal("0.0001"), ROUND_CEILING)
+            expected[language] = per_minute * minutes.quantize(Decimal("0.0001"), ROUND_CEILING)
             assert Decimal(str(rendition["estimated_cost"])) == (
                 expected[language] * rendition["recipients"]
             )
