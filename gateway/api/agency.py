@@ -18,11 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.api.errors import not_found, unprocessable
 from gateway.api.routing import ApiRoutes
-from gateway.appkeys import CLOCK, ENGINE, RENDERER
+from gateway.appkeys import CLOCK, CONFIG, DISPATCHER, ENGINE, RENDERER
 from gateway.auth import Principal
 from gateway.db.engine import reading
 from gateway.db.schema import agencies
 from gateway.domain import Role
+from gateway.outbox.accounts import agency_accounts
 from gateway.store.audit import record
 
 routes = ApiRoutes()
@@ -38,6 +39,11 @@ class AgencyOut(BaseModel):
     default_language: str
     budget_limit: Decimal | None = Field(description="monthly ceiling; null: none")
     emergency_single_approval: bool
+    social_accounts: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="per social channel, the accounts your announcements are posted to "
+        "(the gateway's [social] account_agencies); read-only",
+    )
 
 
 class AgencyPatch(BaseModel):
@@ -90,7 +96,15 @@ async def _read(conn: Any, agency_id: int) -> Any:
 @routes.get("/agency", summary="Your agency's settings", response=AgencyOut, tags=TAGS)
 async def get_agency(request: web.Request, principal: Principal) -> AgencyOut:
     async with reading(request.app[ENGINE]) as conn:
-        return _out(await _read(conn, principal.agency_id))
+        out = _out(await _read(conn, principal.agency_id))
+        return await _with_accounts(request, conn, out)
+
+
+async def _with_accounts(request: web.Request, conn: Any, out: AgencyOut) -> AgencyOut:
+    dispatcher = request.app.get(DISPATCHER)
+    channels = {} if dispatcher is None else dispatcher.channels
+    accounts = await agency_accounts(conn, channels, request.app[CONFIG], out.id)
+    return out.model_copy(update={"social_accounts": accounts})
 
 
 @routes.route(
@@ -120,7 +134,7 @@ async def change_agency(request: web.Request, principal: Principal, body: Agency
             await conn.execute(
                 sa.update(agencies).where(agencies.c.id == principal.agency_id).values(**given)
             )
-        after = _out(await _read(conn, principal.agency_id))
+        after = await _with_accounts(request, conn, _out(await _read(conn, principal.agency_id)))
         changed = {
             name: (getattr(before, name), getattr(after, name))
             for name in _FIELDS

@@ -86,6 +86,10 @@ async def test_each_agency_posts_to_its_own_pages_only(
         assert [len(v) for v in on_page.values()] == [1, 1, 1]
         assert "Beta" in on_page[PAGE_2][0] and "Alpha" not in on_page[PAGE_2][0]
         assert all("Alpha" in on_page[p][0] for p in (PAGE_1, PAGE_3))
+        # Each agency can see where its announcements are posted.
+        for agency, pages in ((0, [PAGE_1, PAGE_3]), (1, [PAGE_2])):
+            settings = await world.call("GET", "/api/v1/agency", agency=agency)
+            assert settings.body["social_accounts"] == {"facebook": pages}
 
 
 async def test_an_agency_without_a_page_is_told_before_approval_and_posts_nowhere(
