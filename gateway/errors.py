@@ -40,6 +40,12 @@ class ConfigError(ChannelError):
     kind = "config"
 
 
+class AccountRefused(ConfigError):
+    """The provider refused the account itself (its balance ran out, its credentials were
+    refused), not one channel's setting such as a sender id: every channel paid from that
+    account (``Channel.paying_account``) would be refused alike."""
+
+
 class ConnectionFailed(ChannelError):
     kind = "connection"
     retryable = True

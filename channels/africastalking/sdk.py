@@ -33,7 +33,13 @@ from africastalking.Application import ApplicationService
 from africastalking.SMS import SMSService
 
 from channels.africastalking.config import AfricasTalkingConfig
-from gateway.errors import ChannelError, ConfigError, ConnectionFailed, Rejected, Throttled
+from gateway.errors import (
+    AccountRefused,
+    ChannelError,
+    ConnectionFailed,
+    Rejected,
+    Throttled,
+)
 from gateway.ratelimit import SEND_BY, leave_by_deadline
 
 T = TypeVar("T")
@@ -62,7 +68,7 @@ def error_for_status(status: int, retry_after: str | None = None) -> ChannelErro
     if status in (401, 403):
         # Africa's Talking answers 401 for a wrong username or API key; 403 for an address
         # outside the account's allow-list. Nothing will succeed until an operator acts.
-        return ConfigError(f"authentication refused (HTTP {status})")
+        return AccountRefused(f"authentication refused (HTTP {status})")
     if status == 408 or status >= 500:
         return ConnectionFailed(f"HTTP {status}")
     # Any other 4xx means the provider refused this request as written: retrying the same

@@ -16,7 +16,7 @@ from channels.africastalking.sdk import AfricasTalkingClient
 from channels.base import Balance, Channel, Encoding, OutgoingMessage, Reach, SendResult
 from channels.sms.status import DLR_STATUS, SEND_STATUS, UNKNOWN_SEND_STATUS
 from gateway.domain import DeliveryState
-from gateway.errors import ChannelError, ConfigError, ConnectionFailed, Rejected
+from gateway.errors import AccountRefused, ChannelError, ConfigError, ConnectionFailed, Rejected
 from gateway.pricing import cost_in
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def _match(
     if not entries:
         word = _safe_word(data.get("Message", "") if isinstance(data, Mapping) else "")
         if word in _ACCOUNT_WORDS:
-            raise ConfigError(word)
+            raise (AccountRefused if word == "InsufficientBalance" else ConfigError)(word)
         raise ConnectionFailed("answer lists no recipients")
     # A number is almost always in a request once: a plain dict for the first message per
     # number, a queue only for the rare repeats (the answer pairs them in request order).

@@ -9,7 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from gateway.domain import DeliveryState
-from gateway.errors import ChannelError, ConfigError, ConnectionFailed, RecipientStopped, Rejected
+from gateway.errors import (
+    AccountRefused,
+    ChannelError,
+    ConfigError,
+    ConnectionFailed,
+    RecipientStopped,
+    Rejected,
+)
 
 # Per-recipient ``statusCode`` of a send answer -> None (accepted) or the error kind.
 SEND_STATUS: Mapping[int, type[ChannelError] | None] = {
@@ -19,7 +26,7 @@ SEND_STATUS: Mapping[int, type[ChannelError] | None] = {
     # Account problems: every later message fails the same way until an operator acts.
     401: ConfigError,  # RiskHold: Africa's Talking holds the account or content for review
     402: ConfigError,  # InvalidSenderId: our sender id is not registered for this network
-    405: ConfigError,  # InsufficientBalance: top up the account
+    405: AccountRefused,  # InsufficientBalance: top up the account (calls draw on it too)
     # This number or this message cannot be delivered: permanent for this message only.
     403: Rejected,  # InvalidPhoneNumber
     404: Rejected,  # UnsupportedNumberType

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from gateway.domain import DeliveryState
-from gateway.errors import ChannelError, ConfigError, ConnectionFailed, Rejected
+from gateway.errors import AccountRefused, ChannelError, ConfigError, ConnectionFailed, Rejected
 
 # Per-number ``status`` of a call request answer -> None (queued) or the error kind.
 CALL_ENTRY_STATUS: Mapping[str, type[ChannelError] | None] = {
@@ -22,7 +22,7 @@ CALL_ENTRY_STATUS: Mapping[str, type[ChannelError] | None] = {
     "InvalidPhoneNumber": Rejected,
     "DestinationNotSupported": Rejected,
     # Top up the account: every later call fails the same way until an operator acts.
-    "InsufficientCredit": ConfigError,
+    "InsufficientCredit": AccountRefused,
 }
 # A word we do not know is a refusal of this call, never assumed queued.
 UNKNOWN_CALL_ENTRY_STATUS: type[ChannelError] = Rejected
@@ -30,11 +30,11 @@ UNKNOWN_CALL_ENTRY_STATUS: type[ChannelError] = Rejected
 # ``errorMessage`` of an answer that lists no entries: keywords -> (error kind, our word).
 # The message itself is never passed on: it may repeat the number it complains about.
 REQUEST_ERROR_WORDS: tuple[tuple[str, type[ChannelError], str], ...] = (
-    ("credit", ConfigError, "InsufficientCredit"),
-    ("balance", ConfigError, "InsufficientCredit"),
+    ("credit", AccountRefused, "InsufficientCredit"),
+    ("balance", AccountRefused, "InsufficientCredit"),
     ("callerid", ConfigError, "InvalidCallerId"),
     ("from", ConfigError, "InvalidCallerId"),
-    ("username", ConfigError, "InvalidUsername"),
+    ("username", AccountRefused, "InvalidUsername"),
 )
 UNKNOWN_REQUEST_ERROR: tuple[type[ChannelError], str] = (ConnectionFailed, "RequestRefused")
 

@@ -41,6 +41,7 @@ from gateway.db.writer import Writer
 from gateway.domain import PERSONAL_CHANNELS, AnnouncementStatus, DeliveryState, Urgency
 from gateway.errors import (
     AccountHeld,
+    AccountRefused,
     ChannelError,
     ConfigError,
     HandedBack,
@@ -120,6 +121,8 @@ class Dispatcher:
         # account problem's hold (then the provider's word for it is in _held_for).
         self._paused_until: dict[str, float] = {}
         self._held_for: dict[str, str] = {}
+        # channel -> the channel whose refused account holds it too (they pay from one).
+        self._held_with: dict[str, str] = {}
         # Holds to store for the API and dashboard (gateway.outbox.holds): channel -> the
         # provider's word, or None once it accepts the account again.
         self._hold_news: dict[str, str | None] = {}
@@ -704,6 +707,7 @@ class Dispatcher:
         except Throttled as exc:
             if self._pause(channel.name, exc.retry_after or 1.0):
                 self._held_for.pop(channel.name, None)  # paused for the 429 now
+                self._release_held_with(channel.name)  # a 429 is no refused account
             return exc
         except ConfigError as exc:
             if channel.reach == "social":
@@ -719,23 +723,45 @@ class Dispatcher:
     def _hold(self, channel_name: str, error: ConfigError) -> AccountHeld:
         """The provider refused a whole request for an account reason: hold the channel
         (nothing is claimed or sent on it in this process for ``account_hold_s``) and queue
-        the request again for after the hold, its attempt given back."""
+        the request again for after the hold, its attempt given back. A refusal of the account
+        itself (``AccountRefused``: its balance, its credentials) holds the channels paid from
+        the same account too (SMS and voice calls), until this one finds it put right."""
         loop = asyncio.get_running_loop()
         hold = self.config.dispatch.account_hold_s
         word = error.reason or "refused"
         ended = self._paused_until.get(channel_name, 0.0) <= loop.time()
+        self._held_with.pop(channel_name, None)  # refused itself: its own hold from now
+        siblings = [
+            name
+            for name in (self._paid_with(channel_name) if isinstance(error, AccountRefused) else ())
+            if name not in self._held_for or name in self._held_with
+        ]
         if ended or self._held_for.get(channel_name) != word:
             log.warning(
-                "%s: the provider refused the account (%s): nothing is sent on this channel "
+                "%s: the provider refused the account (%s): nothing is sent on this channel%s "
                 "for %.0f s, and its deliveries wait in the queue until the account is put right",
                 channel_name,
                 word,
+                f" nor on {', '.join(siblings)}, paid from the same account," if siblings else "",
                 hold,
             )
-        self._pause(channel_name, hold)
-        self._held_for[channel_name] = word
-        self._hold_news[channel_name] = word
+        for name in (channel_name, *siblings):
+            self._pause(name, hold)
+            self._held_for[name] = word
+            self._hold_news[name] = word
+        self._held_with.update(dict.fromkeys(siblings, channel_name))
         return AccountHeld(word, retry_after=hold)
+
+    def _paid_with(self, channel_name: str) -> list[str]:
+        """The other channels that send on ``channel_name``'s provider account."""
+        account = self.channels[channel_name].paying_account
+        if account is None:
+            return []
+        return sorted(
+            name
+            for name, channel in self.channels.items()
+            if name != channel_name and channel.paying_account == account
+        )
 
     def _pause(self, channel_name: str, seconds: float) -> bool:
         """Send nothing on the channel for ``seconds`` from now, unless a pause already set
@@ -761,11 +787,24 @@ class Dispatcher:
         return paused
 
     def _account_back(self, channel_name: str, now: float) -> None:
-        """A request went through after an account hold ended: the hold is over."""
+        """A request went through after an account hold ended: the hold is over, and so is
+        that of the channels held with it."""
         if self._paused_until.get(channel_name, 0.0) <= now:
             word = self._held_for.pop(channel_name)
             self._hold_news[channel_name] = None
             log.info("%s: the provider accepts the account again (was %s)", channel_name, word)
+            self._release_held_with(channel_name)
+
+    def _release_held_with(self, channel_name: str) -> None:
+        """The provider answered ``channel_name`` other than by refusing its account: the
+        channels held with it send again."""
+        self._held_with.pop(channel_name, None)
+        for sibling in [s for s, origin in self._held_with.items() if origin == channel_name]:
+            del self._held_with[sibling]
+            self._held_for.pop(sibling, None)
+            self._paused_until.pop(sibling, None)
+            self._hold_news[sibling] = None
+            log.info("%s: sends again, paid from the same account as %s", sibling, channel_name)
 
     async def _store_holds(self) -> None:
         """Tell the database which channels this process holds, or no longer holds."""

@@ -20,7 +20,7 @@ from channels.africastalking.sdk import (
     parse_retry_after,
 )
 from channels.africastalking.simulator import SimulatorConfig, serve_forever
-from gateway.errors import ConfigError, ConnectionFailed, HandedBack, Rejected, Throttled
+from gateway.errors import AccountRefused, ConnectionFailed, HandedBack, Rejected, Throttled
 from gateway.ratelimit import SEND_BY
 from tests.support.provider_harness import API_KEY, USERNAME
 
@@ -48,8 +48,8 @@ def config(base_url: str, **overrides: object) -> AfricasTalkingConfig:
     ("status", "kind", "reason"),
     [
         (400, Rejected, "HTTP 400"),
-        (401, ConfigError, "authentication refused (HTTP 401)"),
-        (403, ConfigError, "authentication refused (HTTP 403)"),
+        (401, AccountRefused, "authentication refused (HTTP 401)"),
+        (403, AccountRefused, "authentication refused (HTTP 403)"),
         (408, ConnectionFailed, "HTTP 408"),
         (429, Throttled, "HTTP 429"),
         (500, ConnectionFailed, "HTTP 500"),

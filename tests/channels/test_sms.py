@@ -12,7 +12,7 @@ from channels.base import OutgoingMessage
 from channels.sms import CallbackFieldError, SmsChannel, parse_delivery_report, parse_opt_out
 from channels.sms.adapter import parse_cost
 from gateway.domain import DeliveryState
-from gateway.errors import ConfigError, ConnectionFailed, Rejected, Throttled
+from gateway.errors import AccountRefused, ConnectionFailed, Rejected, Throttled
 from tests.support.provider_harness import (
     API_KEY,
     Outcome,
@@ -88,7 +88,7 @@ CASES = [
         expected_requests=[form([N1, N2, N3, N4], ALERT)],
         expected_results=[
             sent(1, 1),
-            failed(2, "ConfigError", "InsufficientBalance"),
+            failed(2, "AccountRefused", "InsufficientBalance"),
             failed(3, "ConfigError", "InvalidSenderId"),
             failed(4, "ConfigError", "RiskHold"),
         ],
@@ -98,7 +98,7 @@ CASES = [
         batch=messages([N1, N2], ALERT),
         outcomes={N1: "insufficient_balance", N2: "insufficient_balance"},
         expected_requests=[form([N1, N2], ALERT)],
-        expected_error=ConfigError("InsufficientBalance"),
+        expected_error=AccountRefused("InsufficientBalance"),
     ),
     ProviderCase(
         label="provider-side-recipient-errors-are-retryable",
@@ -131,7 +131,7 @@ CASES = [
         batch=messages([N1], ALERT),
         channel={"api_key": "not-the-key"},
         expected_requests=[form([N1], ALERT)],
-        expected_error=ConfigError("authentication refused (HTTP 401)"),
+        expected_error=AccountRefused("authentication refused (HTTP 401)"),
     ),
     ProviderCase(
         label="timeout",

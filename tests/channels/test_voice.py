@@ -35,7 +35,7 @@ from channels.voice.callbacks import final_state
 from channels.voice.simconfig import VoiceSimulatorConfig
 from channels.voice.speech import SpeechRenderer, audio_name, is_wav
 from gateway.domain import DeliveryState
-from gateway.errors import ChannelError, ConfigError, ConnectionFailed, Throttled
+from gateway.errors import AccountRefused, ChannelError, ConfigError, ConnectionFailed, Throttled
 
 USERNAME = "warta-voice"
 API_KEY = "at-voice-key-9c1e2f3a4b5d"
@@ -186,7 +186,7 @@ CALL_CASES = [
         expected_requests=[call_form([N1, N2])],
         expected_results=[
             Outcome(1, SENT, session(1)),
-            Outcome(2, FAILED, None, ("ConfigError", "InsufficientCredit")),
+            Outcome(2, FAILED, None, ("AccountRefused", "InsufficientCredit")),
         ],
     ),
     CallCase(
@@ -194,7 +194,7 @@ CALL_CASES = [
         batch=messages([N1, N2]),
         simulator={"outcomes": {N1: "insufficient_credit", N2: "insufficient_credit"}},
         expected_requests=[call_form([N1, N2])],
-        expected_error=ConfigError("InsufficientCredit"),
+        expected_error=AccountRefused("InsufficientCredit"),
     ),
     CallCase(
         label="caller-number-not-ours",
@@ -208,7 +208,7 @@ CALL_CASES = [
         batch=messages([N1]),
         channel={"api_key": "not-the-voice-key"},
         expected_requests=[call_form([N1])],
-        expected_error=ConfigError("authentication refused (HTTP 401)"),
+        expected_error=AccountRefused("authentication refused (HTTP 401)"),
     ),
     CallCase(
         label="whole-request-500",

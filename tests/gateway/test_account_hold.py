@@ -11,6 +11,7 @@ stopped once the account is put right: each citizen reached exactly once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from dataclasses import replace
@@ -21,11 +22,15 @@ import pytest
 import sqlalchemy as sa
 
 from channels.simfaults import Fault
+from gateway.appkeys import DISPATCHER
 from gateway.clock import ManualClock
+from gateway.db.schema import channel_holds, deliveries
 from gateway.domain import Role
 from gateway.outbox.shared_rate_tables import rate_budgets
 from tests.gateway.test_dashboard import add_user, browsers  # noqa: F401 - a fixture
 from tests.gateway.test_late_stops import T0, started
+from tests.support.config import make_config
+from tests.support.sms import broadcast, import_numbers, numbers, sms_world
 
 EMPTY = "insufficient_balance"
 # One request per claimed batch of 100; the provider's rate does not pace them.
@@ -227,3 +232,60 @@ async def test_a_balance_that_runs_out_mid_broadcast_then_a_top_up_reaches_every
             pass
         assert run.sent() == [1] * 250
         assert {s[0] for s in (await run.states()).values()} <= REACHED
+
+
+@pytest.mark.parametrize(
+    ("outcome", "word", "calls_held"),
+    [
+        # The balance is the account's: calls draw on it too.
+        (EMPTY, "InsufficientBalance", True),
+        # A sender id is the SMS channel's own setting: calls go on.
+        ("invalid_sender", "InvalidSenderId", False),
+    ],
+)
+async def test_a_refused_balance_holds_the_calls_paid_from_it_too(
+    aiohttp_client, database_url, keys, tmp_path, caplog, outcome, word, calls_held
+):
+    caplog.set_level(logging.INFO)
+    with_voice = functools.partial(
+        make_config,
+        data_dir=str(tmp_path),
+        # Never dialled here: the voice channel is only held, or not.
+        voice={"enabled": True, "caller_number": "+62215550100", "base_url": "http://127.0.0.1:9"},
+    )
+    async with sms_world(
+        aiohttp_client, with_voice, database_url, keys, dispatch=BY_HAND, africastalking=UNPACED
+    ) as (world, sim):
+        phones = numbers(3)
+        await import_numbers(world, phones)
+        await broadcast(world)
+        dispatcher = world.app[DISPATCHER]
+        assert await dispatcher.start_due() == 1
+        sim.config = replace(sim.config, outcomes=dict.fromkeys(phones, outcome))
+        assert await dispatcher.run_once("sms") == 3
+
+        paused = {name: why for name, (why, _) in dispatcher.paused_channels().items()}
+        assert paused == ({"sms": "config", "voice": "config"} if calls_held else {"sms": "config"})
+        metrics = await metrics_of(world)
+        held_voice = 'warta_channel_paused_seconds{channel="voice",reason="config"}'
+        assert (held_voice in metrics) is calls_held
+        async with world.engine.connect() as conn:
+            rows = await conn.execute(sa.select(channel_holds.c.channel, channel_holds.c.reason))
+            stored = {row.channel: row.reason for row in rows}
+        assert stored == ({"sms": word, "voice": word} if calls_held else {"sms": word})
+
+        # Put right: once an SMS request goes through, the calls are released with it.
+        sim.config = replace(sim.config, outcomes={})
+        await asyncio.sleep(BY_HAND["account_hold_s"])
+        assert await dispatcher.run_once("sms") == 3
+        assert dispatcher.paused_channels() == {}
+        async with world.engine.connect() as conn:
+            states = (await conn.execute(sa.select(deliveries.c.state))).scalars().all()
+            assert set(states) <= REACHED and len(states) == 3
+            assert (await conn.execute(sa.select(channel_holds.c.channel))).all() == []
+    released = [
+        r.getMessage() for r in caplog.records if "from the same account as" in r.getMessage()
+    ]
+    assert released == (
+        ["voice: sends again, paid from the same account as sms"] if calls_held else []
+    )
