@@ -30,7 +30,7 @@ from gateway.db.schema import agencies
 log = logging.getLogger(__name__)
 
 
-def owner_defaults(config: WartaConfig) -> dict[str, str | None]:
+def _owner_defaults(config: WartaConfig) -> dict[str, str | None]:
     """Channel -> the agency (slug) its accounts not named in ``[social]`` post for; None:
     the first agency."""
     return {"telegram_channel": config.telegram.agency}
@@ -46,7 +46,7 @@ def accounts_for(
     """Social channel -> the accounts that post for ``agency`` (slug), for every channel that
     has accounts (an empty list: none of them is this agency's)."""
     named = config.social.account_agencies
-    defaults = owner_defaults(config)
+    defaults = _owner_defaults(config)
     out: dict[str, list[str]] = {}
     for name, channel in channels.items():
         if not channel.accounts:
