@@ -222,8 +222,8 @@ class VoiceSection(_Section):
 
 
 class PricingConfig(_Section):
-    """Price per SMS segment by country calling region, optionally by network code, and per
-    minute of a voice call by region.
+    """Price per SMS segment, and per minute of a voice call, by country calling region,
+    optionally by network.
 
     The defaults are EXAMPLES for Indonesia and Kenya, not quotes: set your contract's prices.
     """
@@ -235,8 +235,8 @@ class PricingConfig(_Section):
     )
     # Region -> network name (as phonenumbers names carriers, e.g. "Telkomsel") -> price.
     per_network: dict[str, dict[str, Decimal]] = Field(default_factory=dict)
-    # Voice calls: price per minute by region, and the provider's billing step in seconds
-    # (60: every started minute is billed in full; 1: billed by the second).
+    # Voice calls: price per minute by region and network, and the provider's billing step in
+    # seconds (60: every started minute is billed in full; 1: billed by the second).
     voice_default_per_minute: Decimal = Decimal("1200")
     voice_per_region: dict[str, Decimal] = Field(default_factory=dict)
     voice_per_network: dict[str, dict[str, Decimal]] = Field(default_factory=dict)
