@@ -434,7 +434,9 @@ async def test_a_request_that_oversleeps_its_window_books_again(
         async with world.engine.connect() as conn:
             rows = (await conn.execute(sa.select(deliveries.c.state, deliveries.c.attempts))).all()
 
-    assert {(state, attempts) for state, attempts in rows} == {("sent", 1)}
+    # Sent once each; the simulator reports at once, so some may be delivered already.
+    assert {attempts for _, attempts in rows} == {1}
+    assert {state for state, _ in rows} <= {"sent", "delivered"}
     assert sim.sent_count.duplicates() == {}
     assert set(dict(sim.sent_count.items())) == set(phones)
     warned = [r.getMessage() for r in caplog.records if "booked rate window" in r.getMessage()]
