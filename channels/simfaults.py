@@ -238,6 +238,11 @@ class FaultSchedule:
     ) -> web.StreamResponse:
         """Process the request as usual, noting whether its client was still there."""
         response = await handler(request)
+        # A client that gave up while the request was handled has closed its end; this side
+        # learns of it when the event loop next polls the socket (in tests the gateway and
+        # the simulator share one loop, so a busy loop may not have yet): one turn first. The
+        # answer is not written yet, so a connection closed by now never delivers it.
+        await asyncio.sleep(0)
         if request.transport is None or request.transport.is_closing():
             self.unanswered.update(recipients)
         return response
