@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from channels.base import Channel
 from channels.voice.adapter import call_seconds
 from gateway.db.schema import agencies, announcements
-from gateway.outbox.content import content_for
+from gateway.outbox.content import content_for, languages_of
 from gateway.pricing import billed_minutes
 from gateway.renditions import Renderer, Rendition
 
@@ -101,15 +101,8 @@ class AnnouncementTexts:
         key = (announcement.row["id"], channel.name, language)
         text = self._texts.get(key)
         if text is None:
-            content = content_for(
-                announcement.row,
-                language=language,
-                agency_name=announcement.agency_name,
-                public_url=self.public_url(announcement.row),
-            )
-            text = self._renderer.render(
-                type(channel), content, keep_gsm7=announcement.row["keep_gsm7"]
-            ).text
+            row, agency_name = announcement.row, announcement.agency_name
+            text = self._rendition(channel, row, agency_name, language).text
             self._texts[key] = text
         return text
 
@@ -144,7 +137,7 @@ class AnnouncementTexts:
         self, voice: Channel, row: Mapping[str, Any], agency_name: str
     ) -> dict[str, Decimal]:
         minutes: dict[str, Decimal] = {}
-        for language in [row["language"], *row["translations"]]:
+        for language in languages_of(row):
             text = self._rendition(voice, row, agency_name, language).text
             seconds = await call_seconds(voice, text, language)
             minutes[language] = billed_minutes(seconds, self._call_billing_s)
@@ -187,7 +180,7 @@ class AnnouncementTexts:
     def _segments(self, sms: Channel, row: Mapping[str, Any], agency_name: str) -> dict[str, int]:
         return {
             language: self._rendition(sms, row, agency_name, language).segments
-            for language in [row["language"], *row["translations"]]
+            for language in languages_of(row)
         }
 
     def _rendition(
