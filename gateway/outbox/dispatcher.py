@@ -126,6 +126,9 @@ class Dispatcher:
         # Holds to store for the API and dashboard (gateway.outbox.holds): channel -> the
         # provider's word, or None once it accepts the account again.
         self._hold_news: dict[str, str | None] = {}
+        # What an SMS segment and a minute of a call cost: priced at fan-out and fallback.
+        self._tariff = Tariff.from_config(config.pricing)
+        self._call_tariff = Tariff.for_calls(config.pricing)
         self.texts = AnnouncementTexts(
             engine=engine,
             renderer=renderer,
@@ -293,12 +296,12 @@ class Dispatcher:
                     announcement=row,
                     now=now,
                     segments_by_channel=segments,
-                    tariff=Tariff.from_config(self.config.pricing),
+                    tariff=self._tariff,
                     accounts=await agency_accounts(
                         conn, self.channels, self.config, row["agency_id"]
                     ),
                     call_minutes=call_minutes,
-                    call_tariff=Tariff.for_calls(self.config.pricing),
+                    call_tariff=self._call_tariff,
                 )
                 # Deferred in the same transaction: no worker may claim a delivery of a
                 # normal announcement started at night before it is moved to the morning.
@@ -1095,12 +1098,12 @@ class Dispatcher:
         return fallback.FallbackRules(
             channels=frozenset(n for n, c in self.channels.items() if c.reach == "personal"),
             unconfirmed_after=timedelta(seconds=self.config.dispatch.fallback_unconfirmed_s),
-            tariff=Tariff.from_config(self.config.pricing),
+            tariff=self._tariff,
             sms_segments={
                 announcement_id: await self.texts.sms_segments_of(announcement_id)
                 for announcement_id in sorted(announcement_ids)
             },
-            call_tariff=Tariff.for_calls(self.config.pricing),
+            call_tariff=self._call_tariff,
             call_minutes={
                 announcement_id: await self.texts.call_minutes_of(announcement_id)
                 for announcement_id in sorted(announcement_ids)
