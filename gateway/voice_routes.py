@@ -39,7 +39,7 @@ from channels.voice import (
 from channels.voice.actions import XML_CONTENT_TYPE
 from channels.voice.speech import AUDIO_MEDIA_TYPE
 from gateway.api.errors import error_response
-from gateway.appkeys import CONFIG, DISPATCHER, ENGINE, RENDERER, REPORTS
+from gateway.appkeys import CONFIG, ENGINE, RENDERER, REPORTS, running_channels
 from gateway.callbacks import FORM_LIMIT, authentic
 from gateway.db.schema import agencies, announcements, deliveries
 from gateway.errors import ConfigError
@@ -104,8 +104,7 @@ def callback_urls(public_url: str, token: str) -> dict[str, str]:
 
 
 def _voice_channel(app: web.Application) -> VoiceChannel | None:
-    dispatcher = app.get(DISPATCHER)
-    channel = None if dispatcher is None else dispatcher.channels.get("voice")
+    channel = running_channels(app).get("voice")
     return channel if isinstance(channel, VoiceChannel) else None
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.api.errors import not_found, unprocessable
 from gateway.api.routing import ApiRoutes
-from gateway.appkeys import CLOCK, CONFIG, DISPATCHER, ENGINE, RENDERER
+from gateway.appkeys import CLOCK, CONFIG, ENGINE, RENDERER, running_channels
 from gateway.auth import Principal
 from gateway.db.engine import reading
 from gateway.db.schema import agencies
@@ -101,8 +101,7 @@ async def get_agency(request: web.Request, principal: Principal) -> AgencyOut:
 
 
 async def _with_accounts(request: web.Request, conn: Any, out: AgencyOut) -> AgencyOut:
-    dispatcher = request.app.get(DISPATCHER)
-    channels = {} if dispatcher is None else dispatcher.channels
+    channels = running_channels(request.app)
     accounts = await agency_accounts(conn, channels, request.app[CONFIG], out.id)
     return out.model_copy(update={"social_accounts": accounts})
 

@@ -21,7 +21,7 @@ from gateway.api.announcements import to_out
 from gateway.api.deliveries import Preview, build_preview
 from gateway.api.errors import ApiError, read_body
 from gateway.api.routing import ApiRoutes
-from gateway.appkeys import CLOCK, CONFIG, DISPATCHER, ENGINE
+from gateway.appkeys import CLOCK, CONFIG, ENGINE, running_channels
 from gateway.auth import Principal
 from gateway.cap import CAP_MEDIA_TYPE, CapProblem
 from gateway.cap import store as cap_store
@@ -51,8 +51,7 @@ def _invalid(problem: CapProblem) -> ApiError:
 
 def default_channels(request: web.Request) -> list[str]:
     """The personal channels this gateway runs (SMS when it runs none yet)."""
-    dispatcher = request.app.get(DISPATCHER)
-    running = set(dispatcher.channels) if dispatcher is not None else set()
+    running = running_channels(request.app)
     return [c for c in DEFAULT_CHANNELS if c in running] or ["sms"]
 
 

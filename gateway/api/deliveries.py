@@ -15,7 +15,7 @@ from channels.voice.adapter import call_seconds
 from gateway.api import models
 from gateway.api.announcements import TAGS, public_url
 from gateway.api.routing import ApiRoutes, path_id
-from gateway.appkeys import BALANCES, CONFIG, DISPATCHER, ENGINE, RENDERER
+from gateway.appkeys import BALANCES, CONFIG, ENGINE, RENDERER, running_channels
 from gateway.auth import Principal
 from gateway.codes import new_code
 from gateway.db.engine import reading
@@ -86,8 +86,7 @@ async def build_preview(request: web.Request, row: AnnouncementRow) -> Preview:
     renderer = app[RENDERER]
     classes = channel_classes()
     v = row.values
-    dispatcher = app.get(DISPATCHER)
-    configured = {} if dispatcher is None else dispatcher.channels
+    configured = running_channels(app)
     async with reading(app[ENGINE]) as conn:
         audience = await count_audience(
             conn,

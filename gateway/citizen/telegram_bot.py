@@ -44,7 +44,7 @@ from channels.telegram.webhook import (
     verify_secret_token,
 )
 from gateway.api.errors import error_response
-from gateway.appkeys import CLOCK, CONFIG, DISPATCHER, ENGINE, VAULT
+from gateway.appkeys import CLOCK, CONFIG, DISPATCHER, ENGINE, VAULT, running_channels
 from gateway.citizen import telegram_chats as chats
 from gateway.citizen.directory import SqlCitizenDirectory
 from gateway.citizen.telegram_chats import ChatReply
@@ -242,8 +242,7 @@ async def register_webhook_on_startup(app: web.Application) -> None:
         or config.secrets.telegram_webhook_secret is None
     ):
         return
-    dispatcher = app.get(DISPATCHER)
-    channel = dispatcher.channels.get(chats.CHANNEL) if dispatcher is not None else None
+    channel = running_channels(app).get(chats.CHANNEL)
     if not isinstance(channel, WebhookChannel):
         log.info("Telegram webhook not registered: the telegram channel is not configured")
         return

@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 from aiohttp import web
 
 from channels.telegram.webhook import UpdateFieldError, parse_update
-from gateway.appkeys import CONFIG, DISPATCHER
+from gateway.appkeys import CONFIG, running_channels
 from gateway.citizen.telegram_bot import handle_update, worth_retrying
 from gateway.errors import ChannelError
 
@@ -91,8 +91,7 @@ async def _poll_forever(app: web.Application, channel: PollingChannel) -> None:
 async def polling_ctx(app: web.Application) -> AsyncIterator[None]:
     """``cleanup_ctx`` entry after the outbox's: polls while the app runs, when configured."""
     config = app[CONFIG]
-    dispatcher = app.get(DISPATCHER)
-    channel = dispatcher.channels.get("telegram") if dispatcher is not None else None
+    channel = running_channels(app).get("telegram")
     if (
         config.telegram.updates != "polling"
         or not config.dispatch.enabled
