@@ -100,9 +100,14 @@ def estimated_call_seconds(
     text: str, language: str, *, repeat_key: str = "1", digits_timeout: int = 10
 ) -> float:
     """``SpeechRenderer.call_seconds`` guessed from the text alone."""
-    wording = wording_for(language, repeat_key)
-    spoken = (text, wording.prompt, wording.goodbye)
+    spoken = spoken_in_call(text, language, repeat_key)
     return sum(estimated_speech_seconds(part) for part in spoken) + digits_timeout
+
+
+def spoken_in_call(text: str, language: str, repeat_key: str = "1") -> tuple[str, str, str]:
+    """What one play of a call says, in order: the message, the repeat prompt, the goodbye."""
+    wording = wording_for(language, repeat_key)
+    return text, wording.prompt, wording.goodbye
 
 
 def wav_seconds(path: Path) -> float:
@@ -271,9 +276,9 @@ class SpeechRenderer:
     ) -> float:
         """How long a call reading ``text`` once lasts: the message, the repeat prompt, the
         wait for a key (a citizen who presses none waits it out) and the goodbye."""
-        wording = wording_for(language, repeat_key)
         spoken = [
-            await self.seconds(part, language) for part in (text, wording.prompt, wording.goodbye)
+            await self.seconds(part, language)
+            for part in spoken_in_call(text, language, repeat_key)
         ]
         return sum(spoken) + digits_timeout
 
